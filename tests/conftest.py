@@ -1,0 +1,27 @@
+"""Shared fixtures: paths of the repository and a runner for the workflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+def run_snakemake(*args: str, workdir: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run the workflow's Snakefile with the test environment's snakemake."""
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *args]
+    if workdir is not None:
+        cmd += ["-d", str(workdir)]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run(cmd, cwd=workdir or REPO, capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,0 +1,20 @@
+import logging
+
+from brainssl.logs import configure_logging, progress
+
+
+def test_progress_in_a_log_file_is_one_clean_line_per_update(tmp_path):
+    log = tmp_path / "job.log"
+    configure_logging(log)
+    try:
+        assert list(progress(range(1000), desc="subjects")) == list(range(1000))
+    finally:
+        for handler in list(logging.getLogger().handlers):
+            if getattr(handler, "_brainssl", False):
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+    text = log.read_text()
+    assert "\r" not in text
+    lines = [line for line in text.splitlines() if "subjects" in line]
+    assert 1 <= len(lines) <= 3, lines
+    assert "1000/1000" in lines[-1]

@@ -1,0 +1,129 @@
+rule datasets_generate:
+    output:
+        table="results/datasets/{dataset}/chunks/chunk-{chunk}.tsv",
+        prov="results/datasets/{dataset}/chunks/chunk-{chunk}.provenance.json",
+    log:
+        "logs/datasets/{dataset}/generate-{chunk}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        subjects=chunk_subjects,
+        seed=config["seed"],
+        grid_mm=config["datasets"]["grid_mm"],
+        raw_root=lambda wc: raw_root(wc.dataset),
+    script:
+        "../scripts/datasets_generate.py"
+
+
+rule datasets_finalize:
+    input:
+        tables=lambda wc: expand(
+            "results/datasets/{dataset}/chunks/chunk-{chunk}.tsv",
+            dataset=wc.dataset,
+            chunk=dataset_chunks(wc.dataset),
+        ),
+    output:
+        prov="results/datasets/{dataset}/raw.done.json",
+    log:
+        "logs/datasets/{dataset}/finalize.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        raw_root=lambda wc: raw_root(wc.dataset),
+    script:
+        "../scripts/datasets_finalize.py"
+
+
+rule datasets_fetch_ixi:
+    output:
+        prov="results/datasets/{dataset}/download.done.json",
+    log:
+        "logs/datasets/{dataset}/download.log",
+    wildcard_constraints:
+        dataset="ixi",
+    conda:
+        "../../envs/preprocess.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=600,
+    params:
+        dest=lambda wc: dataset_setting(wc.dataset, "path"),
+        base_url=lambda wc: dataset_setting(wc.dataset, "base_url"),
+        modalities=lambda wc: dataset_setting(wc.dataset, "modalities"),
+    script:
+        "../scripts/datasets_fetch_ixi.py"
+
+
+rule datasets_manifest:
+    input:
+        raw_ready,
+    output:
+        manifest="results/datasets/{dataset}/manifest.tsv",
+        failures="results/datasets/{dataset}/failures.tsv",
+        prov="results/datasets/{dataset}/manifest.provenance.json",
+    log:
+        "logs/datasets/{dataset}/manifest.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        raw_root=lambda wc: raw_root(wc.dataset),
+        source=lambda wc: dataset_setting(wc.dataset, "source"),
+    script:
+        "../scripts/datasets_manifest.py"
+
+
+rule datasets_merge:
+    input:
+        expand("results/datasets/{dataset}/manifest.tsv", dataset=ENABLED_DATASETS),
+    output:
+        manifest=report(
+            "results/datasets/manifest.tsv",
+            caption="../report/datasets_manifest.rst",
+            category="1. Datasets",
+        ),
+        prov="results/datasets/manifest.provenance.json",
+    log:
+        "logs/datasets/merge.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        datasets=ENABLED_DATASETS,
+    script:
+        "../scripts/datasets_merge.py"
+
+
+rule datasets_montage:
+    input:
+        manifest="results/datasets/{dataset}/manifest.tsv",
+    output:
+        png=report(
+            "results/datasets/{dataset}/montage.png",
+            caption="../report/datasets_montage.rst",
+            category="1. Datasets",
+            labels={"dataset": "{dataset}", "figure": "montage"},
+        ),
+    log:
+        "logs/datasets/{dataset}/montage.log",
+    conda:
+        "../../envs/report.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        subjects=config["datasets"]["montage_subjects"],
+    script:
+        "../scripts/datasets_montage.py"
