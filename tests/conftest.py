@@ -18,7 +18,9 @@ def repo() -> Path:
     return REPO
 
 
-def run_snakemake(*args: str, workdir: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_snakemake(
+    *args: str, workdir: Path | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     """Run the workflow's Snakefile with the test environment's snakemake."""
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *args]
     if workdir is not None:

@@ -12,9 +12,15 @@ CONFIG = {
 
 
 def test_stage_params_merges_one_dataset_override_deeply():
-    assert stage_params(CONFIG, "slices", "brats21") == {"entropy_bins": 64, "window": {"low": 0.3, "high": 0.8}}
+    assert stage_params(CONFIG, "slices", "brats21") == {
+        "entropy_bins": 64,
+        "window": {"low": 0.3, "high": 0.8},
+    }
     assert stage_params(CONFIG, "slices", "ixi")["entropy_bins"] == 32
-    assert stage_params(CONFIG, "slices", "oasis3") == {"entropy_bins": 64, "window": {"low": 0.2, "high": 0.8}}
+    assert stage_params(CONFIG, "slices", "oasis3") == {
+        "entropy_bins": 64,
+        "window": {"low": 0.2, "high": 0.8},
+    }
 
 
 def test_stage_params_keeps_only_requested_keys_and_does_not_alias():

@@ -3,10 +3,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, run_snakemake
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
-
-from conftest import REPO, run_snakemake
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 
@@ -39,7 +38,12 @@ MISTAKES = [
     # (kind, dotted key, bad value, words the message must contain)
     ("unknown top-level key", "sed", 1, ["'sed' was unexpected"]),
     ("unknown nested key (typo)", "datasets.ixi.sujbects", 3, ["'sujbects' was unexpected"]),
-    ("wrong type", "datasets.shard_size", "ten", ["'ten' is not of type 'integer'", "['datasets']['shard_size']"]),
+    (
+        "wrong type",
+        "datasets.shard_size",
+        "ten",
+        ["'ten' is not of type 'integer'", "['datasets']['shard_size']"],
+    ),
     ("below minimum", "datasets.shard_size", 0, ["0 is less than the minimum of 1", "['shard_size']"]),
     ("above maximum", "datasets.grid_mm", 9.0, ["maximum of 4.0", "['grid_mm']"]),
     ("not in enum", "datasets.ixi.source", "ftp", ["'ftp' is not one of ['synthetic', 'local', 'download']"]),
@@ -99,9 +103,15 @@ def test_config_yaml_comments_every_section():
 
 def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
     result = run_snakemake(
-        "--cores", "1", "--configfile", str(REPO / "config/test.yaml"),
-        "--config", "seed=-5", workdir=tmp_path, timeout=120,
-    )  # fmt: skip
+        "--cores",
+        "1",
+        "--configfile",
+        str(REPO / "config/test.yaml"),
+        "--config",
+        "seed=-5",
+        workdir=tmp_path,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "Error validating config file" in result.stderr
     assert "['seed']" in result.stderr

@@ -12,11 +12,24 @@ def test_record_has_every_field_and_is_written_as_json(tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("abc")
     target = tmp_path / "out.provenance.json"
-    record = record_provenance(target, stage="slices", config={"bins": 64}, inputs=[source], seed=3, started=T0)
+    record = record_provenance(
+        target, stage="slices", config={"bins": 64}, inputs=[source], seed=3, started=T0
+    )
     on_disk = json.loads(target.read_text())
     assert on_disk == json.loads(json.dumps(record))
-    for field in ("stage", "config", "config_hash", "inputs", "code", "seed", "libraries", "host",
-                  "started", "ended", "provenance_hash"):  # fmt: skip
+    for field in (
+        "stage",
+        "config",
+        "config_hash",
+        "inputs",
+        "code",
+        "seed",
+        "libraries",
+        "host",
+        "started",
+        "ended",
+        "provenance_hash",
+    ):
         assert field in record, field
     assert record["inputs"][str(source)] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert set(record["code"]) == {"package", "git_commit", "git_dirty"}
@@ -27,7 +40,9 @@ def test_equal_inputs_and_config_give_equal_hashes_whatever_the_time(tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("abc")
     a = record_provenance(None, stage="s", config={"x": 1, "y": [1, 2]}, inputs=[source], seed=1, started=T0)
-    b = record_provenance(None, stage="s", config={"y": [1, 2], "x": 1}, inputs=[source], seed=1, started=T1, ended=T1)
+    b = record_provenance(
+        None, stage="s", config={"y": [1, 2], "x": 1}, inputs=[source], seed=1, started=T1, ended=T1
+    )
     assert a["provenance_hash"] == b["provenance_hash"]
     source.write_text("abd")
     c = record_provenance(None, stage="s", config={"x": 1, "y": [1, 2]}, inputs=[source], seed=1, started=T0)
@@ -48,16 +63,19 @@ def test_changing_one_parameter_changes_exactly_the_dependent_hashes(tmp_path):
         hashes = {}
         pre = tmp_path / "pre.txt"
         pre.write_text(json.dumps(stage_params(cfg, "preprocess")))
-        hashes["preprocess"] = record_provenance(None, stage="preprocess", config=stage_params(cfg, "preprocess"),
-                                                 started=T0)["provenance_hash"]  # fmt: skip
+        hashes["preprocess"] = record_provenance(
+            None, stage="preprocess", config=stage_params(cfg, "preprocess"), started=T0
+        )["provenance_hash"]
         for dataset in ("ixi", "brats21"):
             params = stage_params(cfg, "slices", dataset)
             out = tmp_path / f"slices-{dataset}.txt"
             out.write_text(pre.read_text() + json.dumps(params))
-            hashes[f"slices-{dataset}"] = record_provenance(None, stage="slices", config=params, inputs=[pre],
-                                                            started=T0)["provenance_hash"]  # fmt: skip
-            hashes[f"tasks-{dataset}"] = record_provenance(None, stage="tasks", config=stage_params(cfg, "tasks"),
-                                                           inputs=[out], started=T0)["provenance_hash"]  # fmt: skip
+            hashes[f"slices-{dataset}"] = record_provenance(
+                None, stage="slices", config=params, inputs=[pre], started=T0
+            )["provenance_hash"]
+            hashes[f"tasks-{dataset}"] = record_provenance(
+                None, stage="tasks", config=stage_params(cfg, "tasks"), inputs=[out], started=T0
+            )["provenance_hash"]
         return hashes
 
     base = run(config)

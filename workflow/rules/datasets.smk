@@ -127,3 +127,9 @@ rule datasets_montage:
         subjects=config["datasets"]["montage_subjects"],
     script:
         "../scripts/datasets_montage.py"
+
+
+rule manifest:
+    input:
+        "results/datasets/manifest.tsv",
+        expand("results/datasets/{dataset}/montage.png", dataset=ENABLED_DATASETS),
