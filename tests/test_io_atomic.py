@@ -73,3 +73,15 @@ def test_temporary_name_keeps_the_suffix_for_format_detection(tmp_path):
         tmp.write_bytes(b"1")
     assert (tmp_path / "img.nii.gz").exists()
     assert os.listdir(tmp_path) == ["img.nii.gz"]
+
+
+def test_written_files_get_the_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        write_json(tmp_path / "atomic.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "atomic.json").stat().st_mode & 0o777 == (
+        tmp_path / "plain.txt"
+    ).stat().st_mode & 0o777

@@ -34,6 +34,13 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -52,6 +59,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_path(tmp)
+        # mkstemp creates 0600; give the file the mode an ordinary open() would.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

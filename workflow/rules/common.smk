@@ -10,11 +10,12 @@ min_version("9.0")
 # (jobs inherit the environment, also inside conda envs and SLURM jobs).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p
+# Setting (not reading) a variable, so no `envvars:` assertion is needed.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
 )
 
-from brainssl.config import chunk_indices, n_chunks, stage_params  # noqa: E402
+from brainssl.config import chunk_indices, n_chunks  # noqa: E402
 from brainssl.datasets import DATASETS  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")

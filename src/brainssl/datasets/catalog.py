@@ -1,0 +1,236 @@
+"""The six datasets: demo generation into native layouts, and manifests from native layouts.
+
+The Snakemake rules call these functions. Demo data are synthetic subjects
+(:mod:`brainssl.synth`) written in each dataset's real layout, so the same
+reader serves the demo and a real copy given by path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brainssl.datasets.layouts import brats, fastmri, hippocampus, ixi, oasis, tumor4
+from brainssl.datasets.manifest import check_manifest, failures_frame, rows_to_frame
+
+__all__ = [
+    "DATASETS",
+    "LAYOUTS",
+    "CHUNK_COLUMNS",
+    "demo_subject_ids",
+    "subject_seed",
+    "generate_demo_chunk",
+    "finalize_demo",
+    "build_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS: dict[str, ModuleType] = {
+    "ixi": ixi,
+    "brats21": brats,
+    "fastmri_brain": fastmri,
+    "oasis3": oasis,
+    "tumor4": tumor4,
+    "hippocampus": hippocampus,
+}
+DATASETS: tuple[str, ...] = tuple(LAYOUTS)
+META_COLUMNS = (
+    "age",
+    "sex",
+    "site",
+    "diagnosis",
+    "cdr",
+    "pathology",
+    "idh",
+    "mgmt",
+    "survival_days",
+    "event",
+)
+CHUNK_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "index",
+    "native_id",
+    "seed",
+    "files",
+    *META_COLUMNS,
+    "extra",
+    "meta",
+)
+
+
+def _layout(dataset: str) -> ModuleType:
+    if dataset not in LAYOUTS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    return LAYOUTS[dataset]
+
+
+def demo_subject_ids(dataset: str, n_subjects: int) -> list[str]:
+    """Return the native ids of the first ``n_subjects`` demo subjects.
+
+    Subject ``i`` always gets the same id, whatever ``n_subjects`` is.
+
+    Args:
+        dataset: dataset key.
+        n_subjects: how many.
+
+    Returns:
+        Native ids (``IXI002-Guys-1000``, ``BraTS2021_00000``, ``file_brain_AXT1_201_600000``,
+        ``OAS30001``, ``Tr-gl_0000``, ``hippocampus_001``).
+
+    Raises:
+        ValueError: for an unknown dataset or a negative count.
+    """
+    if n_subjects < 0:
+        raise ValueError(f"n_subjects must be >= 0, got {n_subjects}")
+    layout = _layout(dataset)
+    return [layout.native_id(i) for i in range(n_subjects)]
+
+
+def subject_seed(dataset: str, index: int, seed: int) -> int:
+    """Seed of demo subject ``index``: depends on the run seed, the dataset and the index only."""
+    sequence = np.random.SeedSequence([int(seed), DATASETS.index(dataset), int(index)])
+    return int(sequence.generate_state(1, dtype=np.uint32)[0])
+
+
+def _generate(seed: int, subject_id: str, params: dict[str, Any]) -> Any:
+    """Draw one synthetic subject (the single place that calls :mod:`brainssl.synth`)."""
+    from brainssl.synth import SubjectParams, generate_subject
+
+    return generate_subject(seed, subject_id, SubjectParams(**params))
+
+
+def _maker(dataset: str, index: int, native_id: str, seed: int, grid_mm: float) -> Callable[..., Any]:
+    base = _layout(dataset).subject_params(index, grid_mm)
+
+    def make(**overrides: Any) -> Any:
+        return _generate(seed, native_id, {**base, **overrides})
+
+    return make
+
+
+def generate_demo_chunk(
+    dataset: str, raw_root: Path, subject_indices: Sequence[int], seed: int, grid_mm: float
+) -> pd.DataFrame:
+    """Write some demo subjects' native files (and ``_truth``) under ``raw_root``.
+
+    Args:
+        dataset: dataset key.
+        raw_root: the dataset root (created if needed).
+        subject_indices: which demo subjects (0-based); subject ``i`` is the
+            same for any chunking.
+        seed: run seed; each subject's seed is :func:`subject_seed`.
+        grid_mm: synthetic acquisition grid spacing in mm.
+
+    Returns:
+        The chunk table, one row per subject, columns :data:`CHUNK_COLUMNS`:
+        native id, subject seed, files written (``;``-joined, relative to
+        ``raw_root``), the subject's meta values, and ``extra``/``meta`` as JSON.
+
+    Raises:
+        ValueError: for an unknown dataset, a negative index or a non-positive grid.
+    """
+    layout = _layout(dataset)
+    if grid_mm <= 0:
+        raise ValueError(f"grid_mm must be > 0, got {grid_mm}")
+    if any(int(i) < 0 for i in subject_indices):
+        raise ValueError(f"subject indices must be >= 0, got {list(subject_indices)}")
+    raw_root = Path(raw_root)
+    raw_root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in subject_indices:
+        start = time.perf_counter()
+        nid = layout.native_id(int(index))
+        sub_seed = subject_seed(dataset, int(index), seed)
+        record = layout.write_subject(
+            raw_root, int(index), nid, _maker(dataset, int(index), nid, sub_seed, grid_mm)
+        )
+        meta = record["meta"]
+        rows.append(
+            {
+                "dataset": dataset,
+                "index": int(index),
+                "native_id": nid,
+                "seed": sub_seed,
+                "files": ";".join(record["files"]),
+                **{key: meta.get(key) for key in META_COLUMNS},
+                "extra": json.dumps(record["extra"], sort_keys=True),
+                "meta": json.dumps(meta, sort_keys=True),
+            }
+        )
+        logger.info("%s %s written in %.2f s", dataset, nid, time.perf_counter() - start)
+    return pd.DataFrame(rows, columns=list(CHUNK_COLUMNS))
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
+    return pd.read_csv(path, sep=sep, keep_default_na=False, na_values=[""])
+
+
+def finalize_demo(dataset: str, raw_root: Path, chunk_tables: Sequence[Path]) -> list[Path]:
+    """Write a demo dataset's dataset-level tables from its chunk tables.
+
+    IXI: ``IXI.csv``; BraTS: ``train_labels.csv``, ``survival_info.csv``,
+    ``brats20_to_brats21.csv``, ``molecular_labels.csv``; OASIS-3:
+    ``OASIS3_clinical.csv``; Decathlon: ``dataset.json``; fastMRI and the
+    4-class set have none.
+
+    Args:
+        dataset: dataset key.
+        raw_root: the dataset root.
+        chunk_tables: the tables returned by :func:`generate_demo_chunk`, saved
+            as ``.tsv``, ``.csv`` or ``.parquet``.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ValueError: for an unknown dataset, no chunk tables, or a native id listed twice.
+    """
+    layout = _layout(dataset)
+    if not chunk_tables:
+        raise ValueError(f"{dataset}: no chunk tables given")
+    chunk = pd.concat([_read_table(Path(p)) for p in chunk_tables], ignore_index=True)
+    duplicated = chunk["native_id"][chunk["native_id"].duplicated()]
+    if not duplicated.empty:
+        raise ValueError(f"{dataset}: native id {duplicated.iloc[0]!r} appears in two chunk tables")
+    return list(layout.finalize(Path(raw_root), chunk.sort_values("index", kind="stable")))
+
+
+def build_manifest(dataset: str, raw_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a dataset root (real copy or demo) into the image manifest.
+
+    Every file is opened completely. A subject with a bad file (truncated,
+    missing modality, NaNs, 4D, empty folder, ...) is left out of the manifest
+    and listed in the failures table with a reason naming the file.
+
+    Args:
+        dataset: dataset key.
+        raw_root: the dataset root in its native layout.
+
+    Returns:
+        ``(manifest, failures)``: the manifest in the schema of
+        :mod:`brainssl.datasets.manifest` (checked), and the failures table
+        (``dataset, native_id, path, reason``).
+
+    Raises:
+        ValueError: for an unknown dataset.
+        DatasetLayoutError: when the root is missing or malformed; the message
+            names the dataset, the expected layout and where to obtain it.
+    """
+    layout = _layout(dataset)
+    rows, failures = layout.read(Path(raw_root))
+    manifest = rows_to_frame(rows)
+    check_manifest(manifest)
+    logger.info("%s: %d images, %d failures", dataset, len(manifest), len(failures))
+    return manifest, failures_frame(failures)

@@ -1,0 +1,287 @@
+"""fastMRI brain: multi-coil k-space and RSS reconstructions in HDF5, one file per acquisition.
+
+Native layout::
+
+    <root>/file_brain_AXT1POST_201_600003.h5     (any depth, e.g. multicoil_train/)
+        kspace               (slices, coils, ky, kx) complex64
+        reconstruction_rss   (slices, y, x) float32      (absent in the test split)
+        ismrmrd_header       XML bytes: encodedSpace/reconSpace matrixSize, fieldOfView_mm
+        attrs: acquisition (AXT1, AXT1PRE, AXT1POST, AXT2, AXFLAIR), max, norm, patient_id
+
+fastMRI has no affine. Slices are axial; rows run anterior to posterior and
+columns patient right to left (radiological display). The manifest's
+``voxel_x``/``voxel_y`` are the column/row spacing and ``voxel_z`` the slice
+thickness (reconSpace field of view / matrix size), and ``orientation`` is
+empty. ``native_id`` is the ``patient_id`` attribute (the file stem when
+absent), so files of one patient share a subject; the demo sets
+``patient_id`` to the file stem. Synthetic truth lives in
+``_truth/<file stem>/`` as NIfTI whose arrays index like ``reconstruction_rss``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from brainssl.datasets.layouts.base import (
+    TRUTH_DIR,
+    DatasetInfo,
+    SubjectError,
+    SubjectRecorder,
+    meta_dict,
+    read_truth,
+    rel,
+    require_root,
+    subject_affine,
+    subject_truth,
+    volume_array,
+    write_truth,
+)
+from brainssl.datasets.manifest import make_row
+from brainssl.io import atomic_path
+
+__all__ = [
+    "INFO",
+    "ACQUISITION_MODALITY",
+    "native_id",
+    "subject_params",
+    "write_subject",
+    "finalize",
+    "read",
+    "to_slice_stack",
+]
+
+logger = logging.getLogger(__name__)
+
+INFO = DatasetInfo(
+    key="fastmri_brain",
+    name="fastMRI brain",
+    layout="file_brain_<ACQ>_###_######.h5 files (HDF5 with kspace, reconstruction_rss, ismrmrd_header "
+    "and attrs acquisition/max/norm/patient_id), e.g. multicoil_train/",
+    source="https://fastmri.med.nyu.edu/ (NYU fastMRI data sharing agreement)",
+)
+ACQUISITION_MODALITY = {
+    "AXT1": "T1w",
+    "AXT1PRE": "T1w",
+    "AXT1POST": "T1ce",
+    "AXT2": "T2w",
+    "AXFLAIR": "FLAIR",
+}
+ACQUISITIONS = tuple(ACQUISITION_MODALITY)
+N_COILS = 4
+MAX_SLICES = 16  # real fastMRI brain volumes hold about 16 thick axial slices over the brain
+STACK_AXCODES = ("S", "P", "L")  # (slice, row, column) of the slice stack
+_NAME = re.compile(r"^file_brain_(AXT1PRE|AXT1POST|AXT1|AXT2|AXFLAIR)_\d+_\d+\.h5$")
+_HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+  <encoding>
+    <encodedSpace>
+      <matrixSize><x>{kx}</x><y>{ky}</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>{fx:.4f}</x><y>{fy:.4f}</y><z>{fz:.4f}</z></fieldOfView_mm>
+    </encodedSpace>
+    <reconSpace>
+      <matrixSize><x>{rx}</x><y>{ry}</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>{gx:.4f}</x><y>{gy:.4f}</y><z>{fz:.4f}</z></fieldOfView_mm>
+    </reconSpace>
+  </encoding>
+</ismrmrdHeader>
+"""
+
+
+def native_id(index: int) -> str:
+    """File stem of demo acquisition ``index`` (the acquisition type cycles with the index)."""
+    return f"file_brain_{ACQUISITIONS[index % len(ACQUISITIONS)]}_{201 + index % 9:03d}_{600000 + index:06d}"
+
+
+def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
+    """Synthetic-subject settings: the one contrast this file's acquisition needs."""
+    acquisition = ACQUISITIONS[index % len(ACQUISITIONS)]
+    return {"modalities": (ACQUISITION_MODALITY[acquisition],), "grid_mm": grid_mm}
+
+
+def to_slice_stack(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder a volume into fastMRI's axial slice stack ``(slice, row, column)``.
+
+    Args:
+        data: 3D array in any voxel order.
+        affine: its voxel-to-world (RAS mm) matrix.
+
+    Returns:
+        The reordered array (inferior to superior slices, anterior row first,
+        patient right in column 0) and the affine of that array.
+    """
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(STACK_AXCODES)
+    )
+    stacked = nib.orientations.apply_orientation(data, transform)
+    new_affine = affine @ nib.orientations.inv_ornt_aff(transform, data.shape)
+    return np.ascontiguousarray(stacked), new_affine
+
+
+def brain_slices(mask_stack: np.ndarray, stack_affine: np.ndarray) -> tuple[slice, np.ndarray]:
+    """Pick at most ``MAX_SLICES`` evenly spaced slices over the brain, as a thick-slice scan would.
+
+    Returns:
+        The slice selection along the stack's first axis and the affine of the selected stack.
+    """
+    rows = np.flatnonzero(mask_stack.reshape(mask_stack.shape[0], -1).any(axis=1))
+    first, last = (int(rows[0]), int(rows[-1])) if rows.size else (0, mask_stack.shape[0] - 1)
+    step = max(1, -(-(last - first + 1) // MAX_SLICES))
+    picked = slice(first, last + 1, step)
+    shift = np.eye(4)
+    shift[0, 0], shift[0, 3] = step, first
+    return picked, stack_affine @ shift
+
+
+def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) -> dict[str, Any]:
+    """Write one synthetic acquisition as a fastMRI HDF5 file (+ truth); return its record."""
+    from brainssl.synth import simulate_kspace
+
+    acquisition = ACQUISITIONS[index % len(ACQUISITIONS)]
+    modality = ACQUISITION_MODALITY[acquisition]
+    subject = make()
+    volume = subject.images[modality]
+    stack, stack_affine = to_slice_stack(volume_array(volume).astype(np.float32), np.asarray(volume.affine))
+    truth = {name: to_slice_stack(array, affine) for name, (array, affine) in subject_truth(subject).items()}
+    mask_stack = to_slice_stack(volume_array(subject.brain_mask), np.asarray(subject.brain_mask.affine))[0]
+    picked, stack_affine = brain_slices(mask_stack, stack_affine)
+    stack = stack[picked]
+    truth = {name: (array[picked], stack_affine) for name, (array, _) in truth.items()}
+    seed = int.from_bytes(hashlib.sha256(nid.encode()).digest()[:8], "little")
+    kspace, rss = simulate_kspace(stack, N_COILS, np.random.default_rng(seed))
+    zooms = np.sqrt((stack_affine[:3, :3] ** 2).sum(axis=0))  # slice, row, column spacing
+    header = _HEADER.format(
+        kx=kspace.shape[3],
+        ky=kspace.shape[2],
+        fx=kspace.shape[3] * zooms[2],
+        fy=kspace.shape[2] * zooms[1],
+        rx=rss.shape[2],
+        ry=rss.shape[1],
+        gx=rss.shape[2] * zooms[2],
+        gy=rss.shape[1] * zooms[1],
+        fz=zooms[0],
+    )
+    path = root / f"{nid}.h5"
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.create_dataset("kspace", data=np.asarray(kspace, dtype=np.complex64))
+        handle.create_dataset("reconstruction_rss", data=np.asarray(rss, dtype=np.float32))
+        handle.create_dataset("ismrmrd_header", data=np.bytes_(header.encode()))
+        handle.attrs.update(
+            acquisition=acquisition, max=float(np.max(rss)), norm=float(np.linalg.norm(rss)), patient_id=nid
+        )
+    meta = meta_dict(subject.meta)
+    write_truth(
+        root,
+        nid,
+        truth,
+        {
+            **meta,
+            "sequence": {rel(root, path): modality},
+            "acquisition": acquisition,
+            "acquisition_affine": subject_affine(subject),
+            "stack_affine": stack_affine,
+        },
+    )
+    return {"native_id": nid, "files": [rel(root, path)], "meta": meta, "extra": {"acquisition": acquisition}}
+
+
+def finalize(root: Path, chunk: pd.DataFrame) -> list[Path]:
+    """FastMRI has no dataset-level tables; nothing to write."""
+    return []
+
+
+def _header_geometry(path: Path, raw: Any) -> tuple[list[float], tuple[int, int]]:
+    """Return (column, row, slice) spacing in mm and the recon matrix (rows, cols) from the XML header."""
+    text = raw.decode() if isinstance(raw, bytes | np.bytes_) else str(raw)
+    try:
+        tree = ET.fromstring(text)
+    except ET.ParseError as err:
+        raise SubjectError(path, f"ismrmrd_header is not valid XML: {err}") from err
+    recon = next((el for el in tree.iter() if el.tag.endswith("reconSpace")), None)
+    if recon is None:
+        raise SubjectError(path, "ismrmrd_header has no reconSpace")
+
+    def triple(tag: str) -> list[float]:
+        node = next((el for el in recon.iter() if el.tag.endswith(tag)), None)
+        if node is None:
+            raise SubjectError(path, f"ismrmrd_header reconSpace has no {tag}")
+        return [float(next(el for el in node if el.tag.endswith(axis)).text or "nan") for axis in "xyz"]
+
+    matrix, fov = triple("matrixSize"), triple("fieldOfView_mm")
+    spacing = [fov[0] / matrix[0], fov[1] / matrix[1], fov[2]]
+    return spacing, (int(matrix[1]), int(matrix[0]))
+
+
+def _read_file(root: Path, path: Path) -> dict[str, Any]:
+    try:
+        with h5py.File(path, "r") as handle:
+            if "kspace" not in handle:
+                raise SubjectError(path, "no 'kspace' dataset")
+            kspace = handle["kspace"][()]
+            rss = handle["reconstruction_rss"][()] if "reconstruction_rss" in handle else None
+            header = handle["ismrmrd_header"][()] if "ismrmrd_header" in handle else None
+            attrs = dict(handle.attrs)
+    except SubjectError:
+        raise
+    except Exception as err:  # h5py raises OSError/KeyError for truncated files
+        raise SubjectError(
+            path, f"cannot read HDF5 (truncated or corrupt?): {type(err).__name__}: {err}"
+        ) from err
+    if kspace.ndim != 4 or not np.iscomplexobj(kspace):
+        raise SubjectError(
+            path, f"kspace must be complex (slices, coils, ky, kx), got {kspace.dtype} {kspace.shape}"
+        )
+    if not np.isfinite(kspace).all():
+        raise SubjectError(path, "kspace holds NaN/inf")
+    image = rss if rss is not None else kspace[:, 0]
+    if rss is not None and (rss.ndim != 3 or not np.isfinite(rss).all()):
+        raise SubjectError(path, f"reconstruction_rss must be a finite 3D array, got shape {rss.shape}")
+    acquisition = str(attrs.get("acquisition", ""))
+    if acquisition not in ACQUISITION_MODALITY:
+        named = _NAME.match(path.name)
+        if not named:
+            raise SubjectError(path, f"unknown acquisition {acquisition!r}")
+        acquisition = named.group(1)
+    spacing = [float("nan")] * 3
+    if header is not None:
+        spacing, _ = _header_geometry(path, header)
+    nid = str(attrs.get("patient_id") or path.stem)
+    truth = read_truth(root, path.stem)
+    return make_row(
+        INFO.key,
+        nid,
+        path=str(path),
+        format="fastmri_h5",
+        modality=ACQUISITION_MODALITY[acquisition],
+        voxel_x=spacing[0],
+        voxel_y=spacing[1],
+        voxel_z=spacing[2],
+        shape="x".join(str(n) for n in image.shape),
+        orientation="",
+        **truth,
+    )
+
+
+def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read a fastMRI brain root (real or demo) into manifest rows and failures.
+
+    Raises:
+        DatasetLayoutError: if the root is missing or holds no ``file_brain_*.h5``.
+    """
+    require_root(INFO, root, ("**/file_brain_*.h5",))
+    recorder = SubjectRecorder(INFO.key)
+    paths = sorted(p for p in root.rglob("file_brain_*.h5") if TRUTH_DIR not in p.relative_to(root).parts)
+    for path in paths:
+        with recorder.subject(path.stem) as rows:
+            rows.append(_read_file(root, path))
+    return recorder.rows, recorder.failures

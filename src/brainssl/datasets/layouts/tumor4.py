@@ -1,0 +1,163 @@
+"""The 4-class brain tumour image set: 2D grayscale JPEG slices in class folders.
+
+Native layout (Kaggle "Brain Tumor MRI Dataset", Masoud Nickparvar)::
+
+    <root>/Training/{glioma,meningioma,pituitary,notumor}/Tr-gl_0010.jpg
+    <root>/Testing/{glioma,meningioma,pituitary,notumor}/Te-gl_0010.jpg
+
+The class is the folder name and the split the top folder. The contrast of a
+real image is unknown, so ``modality`` is empty unless synthetic truth (meta
+JSON in ``_truth/<file stem>/``) names it. The demo writes one axial slice per
+synthetic subject, through the tumour's centre (mid-brain for ``notumor``),
+shown in radiological convention (anterior up, patient left on the right).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from brainssl.datasets.layouts.base import (
+    DatasetInfo,
+    SubjectError,
+    SubjectRecorder,
+    axial_slice,
+    meta_dict,
+    read_truth,
+    read_truth_meta,
+    rel,
+    require_root,
+    subject_affine,
+    volume_array,
+    write_truth,
+)
+from brainssl.datasets.manifest import make_row
+from brainssl.io import atomic_path
+
+__all__ = ["INFO", "CLASSES", "native_id", "subject_params", "write_subject", "finalize", "read"]
+
+logger = logging.getLogger(__name__)
+
+INFO = DatasetInfo(
+    key="tumor4",
+    name="Brain Tumor MRI Dataset (4 classes)",
+    layout="Training/{glioma,meningioma,pituitary,notumor}/*.jpg and Testing/{...}/*.jpg",
+    source='Kaggle, "Brain Tumor MRI Dataset" by Masoud Nickparvar '
+    "(https://www.kaggle.com/datasets/masoudnickparvar/brain-tumor-mri-dataset)",
+)
+CLASSES = ("glioma", "meningioma", "pituitary", "notumor")
+PREFIX = {"glioma": "gl", "meningioma": "me", "pituitary": "pi", "notumor": "no"}
+SPLITS = {"Training": "train", "Testing": "test"}
+CONTRASTS = ("T1ce", "T2w", "FLAIR", "T1w")
+IMAGE_SIZE = 256
+
+
+def _split_and_class(index: int) -> tuple[str, str]:
+    return ("Testing" if index % 5 == 4 else "Training"), CLASSES[index % 4]
+
+
+def native_id(index: int) -> str:
+    """File stem of demo image ``index`` (``Tr-gl_0000``; every fifth image is a test image)."""
+    split, cls = _split_and_class(index)
+    return f"{split[:2]}-{PREFIX[cls]}_{index:04d}"
+
+
+def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
+    """Synthetic-subject settings: this image's tumour class and one contrast."""
+    cls = CLASSES[index % 4]
+    return {
+        "pathology": "none" if cls == "notumor" else cls,
+        "modalities": (CONTRASTS[(index // 4) % len(CONTRASTS)],),
+        "grid_mm": grid_mm,
+    }
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    hi = float(np.percentile(image, 99.5)) or 1.0
+    return (np.clip(image / hi, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) -> dict[str, Any]:
+    """Write one synthetic subject's axial slice as a class-folder JPEG; return its record."""
+    split, cls = _split_and_class(index)
+    subject = make()
+    modality = next(iter(subject.images))
+    tumor = volume_array(subject.tumor) if getattr(subject, "tumor", None) is not None else None
+    image, k = axial_slice(volume_array(subject.images[modality]), subject_affine(subject), tumor)
+    picture = Image.fromarray(_to_uint8(image), mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+    path = root / split / cls / f"{nid}.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="JPEG", quality=92)
+    meta = meta_dict(subject.meta)
+    write_truth(root, nid, {}, {**meta, "sequence": {rel(root, path): modality}, "axial_slice_ras": k})
+    return {"native_id": nid, "files": [rel(root, path)], "meta": meta, "extra": {"tumor_class": cls}}
+
+
+def finalize(root: Path, chunk: pd.DataFrame) -> list[Path]:
+    """The 4-class set has no dataset-level tables; nothing to write."""
+    return []
+
+
+def _read_image(root: Path, path: Path, split: str, cls: str) -> dict[str, Any]:
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            size, mode = handle.size, handle.mode
+            pixels = np.asarray(handle.convert("L"), dtype=np.float32)
+    except Exception as err:  # PIL raises OSError for truncated files, others for garbage
+        raise SubjectError(
+            path, f"cannot read JPEG (truncated or corrupt?): {type(err).__name__}: {err}"
+        ) from err
+    if pixels.size == 0 or min(size) == 0:
+        raise SubjectError(path, f"empty image (size {size})")
+    if mode not in ("L", "RGB", "RGBA", "P", "I;16"):
+        raise SubjectError(path, f"unexpected image mode {mode!r}")
+    truth = read_truth(root, path.stem)
+    sequence = read_truth_meta(truth).get("sequence", {})
+    return make_row(
+        INFO.key,
+        path.stem,
+        path=str(path),
+        format="jpg",
+        modality=sequence.get(rel(root, path), ""),
+        shape=f"{size[1]}x{size[0]}",
+        orientation="",
+        tumor_class=cls,
+        pathology="none" if cls == "notumor" else cls,
+        split_group=SPLITS[split],
+        **truth,
+    )
+
+
+def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read a 4-class tumour root (real or demo) into manifest rows and failures.
+
+    Raises:
+        DatasetLayoutError: if the root is missing or has no ``Training|Testing/<class>`` folder.
+    """
+    require_root(INFO, root, ("*/glioma",))
+    recorder = SubjectRecorder(INFO.key)
+    for split in SPLITS:
+        for cls in CLASSES:
+            folder = root / split / cls
+            if not folder.is_dir():
+                continue
+            images = sorted(
+                p
+                for p in folder.iterdir()
+                if re.search(r"\.jpe?g$", p.name, re.I) and not p.name.startswith(".")
+            )
+            if not images:
+                recorder.fail(f"{split}/{cls}", folder, "empty folder: no .jpg images")
+            for path in images:
+                with recorder.subject(path.stem) as rows:
+                    rows.append(_read_image(root, path, split, cls))
+    return recorder.rows, recorder.failures
