@@ -13,7 +13,7 @@ def test_progress_in_a_log_file_is_one_clean_line_per_update(tmp_path):
             if getattr(handler, "_brainssl", False):
                 logging.getLogger().removeHandler(handler)
                 handler.close()
-    text = log.read_text()
+    text = log.read_bytes().decode()  # read_text() would turn "\r" into "\n"
     assert "\r" not in text
     lines = [line for line in text.splitlines() if "subjects" in line]
     assert 1 <= len(lines) <= 3, lines
