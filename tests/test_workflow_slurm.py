@@ -3,6 +3,8 @@
 import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,10 +17,13 @@ STOP = REPO / "tools/local-slurm/stop.sh"
 
 
 @pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory):
+def slurm_cluster():
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("starting a local SLURM cluster needs root and apt-get (Debian)")
-    env = dict(os.environ, BRAINSSL_SLURM_DIR=str(tmp_path_factory.mktemp("slurm-state")))
+    # The daemons run as user slurm: their state folder must not sit in pytest's private tmp.
+    state = Path(tempfile.mkdtemp(prefix="brainssl-slurm-", dir="/tmp"))
+    state.chmod(0o755)
+    env = dict(os.environ, BRAINSSL_SLURM_DIR=str(state))
     started = subprocess.run(
         ["timeout", "-k", "10", "400", str(START)], env=env, capture_output=True, text=True
     )
@@ -27,6 +32,7 @@ def slurm_cluster(tmp_path_factory):
         yield env
     finally:
         subprocess.run(["timeout", "-k", "5", "120", str(STOP)], env=env, capture_output=True, text=True)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _snakemake_slurm(workdir, config, env, seconds):
@@ -44,6 +50,9 @@ def _snakemake_slurm(workdir, config, env, seconds):
         str(REPO / "profiles/slurm"),
         "--configfile",
         str(config),
+        # a group's cpus add up; --cores caps them at what this 2-core node has
+        "--cores",
+        "2",
     ]
     env = dict(env, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
@@ -52,7 +61,7 @@ def _snakemake_slurm(workdir, config, env, seconds):
 def test_test_config_runs_through_sbatch(slurm_cluster, tmp_path):
     config = tmp_path / "config.yaml"
     shutil.copy(REPO / "config/test.yaml", config)
-    result = _snakemake_slurm(tmp_path, config, slurm_cluster, 1200)
+    result = _snakemake_slurm(tmp_path, config, slurm_cluster, 600)
     assert result.returncode == 0, result.stderr[-5000:]
     assert (tmp_path / "results/datasets/manifest.tsv").is_file()
     assert len(pd.read_csv(tmp_path / "results/datasets/manifest.tsv", sep="\t")) > 0
