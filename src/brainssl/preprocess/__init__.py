@@ -1,0 +1,88 @@
+"""Preprocessing: RAS resampling, N4, skull stripping, intensity normalisation, crop, QC.
+
+Each step is a pure function on nibabel images / numpy arrays (SimpleITK inside);
+:func:`preprocess_session` chains them for one session and :func:`preprocess_chunk`
+runs a chunk of manifest rows to disk.
+"""
+
+from .bias import head_mask, n4_correct
+from .intensity import NyulLandmarks, apply_nyul, clip_percentiles, fit_nyul, whitestripe, zscore
+from .qc import bias_strength, dice, qc_flags, qc_png, qc_record, snr_estimate, touches_fov
+from .session import (
+    FAILURE_COLUMNS,
+    TABLE_COLUMNS,
+    PreprocessError,
+    PreprocessResult,
+    preprocess_chunk,
+    preprocess_session,
+    validate_image,
+)
+from .settings import N4Settings, NormalisationSettings, PreprocessSettings, QCRules, RegistrationSettings
+from .skullstrip import (
+    SkullStripResult,
+    load_template,
+    register_rigid,
+    skull_strip,
+    strip_atlas,
+    strip_deepbet,
+    strip_none,
+)
+from .spatial import (
+    TransformRecord,
+    crop_box,
+    crop_image,
+    from_sitk,
+    ras_grid,
+    reorient_resample,
+    resample_to_grid,
+    sitk_transform_to_ras,
+    to_original_space,
+    to_sitk,
+)
+
+__all__ = [
+    "FAILURE_COLUMNS",
+    "TABLE_COLUMNS",
+    "N4Settings",
+    "NormalisationSettings",
+    "NyulLandmarks",
+    "PreprocessError",
+    "PreprocessResult",
+    "PreprocessSettings",
+    "QCRules",
+    "RegistrationSettings",
+    "SkullStripResult",
+    "TransformRecord",
+    "apply_nyul",
+    "bias_strength",
+    "clip_percentiles",
+    "crop_box",
+    "crop_image",
+    "dice",
+    "fit_nyul",
+    "from_sitk",
+    "head_mask",
+    "load_template",
+    "n4_correct",
+    "preprocess_chunk",
+    "preprocess_session",
+    "qc_flags",
+    "qc_png",
+    "qc_record",
+    "ras_grid",
+    "register_rigid",
+    "reorient_resample",
+    "resample_to_grid",
+    "sitk_transform_to_ras",
+    "skull_strip",
+    "snr_estimate",
+    "strip_atlas",
+    "strip_deepbet",
+    "strip_none",
+    "to_original_space",
+    "to_sitk",
+    "touches_fov",
+    "validate_image",
+    "whitestripe",
+    "zscore",
+]
