@@ -8,7 +8,7 @@ PYTHON ?= python3
 # Jobs find the venv's python and snakemake first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test lint pytest clean
+.PHONY: install demo report test lint pytest clean
 
 # The stamp is rebuilt when the dependency lists change; otherwise install is skipped.
 $(BIN)/.brainssl-installed: pyproject.toml constraints.txt
@@ -24,7 +24,12 @@ install: $(BIN)/.brainssl-installed
 
 demo: install
 	$(BIN)/snakemake --cores all --configfile config.yaml
-	@echo "Results are in $(CURDIR)/results/ (merged manifest: results/datasets/manifest.tsv)."
+	$(BIN)/snakemake --cores 1 --configfile config.yaml --report results/report.html
+	@echo "Results are in $(CURDIR)/results/; open results/report.html for the report."
+
+# The self-contained HTML report of the last run (every figure and table, captioned).
+report: install
+	$(BIN)/snakemake --cores 1 --configfile config.yaml --report results/report.html
 
 lint: install
 	$(BIN)/ruff check .

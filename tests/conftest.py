@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,13 @@ def run_snakemake(
         cmd += ["-d", str(workdir)]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run(cmd, cwd=workdir or REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    config = workdir / "config.yaml"
+    shutil.copy(REPO / "config/test.yaml", config)
+    result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, config, result

@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 
 import pandas as pd
 import pytest
@@ -21,16 +20,6 @@ def _jobs_in_dry_run(stdout: str) -> dict[str, int]:
         if match and match.group(1) != "total":
             counts[match.group(1)] = int(match.group(2))
     return counts
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    config = workdir / "config.yaml"
-    shutil.copy(REPO / "config/test.yaml", config)
-    result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir, config, result
 
 
 def test_dry_run_plans_every_stage(tmp_path):
