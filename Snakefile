@@ -3,6 +3,7 @@
 # Results layout (one folder per stage):
 #   results/datasets/<dataset>/{raw/,chunks/,manifest.tsv,failures.tsv,montage.png}
 #   results/datasets/manifest.tsv           merged manifest of all datasets
+#   results/preprocess/<dataset>/{sessions/,chunks/,table.tsv,failures.tsv,qc.tsv,qc_summary.png}
 # Logs mirror results under logs/.
 
 
@@ -14,6 +15,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
+include: "workflow/rules/preprocess.smk"
 
 
 onsuccess:

@@ -46,3 +46,10 @@ def test_chunks_cover_items_once_and_appending_changes_only_the_last():
     assert before[:-1] == after[:-1] and before[-1] != after[-1]
     with pytest.raises(ValueError):
         chunk_indices(10, 16, 1)
+
+
+def test_stage_params_do_not_depend_on_the_order_of_keys():
+    """Snakemake's params trigger compares printed values: a re-ordered config must print the same."""
+    reordered = {"slices": {"per_dataset": {}, "window": {"high": 0.8, "low": 0.2}, "entropy_bins": 64}}
+    assert repr(stage_params(reordered, "slices")) == repr(stage_params(CONFIG, "slices", "oasis3"))
+    assert list(stage_params(CONFIG, "slices", keys=["window", "entropy_bins"])) == ["entropy_bins", "window"]

@@ -51,6 +51,15 @@ MISTAKES = [
     ("local source without a path", "datasets.oasis3.source", "local", ["'path' is a required property"]),
     ("bad URL", "datasets.ixi.base_url", "ftp.example", ["does not match", "['base_url']"]),
     ("negative seed", "seed", -1, ["less than the minimum", "['seed']"]),
+    (
+        "unknown skull-strip method",
+        "preprocess.per_dataset.oasis3.skull_strip",
+        "bet",
+        ["'bet' is not one of ['deepbet', 'atlas', 'none']"],
+    ),
+    ("unknown normalisation", "preprocess.normalisation.method", "minmax", ["'minmax' is not one of"]),
+    ("override typo", "preprocess.per_dataset.ixi.spacing", 2.0, ["'spacing' was unexpected"]),
+    ("shard size zero", "preprocess.shard_size", 0, ["less than the minimum of 1", "['shard_size']"]),
 ]
 
 
@@ -84,8 +93,11 @@ def test_every_key_is_documented():
                 walk(resolved, here)
             else:
                 assert "type" in resolved or "const" in resolved, f"{here} has no type"
-                if key not in node.get("required", []):
+                # per-dataset overrides have no defaults: a default there would replace the stage value
+                if key not in node.get("required", []) and "per_dataset" not in here.split("."):
                     assert "default" in resolved, f"{here} is optional but has no default"
+                elif "per_dataset" in here.split("."):
+                    assert "default" not in resolved, f"{here}: an override must not have a default"
 
     assert schema["additionalProperties"] is False
     walk(schema, "")

@@ -30,6 +30,20 @@ def test_dry_run_plans_every_stage(tmp_path):
     jobs = _jobs_in_dry_run(result.stdout)
     assert jobs["datasets_generate"] == 2 + 2 + 1 + 2 + 4 + 2  # shard_size 2
     assert jobs["datasets_manifest"] == 6 and jobs["datasets_merge"] == 1 and jobs["datasets_montage"] == 6
+    # preprocess: one merge per 3D dataset (tumor4 skips); the chunk jobs come from the manifests
+    # (checkpoints), so a fresh dry run cannot list them yet; the Nyul landmarks only for oasis3
+    assert jobs["preprocess_merge"] == 5 and "preprocess_chunk" not in jobs
+    assert "checkpoint" in result.stdout
+
+
+def test_dry_run_after_the_manifests_lists_one_job_per_chunk(finished_run):
+    workdir, config, _ = finished_run
+    result = run_snakemake(
+        "-n", "--configfile", str(config), "--forcerun", "preprocess_chunk", workdir=workdir, timeout=120
+    )
+    jobs = _jobs_in_dry_run(result.stdout)
+    # shard_size 2 over 3, 3, 2, 3, 3 subjects (ixi, brats21, fastmri_brain, oasis3, hippocampus)
+    assert jobs["preprocess_chunk"] == 2 + 2 + 1 + 2 + 2, result.stdout
 
 
 def test_full_run_writes_every_output_with_provenance(finished_run):
@@ -41,6 +55,18 @@ def test_full_run_writes_every_output_with_provenance(finished_run):
     assert prov["stage"] == "datasets" and prov["config"]["datasets"]
     for log in ("logs/datasets/merge.log", "logs/datasets/ixi/manifest.log"):
         assert "finished" in (workdir / log).read_text()
+    for dataset in ("ixi", "brats21", "fastmri_brain", "oasis3", "hippocampus"):
+        folder = workdir / "results/preprocess" / dataset
+        table = pd.read_csv(folder / "table.tsv", sep="\t")
+        qc = pd.read_csv(folder / "qc.tsv", sep="\t")
+        assert len(table) and set(table["split"]) <= {"train", "val", "test"}, dataset
+        assert all((workdir / p).is_file() for p in table["path"]), dataset
+        assert (folder / "qc_summary.png").stat().st_size > 10_000
+        assert len(qc) >= table.groupby(["subject", "session"]).ngroups
+        prov = json.loads((folder / "chunks/chunk-0.provenance.json").read_text())
+        assert prov["stage"] == "preprocess" and "skull_strip" in prov["config"]["settings"]
+    assert not (workdir / "results/preprocess/tumor4").exists()
+    assert (workdir / "results/preprocess/oasis3/nyul_landmarks.json").is_file()
 
 
 def test_nothing_changed_reruns_nothing(finished_run):
@@ -58,16 +84,21 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run)
     config.write_text(yaml.safe_dump(cfg))
     dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
     jobs = _jobs_in_dry_run(dry.stdout)
+    # the hippocampus manifest (a checkpoint) runs again, so its chunk list is known only then
     assert jobs == {
         "datasets_generate": 1,
         "datasets_finalize": 1,
         "datasets_manifest": 1,
         "datasets_merge": 1,
         "datasets_montage": 1,
+        "preprocess_merge": 1,
         "all": 1,
     }, dry.stdout
     result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    chunk_jobs = re.findall(r"rule preprocess_chunk:.*?wildcards: ([^\n]*)", log, flags=re.S)
+    assert chunk_jobs == ["dataset=hippocampus, chunk=1"], chunk_jobs
     hashes_after = _provenance_hashes(workdir)
     changed = {key for key in hashes_before if hashes_before[key] != hashes_after[key]}
     assert changed == {
@@ -75,6 +106,8 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run)
         "datasets/hippocampus/raw.done.json",
         "datasets/hippocampus/manifest.provenance.json",
         "datasets/manifest.provenance.json",
+        "preprocess/hippocampus/chunks/chunk-1.provenance.json",
+        "preprocess/hippocampus/table.provenance.json",
     }
 
 

@@ -31,6 +31,11 @@ def stage_params(
             the stage defaults key by key (nested mappings are merged).
         keys: keep only these keys (the ones the rule uses).
 
+    Returns:
+        The slice with every mapping's keys sorted (recursively), so that Snakemake's params
+        trigger, which compares the printed value, does not fire when only the order of keys
+        in a config file changes (``yaml.safe_dump`` sorts them, for one).
+
     Raises:
         KeyError: when the stage or one of ``keys`` is not in the config.
     """
@@ -45,7 +50,15 @@ def stage_params(
         if missing:
             raise KeyError(f"config section {stage!r} has no key(s) {missing}")
         section = {key: section[key] for key in keys}
-    return section
+    return _sorted(section)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_sorted(item) for item in value]
+    return value
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,17 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
 )
 
-from brainssl.config import chunk_indices, n_chunks  # noqa: E402
-from brainssl.datasets import DATASETS  # noqa: E402
+from brainssl.config import chunk_indices, n_chunks, stage_params  # noqa: E402
+from brainssl.datasets import DATASETS, read_manifest  # noqa: E402
+from brainssl.preprocess.chunks import (  # noqa: E402
+    PREPROCESS_DATASETS,
+    chunk_count,
+    chunk_files,
+    chunk_records,
+    chunk_rows,
+    training_rows,
+    volume_rows,
+)
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -64,10 +73,88 @@ def raw_ready(wildcards):
     return []
 
 
+# ---- preprocess: chunks come from the dataset's manifest (a checkpoint)
+
+PREPROCESS_ENABLED = [d for d in ENABLED_DATASETS if d in PREPROCESS_DATASETS]
+PREPROCESS_SETTINGS = [
+    "spacing_mm",
+    "interpolation",
+    "skull_strip",
+    "register_contrasts",
+    "crop_margin_mm",
+    "max_spacing_mm",
+    "n4",
+    "registration",
+    "normalisation",
+    "qc",
+]
+_MANIFEST_CACHE = {}
+
+
+def preprocess_settings(dataset):
+    """The config slice one dataset's preprocessing jobs depend on."""
+    return stage_params(config, "preprocess", dataset, PREPROCESS_SETTINGS)
+
+
+def volume_manifest(dataset):
+    """The dataset's 3D manifest rows, once the manifest checkpoint has run (cached by mtime)."""
+    path = checkpoints.datasets_manifest.get(dataset=dataset).output.manifest
+    key = (path, os.stat(path).st_mtime_ns)
+    if key not in _MANIFEST_CACHE:
+        _MANIFEST_CACHE[key] = volume_rows(read_manifest(path))
+    return _MANIFEST_CACHE[key]
+
+
+def preprocess_chunk_ids(dataset):
+    return range(
+        chunk_count(volume_manifest(dataset), config["preprocess"]["shard_size"])
+    )
+
+
+def preprocess_chunk_rows(wildcards):
+    rows = volume_manifest(wildcards.dataset)
+    size = config["preprocess"]["shard_size"]
+    return chunk_rows(rows, size, int(wildcards.chunk))
+
+
+def preprocess_chunk_inputs(wildcards):
+    """A chunk's own raw files (never the whole manifest, whose mtime every new subject changes)."""
+    files = {"images": chunk_files(preprocess_chunk_rows(wildcards))}
+    settings = preprocess_settings(wildcards.dataset)
+    if settings["normalisation"]["method"] == "nyul":
+        files["landmarks"] = (
+            f"results/preprocess/{wildcards.dataset}/nyul_landmarks.json"
+        )
+    return files
+
+
+def preprocess_training_rows(wildcards):
+    return training_rows(
+        volume_manifest(wildcards.dataset),
+        config["seed"],
+        config["datasets"]["split"],
+        config["preprocess"]["nyul_fit_subjects"],
+    )
+
+
+def preprocess_chunk_tables(wildcards, kind):
+    return expand(
+        "results/preprocess/{dataset}/chunks/chunk-{chunk}.{kind}",
+        dataset=wildcards.dataset,
+        chunk=preprocess_chunk_ids(wildcards.dataset),
+        kind=kind,
+    )
+
+
 def final_outputs():
     outputs = ["results/datasets/manifest.tsv"]
     outputs += expand(
         "results/datasets/{dataset}/montage.png", dataset=ENABLED_DATASETS
+    )
+    outputs += expand(
+        "results/preprocess/{dataset}/{name}",
+        dataset=PREPROCESS_ENABLED,
+        name=["table.tsv", "qc.tsv", "qc_summary.png"],
     )
     return outputs
 

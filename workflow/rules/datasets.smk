@@ -61,7 +61,7 @@ rule datasets_fetch_ixi:
         "../scripts/datasets_fetch_ixi.py"
 
 
-rule datasets_manifest:
+checkpoint datasets_manifest:
     input:
         raw_ready,
     output:

@@ -6,6 +6,26 @@ runs a chunk of manifest rows to disk.
 """
 
 from .bias import head_mask, n4_correct
+from .chunks import (
+    PREPROCESS_DATASETS,
+    assign_chunks,
+    chunk_count,
+    chunk_files,
+    chunk_records,
+    chunk_rows,
+    subject_order,
+    training_rows,
+    volume_rows,
+)
+from .cohort import (
+    QC_COLUMNS,
+    fit_landmarks,
+    load_landmarks,
+    merge_chunks,
+    plot_qc_summary,
+    read_chunk_table,
+    save_landmarks,
+)
 from .intensity import NyulLandmarks, apply_nyul, clip_percentiles, fit_nyul, whitestripe, zscore
 from .qc import bias_strength, dice, qc_flags, qc_png, qc_record, snr_estimate, touches_fov
 from .session import (
@@ -42,6 +62,8 @@ from .spatial import (
 
 __all__ = [
     "FAILURE_COLUMNS",
+    "PREPROCESS_DATASETS",
+    "QC_COLUMNS",
     "TABLE_COLUMNS",
     "N4Settings",
     "NormalisationSettings",
@@ -54,6 +76,20 @@ __all__ = [
     "SkullStripResult",
     "TransformRecord",
     "apply_nyul",
+    "assign_chunks",
+    "chunk_count",
+    "chunk_files",
+    "chunk_records",
+    "chunk_rows",
+    "fit_landmarks",
+    "load_landmarks",
+    "merge_chunks",
+    "plot_qc_summary",
+    "read_chunk_table",
+    "save_landmarks",
+    "subject_order",
+    "training_rows",
+    "volume_rows",
     "bias_strength",
     "clip_percentiles",
     "crop_box",

@@ -358,6 +358,16 @@ def _load(path: str) -> nib.spatialimages.SpatialImage:
     return img
 
 
+def _load_fastmri(path: str) -> nib.Nifti1Image:
+    from brainssl.datasets.layouts.base import SubjectError
+    from brainssl.datasets.layouts.fastmri import load_rss
+
+    try:
+        return load_rss(path)
+    except SubjectError as err:
+        raise PreprocessError(f"unreadable file {path}: {err.reason}") from err
+
+
 def _text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -368,12 +378,16 @@ def _session_inputs(group: pd.DataFrame) -> tuple[dict[str, Any], Any, dict[str,
     images: dict[str, Any] = {}
     truth_paths: list[str] = []
     seg_paths: dict[str, str] = {}
+    stack_affine = None
     for row in group.itertuples(index=False):
-        if _text(getattr(row, "format", "nifti")) not in ("nifti", ""):
+        kind = _text(getattr(row, "format", "nifti")) or "nifti"
+        if kind not in ("nifti", "fastmri_h5"):
             raise PreprocessError(f"unsupported format {row.format!r} for {row.path}")
         if row.modality in images:
             raise PreprocessError(f"modality {row.modality} listed twice in session")
-        images[row.modality] = _load(row.path)
+        images[row.modality] = _load(row.path) if kind == "nifti" else _load_fastmri(row.path)
+        if kind == "fastmri_h5":
+            stack_affine = images[row.modality].affine
         truth = _text(getattr(row, "truth_brain_mask", ""))
         if truth:
             truth_paths.append(truth)
@@ -381,6 +395,9 @@ def _session_inputs(group: pd.DataFrame) -> tuple[dict[str, Any], Any, dict[str,
         if seg and seg not in seg_paths.values():
             seg_paths[row.modality] = seg
     truth_img = _load(truth_paths[0]) if truth_paths else None
+    if truth_img is not None and stack_affine is not None:
+        # fastMRI truth indexes like reconstruction_rss: give it the stack's header-built affine
+        truth_img = nib.Nifti1Image(np.asarray(truth_img.dataobj), stack_affine)
     labels = {modality: _load(path) for modality, path in seg_paths.items()}
     return images, truth_img, labels
 
@@ -467,7 +484,9 @@ def preprocess_chunk(
     is recorded with its reason and the others continue.
 
     Args:
-        rows: manifest rows (columns ``dataset, subject, session, modality, path, format``,
+        rows: manifest rows (columns ``dataset, subject, session, modality, path, format``
+            (``nifti``, or ``fastmri_h5`` read through
+            :func:`brainssl.datasets.layouts.fastmri.load_rss`),
             optional ``seg_path, truth_brain_mask, native_id``) of one or more sessions.
         out_dir: output root.
         settings: stage settings.

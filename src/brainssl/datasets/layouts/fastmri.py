@@ -24,7 +24,7 @@ import hashlib
 import logging
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ __all__ = [
     "finalize",
     "read",
     "to_slice_stack",
+    "rss_affine",
+    "load_rss",
 ]
 
 logger = logging.getLogger(__name__)
@@ -285,3 +287,55 @@ def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         with recorder.subject(path.stem) as rows:
             rows.append(_read_file(root, path))
     return recorder.rows, recorder.failures
+
+
+def rss_affine(spacing: Sequence[float], shape: Sequence[int]) -> np.ndarray:
+    """Voxel-to-world affine of a ``reconstruction_rss`` stack ``(slice, row, column)``.
+
+    fastMRI stores no position, so the stack is centred on the world origin with the
+    axes of :data:`STACK_AXCODES` (slices inferior to superior, rows anterior to posterior,
+    columns patient right to left).
+
+    Args:
+        spacing: ``(column, row, slice)`` spacing in mm, as the manifest's ``voxel_x/y/z``.
+        shape: the stack's shape ``(slices, rows, columns)``.
+    """
+    if len(spacing) != 3 or len(shape) != 3:
+        raise ValueError(f"need 3 spacings and a 3D shape, got {list(spacing)} and {list(shape)}")
+    sx, sy, sz = (float(s) for s in spacing)
+    axes = np.array([[0.0, 0.0, -sx], [0.0, -sy, 0.0], [sz, 0.0, 0.0]])  # world (R, A, S) per voxel axis
+    affine = np.eye(4)
+    affine[:3, :3] = axes
+    centre = (np.asarray(shape, dtype=float) - 1.0) / 2.0
+    affine[:3, 3] = -axes @ centre
+    return affine
+
+
+def load_rss(path: str | Path) -> nib.Nifti1Image:
+    """Load a fastMRI file's ``reconstruction_rss`` as a 3D image with an affine from its header.
+
+    Spacing comes from the ismrmrd header's reconSpace (:func:`_header_geometry`); the
+    orientation and centring from :func:`rss_affine`. Synthetic truth volumes of the file
+    index like the stack and can be wrapped with the returned affine.
+
+    Raises:
+        SubjectError: for an unreadable file, a missing ``reconstruction_rss`` or header,
+            or a non-3D reconstruction.
+    """
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            if "reconstruction_rss" not in handle:
+                raise SubjectError(path, "no 'reconstruction_rss' dataset (test split?)")
+            if "ismrmrd_header" not in handle:
+                raise SubjectError(path, "no 'ismrmrd_header' (geometry unknown)")
+            rss = np.asarray(handle["reconstruction_rss"][()], dtype=np.float32)
+            header = handle["ismrmrd_header"][()]
+    except SubjectError:
+        raise
+    except Exception as err:  # h5py raises OSError/KeyError for truncated files
+        raise SubjectError(path, f"cannot read HDF5: {type(err).__name__}: {err}") from err
+    if rss.ndim != 3:
+        raise SubjectError(path, f"reconstruction_rss must be 3D (slices, y, x), got shape {rss.shape}")
+    spacing, _ = _header_geometry(path, header)
+    return nib.Nifti1Image(rss, rss_affine(spacing, rss.shape))

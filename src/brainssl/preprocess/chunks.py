@@ -1,0 +1,175 @@
+"""Which manifest rows each preprocessing job gets: subjects in fixed-size chunks.
+
+The workflow runs one job per chunk of ``shard_size`` subjects, so 10,000 subjects at 32
+make 313 jobs. Subjects are ordered by their native id (then pseudonymous id) and cut
+into consecutive blocks. Native ids of real and demo datasets grow as subjects are added
+(``IXI002…``, ``OAS30001``, ``hippocampus_025``), so appending a subject changes only
+the last chunk and Snakemake re-runs only that job. (The pseudonymous ids are hashes:
+ordering by them would drop a new subject into a random chunk and shift every chunk
+after it.)
+
+A chunk job's rerun triggers are the files of its own subjects (:func:`chunk_files`)
+and its rows (:func:`chunk_records`, passed as ``params``), never the dataset manifest
+as a whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from brainssl.splits import subject_split
+
+__all__ = [
+    "PREPROCESS_DATASETS",
+    "VOLUME_FORMATS",
+    "ROW_COLUMNS",
+    "volume_rows",
+    "subject_order",
+    "chunk_count",
+    "assign_chunks",
+    "chunk_rows",
+    "chunk_records",
+    "chunk_files",
+    "training_rows",
+]
+
+PREPROCESS_DATASETS = ("ixi", "brats21", "fastmri_brain", "oasis3", "hippocampus")
+"""Datasets the stage runs on; ``tumor4`` (2D JPEG) has no volumes and skips it."""
+VOLUME_FORMATS = ("nifti", "fastmri_h5")
+ROW_COLUMNS = (
+    "dataset",
+    "subject",
+    "native_id",
+    "session",
+    "modality",
+    "path",
+    "format",
+    "seg_path",
+    "truth_brain_mask",
+    "split_group",
+)
+"""The manifest columns a chunk job reads (and whose change re-runs it)."""
+_FILE_COLUMNS = ("path", "seg_path", "truth_brain_mask")
+
+
+def volume_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Return the manifest rows the stage preprocesses (3D formats only), in manifest order."""
+    if "format" not in manifest.columns:
+        raise KeyError("manifest lacks the 'format' column")
+    return manifest[manifest["format"].isin(VOLUME_FORMATS)]
+
+
+def subject_order(rows: pd.DataFrame) -> list[str]:
+    """Return the distinct subjects sorted by ``(native_id, subject)``.
+
+    Raises:
+        KeyError: if ``subject`` or ``native_id`` is missing.
+    """
+    missing = [c for c in ("subject", "native_id") if c not in rows.columns]
+    if missing:
+        raise KeyError(f"manifest rows lack column(s) {missing}")
+    pairs = rows[["native_id", "subject"]].astype(str).drop_duplicates()
+    return [subject for _, subject in sorted(pairs.itertuples(index=False, name=None))]
+
+
+def chunk_count(rows: pd.DataFrame, shard_size: int) -> int:
+    """Number of chunks (0 when the rows hold no subject)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return -(-len(subject_order(rows)) // shard_size)
+
+
+def assign_chunks(rows: pd.DataFrame, shard_size: int) -> dict[str, int]:
+    """Map every subject to its chunk index.
+
+    Args:
+        rows: manifest rows (columns ``subject``, ``native_id``).
+        shard_size: subjects per chunk (>= 1).
+
+    Returns:
+        ``{subject: chunk}``; chunk ``k`` holds the subjects at positions
+        ``[k * shard_size, (k + 1) * shard_size)`` of :func:`subject_order`.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return {subject: index // shard_size for index, subject in enumerate(subject_order(rows))}
+
+
+def chunk_rows(rows: pd.DataFrame, shard_size: int, chunk: int) -> pd.DataFrame:
+    """Return the rows of one chunk's subjects, sorted by subject order, session and modality.
+
+    Raises:
+        ValueError: if ``chunk`` is out of range.
+    """
+    n = chunk_count(rows, shard_size)
+    if not 0 <= chunk < n:
+        raise ValueError(f"chunk {chunk} out of range: {n} chunk(s) of {shard_size} subjects")
+    order = subject_order(rows)[chunk * shard_size : (chunk + 1) * shard_size]
+    rank = {subject: i for i, subject in enumerate(order)}
+    picked = rows[rows["subject"].isin(rank)]
+    keys = picked["subject"].map(rank)
+    return (
+        picked.assign(_rank=keys)
+        .sort_values(["_rank", "session", "modality"], kind="stable")
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
+
+
+def chunk_records(rows: pd.DataFrame) -> list[dict[str, str]]:
+    """Return rows as plain records of :data:`ROW_COLUMNS` (strings; empty for missing)."""
+    out = []
+    for record in rows.to_dict("records"):
+        out.append({c: _text(record.get(c)) for c in ROW_COLUMNS})
+    return out
+
+
+def chunk_files(rows: pd.DataFrame) -> list[str]:
+    """Return the distinct files the rows read (images, label maps, truth masks), sorted."""
+    files = set()
+    for column in _FILE_COLUMNS:
+        if column in rows.columns:
+            files.update(_text(v) for v in rows[column])
+    files.discard("")
+    return sorted(files)
+
+
+def training_rows(
+    rows: pd.DataFrame, seed: int, fractions: dict[str, float], max_subjects: int | None = None
+) -> pd.DataFrame:
+    """Return the rows of training subjects only (:func:`brainssl.splits.subject_split`).
+
+    Args:
+        rows: manifest rows (``subject``, ``native_id``, optional ``split_group``).
+        seed: master seed.
+        fractions: split fractions.
+        max_subjects: keep at most this many training subjects, the first in subject order
+            (so subjects appended later do not move what was fitted).
+
+    Returns:
+        The training subjects' rows, in subject order.
+    """
+    fixed = rows.groupby("subject")["split_group"].first() if "split_group" in rows.columns else {}
+    train = [
+        subject
+        for subject in subject_order(rows)
+        if subject_split(subject, seed, fractions, _text(fixed.get(subject, ""))) == "train"
+    ]
+    if max_subjects is not None:
+        train = train[:max_subjects]
+    rank = {subject: i for i, subject in enumerate(train)}
+    picked = rows[rows["subject"].isin(rank)]
+    return (
+        picked.assign(_rank=picked["subject"].map(rank))
+        .sort_values(["_rank", "session", "modality"], kind="stable")
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value)

@@ -1,0 +1,234 @@
+"""Dataset-level steps around the chunk jobs: Nyúl landmarks, merged tables, cohort QC.
+
+* :func:`fit_landmarks` fits Nyúl landmarks on the training subjects' preprocessed
+  (bias-corrected, stripped, clipped) intensities; the workflow gives it the rows of
+  training subjects only (:func:`brainssl.preprocess.chunks.training_rows`), so an
+  evaluation subject can never move them.
+* :func:`merge_chunks` joins the chunk tables into the dataset's ``table.tsv``,
+  ``failures.tsv`` and the cohort QC table ``qc.tsv`` (one row per session, flags and
+  whether the session was excluded).
+* :func:`plot_qc_summary` draws the cohort QC distributions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brainssl.io import atomic_path, write_json
+from brainssl.splits import subject_split
+
+from .intensity import NyulLandmarks, fit_nyul
+from .session import FAILURE_COLUMNS, TABLE_COLUMNS, _session_inputs, _text, preprocess_session
+from .settings import PreprocessSettings
+
+__all__ = [
+    "QC_COLUMNS",
+    "fit_landmarks",
+    "save_landmarks",
+    "load_landmarks",
+    "merge_chunks",
+    "plot_qc_summary",
+    "read_chunk_table",
+]
+
+logger = logging.getLogger(__name__)
+
+QC_COLUMNS = (
+    "dataset",
+    "subject",
+    "session",
+    "split",
+    "modalities",
+    "brain_ml",
+    "snr",
+    "bias_std",
+    "dice",
+    "seconds_total",
+    "qc_flags",
+    "flagged",
+    "excluded",
+    "qc_png",
+)
+
+
+def fit_landmarks(rows: pd.DataFrame, settings: PreprocessSettings) -> dict[str, NyulLandmarks]:
+    """Fit Nyúl landmarks per modality on the given (training) sessions.
+
+    Each session runs through :func:`preprocess_session` with normalisation ``none``
+    (clipping kept), so the landmarks see the same intensities :func:`apply_nyul` will.
+
+    Args:
+        rows: manifest rows of training subjects only.
+        settings: the stage settings of the dataset.
+
+    Returns:
+        ``{modality: NyulLandmarks}`` for every modality with at least one usable session.
+
+    Raises:
+        ValueError: if no session could be preprocessed.
+    """
+    fit_settings = dataclasses.replace(
+        settings, normalisation=dataclasses.replace(settings.normalisation, method="none")
+    )
+    samples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    frame = rows.assign(session=rows["session"].map(_text))
+    for (subject, session), group in frame.groupby(["subject", "session"], sort=False):
+        try:
+            images, _, _ = _session_inputs(group)
+            result = preprocess_session(images, fit_settings)
+        except Exception as err:  # a bad training session is skipped, the others fit
+            logger.warning("landmarks: skipping %s %s: %s", subject, session, err)
+            continue
+        mask = np.asarray(result.mask.dataobj) > 0
+        for modality, img in result.volumes.items():
+            samples.setdefault(modality, []).append((np.asarray(img.dataobj), mask))
+    if not samples:
+        raise ValueError("no training session could be preprocessed to fit Nyúl landmarks")
+    return {modality: fit_nyul(pairs, modality=modality) for modality, pairs in sorted(samples.items())}
+
+
+def save_landmarks(path: str | os.PathLike[str], landmarks: Mapping[str, NyulLandmarks]) -> None:
+    """Write ``{modality: landmarks}`` as one JSON file (atomically)."""
+    write_json(path, {modality: marks.to_dict() for modality, marks in landmarks.items()})
+
+
+def load_landmarks(path: str | os.PathLike[str]) -> dict[str, NyulLandmarks]:
+    """Read a file written by :func:`save_landmarks`."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {modality: NyulLandmarks.from_dict(marks) for modality, marks in data.items()}
+
+
+def merge_chunks(
+    tables: Sequence[pd.DataFrame],
+    failures: Sequence[pd.DataFrame],
+    manifest: pd.DataFrame,
+    *,
+    exclude_flagged: bool,
+    seed: int,
+    fractions: Mapping[str, float],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Merge the chunk outputs of one dataset into its stage tables.
+
+    Args:
+        tables: chunk tables (:data:`TABLE_COLUMNS`).
+        failures: chunk failure tables (:data:`FAILURE_COLUMNS`).
+        manifest: the dataset's manifest (for each subject's ``split_group``).
+        exclude_flagged: drop the volumes of sessions with QC flags from the table.
+        seed: master seed of the subject split.
+        fractions: split fractions.
+
+    Returns:
+        ``(table, failures, qc)``: the volumes kept downstream (with a ``split`` column),
+        all failures, and one QC row per written session (:data:`QC_COLUMNS`) saying why it
+        was flagged and whether it was excluded.
+    """
+    frames = [t for t in tables if len(t)]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(TABLE_COLUMNS))
+    table["qc_flags"] = table["qc_flags"].map(_text)
+    fixed = manifest.groupby("subject")["split_group"].first() if "split_group" in manifest else pd.Series()
+    table["split"] = [
+        subject_split(str(s), seed, fractions, _text(fixed.get(s, ""))) for s in table["subject"]
+    ]
+    table = table.sort_values(["subject", "session", "modality"], kind="stable").reset_index(drop=True)
+    qc_rows: list[dict[str, Any]] = []
+    for (dataset, subject, session), group in table.groupby(["dataset", "subject", "session"], sort=True):
+        first = group.iloc[0]
+        flags = first["qc_flags"]
+        qc_rows.append(
+            {
+                "dataset": dataset,
+                "subject": subject,
+                "session": session,
+                "split": first["split"],
+                "modalities": ",".join(group["modality"].map(str)),
+                "brain_ml": first["brain_ml"],
+                "snr": first["snr"],
+                "bias_std": pd.to_numeric(group["bias_std"], errors="coerce").max(),
+                "dice": first["dice"],
+                "seconds_total": first["seconds_total"],
+                "qc_flags": flags,
+                "flagged": bool(flags),
+                "excluded": bool(flags) and exclude_flagged,
+                "qc_png": first["qc_png"],
+            }
+        )
+    qc = pd.DataFrame(qc_rows, columns=list(QC_COLUMNS))
+    if exclude_flagged:
+        table = table[table["qc_flags"] == ""].reset_index(drop=True)
+    fail_frames = [f for f in failures if len(f)]
+    merged_failures = pd.DataFrame(columns=list(FAILURE_COLUMNS))
+    if fail_frames:
+        merged_failures = pd.concat(fail_frames, ignore_index=True)
+    return table, merged_failures, qc
+
+
+def plot_qc_summary(qc: pd.DataFrame, path: str | os.PathLike[str], title: str = "") -> None:
+    """Save the cohort QC figure: brain volume, SNR, bias, Dice and flagged sessions.
+
+    Args:
+        qc: the cohort QC table (:data:`QC_COLUMNS`).
+        path: destination ``.png`` (written atomically).
+        title: figure title (the dataset).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 6.5), dpi=100)
+    FigureCanvasAgg(figure)
+    panels = [
+        ("brain_ml", "brain volume (ml)"),
+        ("snr", "SNR estimate"),
+        ("bias_std", "bias field std (log)"),
+        ("dice", "mask Dice vs truth"),
+        ("seconds_total", "seconds per session"),
+    ]
+    flagged = qc["flagged"].astype(bool) if len(qc) else pd.Series(dtype=bool)
+    for index, (column, label) in enumerate(panels):
+        axes = figure.add_subplot(2, 3, index + 1)
+        values = pd.to_numeric(qc[column], errors="coerce") if column in qc else pd.Series(dtype=float)
+        ok, bad = values[~flagged].dropna(), values[flagged].dropna()
+        if len(ok) + len(bad):
+            bins = np.histogram_bin_edges(pd.concat([ok, bad]).to_numpy(), bins=15)
+            axes.hist([ok.to_numpy(), bad.to_numpy()], bins=bins, stacked=True, color=["tab:blue", "tab:red"])
+            axes.set_title(f"{label}  (median {pd.concat([ok, bad]).median():.3g})", fontsize=9)
+        else:
+            axes.text(0.5, 0.5, "not available", ha="center", va="center", transform=axes.transAxes)
+            axes.set_title(label, fontsize=9)
+        axes.tick_params(labelsize=8)
+    axes = figure.add_subplot(2, 3, 6)
+    words = [r.split(" ")[:2] for flags in qc.get("qc_flags", []) for r in _reasons(flags)]
+    reasons = pd.Series([" ".join(w) for w in words], dtype=str)
+    counts = reasons.value_counts()
+    if len(counts):
+        axes.barh(counts.index.tolist(), counts.to_numpy(), color="tab:red")
+        axes.tick_params(labelsize=8)
+    else:
+        axes.text(0.5, 0.5, "no session flagged", ha="center", va="center", transform=axes.transAxes)
+    axes.set_title(f"flagged sessions: {int(flagged.sum())} of {len(qc)}", fontsize=9)
+    figure.suptitle(f"{title} preprocessing QC (blue: passed, red: flagged)", fontsize=10)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def _reasons(flags: Any) -> list[str]:
+    text = _text(flags)
+    return [r.strip() for r in text.split(";") if len(r.strip().split(" ")) >= 2]
+
+
+def read_chunk_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a stage table written by :func:`brainssl.io.write_table` (strings stay strings)."""
+    frame = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""], dtype={"session": str})
+    for column in ("qc_flags", "session", "seg_path", "native_id", "split"):
+        if column in frame.columns:
+            frame[column] = frame[column].map(_text)
+    return frame

@@ -1,0 +1,95 @@
+# Preprocessing: one job per chunk of `preprocess.shard_size` subjects of a dataset.
+# The chunk lists come from the dataset's manifest (checkpoint datasets_manifest), but a chunk
+# job's inputs are only its own subjects' files and its params only its own rows, so adding a
+# subject re-runs the chunk it lands in (the last one) and the dataset aggregates, nothing else.
+
+
+rule preprocess_landmarks:
+    input:
+        images=lambda wc: chunk_files(preprocess_training_rows(wc)),
+    output:
+        landmarks="results/preprocess/{dataset}/nyul_landmarks.json",
+        prov="results/preprocess/{dataset}/nyul_landmarks.provenance.json",
+    log:
+        "logs/preprocess/{dataset}/landmarks.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: config["preprocess"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        settings=lambda wc: preprocess_settings(wc.dataset),
+        rows=lambda wc: chunk_records(preprocess_training_rows(wc)),
+        seed=config["seed"],
+    script:
+        "../scripts/preprocess_landmarks.py"
+
+
+rule preprocess_chunk:
+    input:
+        unpack(preprocess_chunk_inputs),
+    output:
+        table="results/preprocess/{dataset}/chunks/chunk-{chunk}.tsv",
+        failures="results/preprocess/{dataset}/chunks/chunk-{chunk}.failures.tsv",
+        prov="results/preprocess/{dataset}/chunks/chunk-{chunk}.provenance.json",
+    log:
+        "logs/preprocess/{dataset}/chunk-{chunk}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: config["preprocess"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        settings=lambda wc: preprocess_settings(wc.dataset),
+        rows=lambda wc: chunk_records(preprocess_chunk_rows(wc)),
+        seed=config["seed"],
+        out_dir=lambda wc: f"results/preprocess/{wc.dataset}/sessions",
+    script:
+        "../scripts/preprocess_chunk.py"
+
+
+rule preprocess_merge:
+    input:
+        tables=lambda wc: preprocess_chunk_tables(wc, "tsv"),
+        failures=lambda wc: preprocess_chunk_tables(wc, "failures.tsv"),
+        manifest="results/datasets/{dataset}/manifest.tsv",
+    output:
+        table="results/preprocess/{dataset}/table.tsv",
+        failures="results/preprocess/{dataset}/failures.tsv",
+        qc=report(
+            "results/preprocess/{dataset}/qc.tsv",
+            caption="../report/preprocess_qc_table.rst",
+            category="2. Preprocessing",
+            labels={"dataset": "{dataset}", "figure": "QC table"},
+        ),
+        png=report(
+            "results/preprocess/{dataset}/qc_summary.png",
+            caption="../report/preprocess_qc_summary.rst",
+            category="2. Preprocessing",
+            labels={"dataset": "{dataset}", "figure": "QC summary"},
+        ),
+        prov="results/preprocess/{dataset}/table.provenance.json",
+    log:
+        "logs/preprocess/{dataset}/merge.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        exclude_flagged=config["preprocess"]["exclude_flagged"],
+        split=stage_params(config, "datasets", keys=["split"])["split"],
+        seed=config["seed"],
+    script:
+        "../scripts/preprocess_merge.py"
+
+
+rule preprocess_all:
+    input:
+        expand(
+            "results/preprocess/{dataset}/{name}",
+            dataset=PREPROCESS_ENABLED,
+            name=["table.tsv", "qc.tsv", "qc_summary.png"],
+        ),
