@@ -1,0 +1,70 @@
+"""Self-supervised pretraining: MoCo v3 and DINO on 2D MRI slices, resumable, DDP-ready.
+
+Layout follows dinov2's split by role: ``augment`` (MRI views on the device),
+``backbones`` (ViT / ResNet encoders), ``heads``, ``losses``, ``schedules``, ``ema``,
+``meta`` (the methods as modules), ``optim``, ``distributed``, ``loop``, ``checkpoint``,
+``probe``, ``export``, ``methods`` (settings -> objects; :func:`train`) and ``data``
+(slice store -> training set and kNN probe sets; what the rules call).
+"""
+
+from .augment import AugmentSettings, MRIAugment, multi_crop, random_resized_crop, two_views
+from .backbones import ARCHS, ResNet, VisionTransformer, build_encoder, load_natural_image_weights
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import PreemptedError, pretrain_from_index, random_from_index, slice_probe_sets
+from .distributed import DistEnv, init_distributed, slurm_to_torchrun_env
+from .export import export_encoder, load_encoder
+from .heads import DINOHead, MLPHead
+from .loop import LoopOptions, NonFiniteLossError, Trainer
+from .losses import DINOLoss, MoCoV3Loss, dino_cross_entropy, infonce
+from .meta import DINO, MoCoV3
+from .methods import PretrainSettings, build_method, build_trainer, export_random, settings_hash, train
+from .probe import ProbeSet, knn_accuracy, run_probes
+from .schedules import Schedules, build_schedules, cosine_schedule, teacher_temperature_schedule
+
+__all__ = [
+    "ARCHS",
+    "AugmentSettings",
+    "DINO",
+    "DINOHead",
+    "DINOLoss",
+    "DistEnv",
+    "LoopOptions",
+    "MLPHead",
+    "MRIAugment",
+    "MoCoV3",
+    "MoCoV3Loss",
+    "NonFiniteLossError",
+    "PreemptedError",
+    "PretrainSettings",
+    "ProbeSet",
+    "ResNet",
+    "Schedules",
+    "Trainer",
+    "VisionTransformer",
+    "build_encoder",
+    "build_method",
+    "build_trainer",
+    "build_schedules",
+    "cosine_schedule",
+    "dino_cross_entropy",
+    "export_encoder",
+    "export_random",
+    "infonce",
+    "init_distributed",
+    "knn_accuracy",
+    "load_checkpoint",
+    "load_encoder",
+    "load_natural_image_weights",
+    "pretrain_from_index",
+    "random_from_index",
+    "multi_crop",
+    "random_resized_crop",
+    "run_probes",
+    "save_checkpoint",
+    "settings_hash",
+    "slice_probe_sets",
+    "slurm_to_torchrun_env",
+    "teacher_temperature_schedule",
+    "train",
+    "two_views",
+]

@@ -1,0 +1,142 @@
+"""Export an encoder as safetensors + JSON model card, and load it back without unpickling.
+
+``encoder.safetensors`` holds the weights and, in its string metadata, the architecture
+(``brainssl.encoder``: the :func:`~brainssl.pretrain.backbones.build_encoder` arguments)
+so that the file alone rebuilds the model. ``model_card.json`` beside it repeats the
+architecture and adds what a user needs to trust and use the weights: input size and
+channels, the intensity mapping the slices went through, hashes of the training manifest
+and config, training metrics and kNN probe results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+from torch import nn
+
+from brainssl.io import sha256_file, write_bytes, write_json
+
+from .backbones import build_encoder
+
+__all__ = ["export_encoder", "load_encoder", "encoder_spec", "ENCODER_FILE", "CARD_FILE"]
+
+logger = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.safetensors"
+CARD_FILE = "model_card.json"
+_META_KEY = "brainssl.encoder"
+
+
+def encoder_spec(encoder: nn.Module) -> dict[str, Any]:
+    """Return ``{"arch": ..., **config}``: everything :func:`build_encoder` needs."""
+    return {"arch": encoder.arch, **encoder.config}  # type: ignore[dict-item]
+
+
+def export_encoder(
+    encoder: nn.Module,
+    weights_path: str | Path,
+    card_path: str | Path,
+    *,
+    intensity: dict[str, Any] | str,
+    manifest_sha256: str | None,
+    config_sha256: str | None,
+    method: str,
+    metrics: dict[str, Any] | None = None,
+    knn: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the encoder's weights (safetensors) and its model card (JSON), both atomically.
+
+    Args:
+        encoder: a :func:`build_encoder` result (trained or random).
+        weights_path: destination ``.safetensors``.
+        card_path: destination ``.json``.
+        intensity: how slices were mapped to the ``[0, 1]`` input (from the slice stage).
+        manifest_sha256: hash of the training slice index / manifest.
+        config_sha256: hash of the pretraining config slice.
+        method: ``moco``, ``dino`` or ``random``.
+        metrics: final training metrics (loss, steps, images/s...).
+        knn: kNN probe accuracies by probe name.
+        extra: anything else to record.
+
+    Returns:
+        The model card as written.
+    """
+    spec = encoder_spec(encoder)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
+    blob = save(tensors, metadata={_META_KEY: json.dumps(spec, sort_keys=True), "format": "pt"})
+    write_bytes(weights_path, blob)
+    card = {
+        "format": "brainssl-encoder-card/1",
+        "method": method,
+        "architecture": spec,
+        "input": {
+            "size": [spec["img_size"], spec["img_size"]],
+            "in_chans": spec["in_chans"],
+            "range": [0.0, 1.0],
+            "layout": "(B, in_chans, H, W) float",
+        },
+        "embedding_dim": int(encoder.embed_dim),  # type: ignore[arg-type]
+        "intensity_mapping": intensity,
+        "training_manifest_sha256": manifest_sha256,
+        "config_sha256": config_sha256,
+        "weights_file": Path(weights_path).name,
+        "weights_sha256": sha256_file(weights_path),
+        "n_parameters": int(sum(t.numel() for t in tensors.values())),
+        "training_metrics": metrics or {},
+        "knn_probe": knn or {},
+        **(extra or {}),
+    }
+    write_json(card_path, card)
+    logger.info("exported %s encoder %s to %s", method, spec["arch"], weights_path)
+    return card
+
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse anything that is not a safetensors file (a pickle must never reach a loader)."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        raise ValueError(f"{path} is too short to be a safetensors file")
+    (n,) = struct.unpack("<Q", head[:8])
+    if head[8:9] != b"{" or n > path.stat().st_size:
+        raise ValueError(f"{path} is not a safetensors file (refusing to unpickle or guess its format)")
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild an exported encoder from its safetensors file (or the folder holding it).
+
+    Args:
+        path: ``encoder.safetensors`` or its folder.
+        device: where to put the model.
+
+    Returns:
+        The encoder in eval mode; ``forward(x)`` gives ``(B, D)`` embeddings of ``(B, 1, H, W)``
+        inputs in ``[0, 1]``.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if the file is not safetensors or lacks the architecture metadata.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / ENCODER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no encoder weights at {path}")
+    _check_safetensors(path)
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    if _META_KEY not in meta:
+        raise ValueError(f"{path} has no {_META_KEY!r} metadata; was it written by export_encoder?")
+    spec = json.loads(meta[_META_KEY])
+    arch = spec.pop("arch")
+    encoder = build_encoder(arch, **spec)
+    encoder.load_state_dict(load_file(str(path)), strict=True)
+    return encoder.to(device).eval()

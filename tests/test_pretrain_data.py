@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainssl.pretrain import slice_probe_sets
+from brainssl.slices import INDEX_COLUMNS
+
+
+def _store(tmp_path, n_subjects=6, per_subject=12, size=16):
+    rng = np.random.default_rng(0)
+    n = n_subjects * per_subject
+    arr = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
+    np.save(tmp_path / "shard-0.npy", arr)
+    rows = []
+    for i in range(n):
+        subject, k = divmod(i, per_subject)
+        rows.append(
+            {
+                "dataset": "ixi",
+                "subject": f"s{subject}",
+                "session": "",
+                "modality": ["T1w", "T2w"][k % 2],
+                "slice_index": k,
+                "position": (k + 0.5) / per_subject,
+                "entropy": 1.0,
+                "area": 0.5,
+                "shard": 0,
+                "offset": i,
+                "split": "val" if subject < 4 else "train",
+                "has_seg": False,
+                "array": str(tmp_path / "shard-0.npy"),
+                "labels": "",
+            }
+        )
+    index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    index.to_parquet(tmp_path / "index.parquet")
+    return tmp_path / "index.parquet", arr
+
+
+def test_probe_sets_hold_out_subjects_and_balance_classes(tmp_path):
+    path, arr = _store(tmp_path)
+    probes = slice_probe_sets(path, split="val", n_per_class=3, position_bins=3, seed=1)
+    assert set(probes) == {"contrast", "position"}
+    c = probes["contrast"]
+    assert c.train_images.dtype == torch.uint8 and c.train_images.shape[1:] == (1, 16, 16)
+    assert torch.bincount(c.train_labels).tolist() == [3, 3] and torch.bincount(c.test_labels).tolist() == [
+        3,
+        3,
+    ]
+    assert torch.bincount(probes["position"].train_labels).tolist() == [3, 3, 3]
+    # probe-train and probe-test images come from different subjects (2 + 2 of the 4 val subjects)
+    subject_of = {arr[i].tobytes(): i // 12 for i in range(len(arr))}
+    train_subjects = {subject_of[x.numpy()[0].tobytes()] for x in c.train_images}
+    test_subjects = {subject_of[x.numpy()[0].tobytes()] for x in c.test_images}
+    assert train_subjects.isdisjoint(test_subjects) and train_subjects | test_subjects <= {0, 1, 2, 3}
+
+
+def test_probe_sets_refuse_the_train_split(tmp_path):
+    path, _ = _store(tmp_path)
+    with pytest.raises(ValueError, match="held-out split"):
+        slice_probe_sets(path, split="train")

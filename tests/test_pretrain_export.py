@@ -1,0 +1,122 @@
+import json
+import pickle
+
+import pytest
+import torch
+from _pretrain_tiny import scattered_blobs, settings
+
+from brainssl.pretrain import (
+    AugmentSettings,
+    ProbeSet,
+    build_encoder,
+    export_encoder,
+    export_random,
+    load_encoder,
+    load_natural_image_weights,
+)
+from brainssl.pretrain.methods import train
+
+
+@pytest.mark.parametrize("arch,kw", [("vit_tiny", {"depth": 2}), ("resnet18", {})])
+def test_export_load_round_trip(tmp_path, arch, kw):
+    enc = build_encoder(arch, 32, **kw).eval()
+    card = export_encoder(
+        enc,
+        tmp_path / "e.safetensors",
+        tmp_path / "card.json",
+        intensity="x/255",
+        manifest_sha256="m",
+        config_sha256="c",
+        method="moco",
+        knn={"a": 0.5},
+    )
+    back = load_encoder(tmp_path / "e.safetensors")
+    x = torch.rand(3, 1, 32, 32)
+    assert torch.equal(enc(x), back(x))
+    feats = back.forward_features(x)
+    assert len(feats) == (2 if arch == "vit_tiny" else 4) and all(
+        f.ndim == 4 and f.shape[0] == 3 for f in feats
+    )
+    assert json.loads((tmp_path / "card.json").read_text()) == card
+    assert card["architecture"]["arch"] == arch and card["training_manifest_sha256"] == "m"
+
+
+def test_load_refuses_pickle(tmp_path):
+    enc = build_encoder("resnet18", 32)
+    torch.save(enc.state_dict(), tmp_path / "encoder.safetensors")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        load_encoder(tmp_path)
+
+
+def test_natural_image_weights_fold_rgb():
+    enc = build_encoder("vit_tiny", 32, depth=1)
+    rgb = {k: v.clone() for k, v in enc.state_dict().items()}
+    rgb["patch_embed.proj.weight"] = torch.randn(192, 3, 16, 16)
+    rgb["pos_embed"] = torch.randn(1, 1 + 16, 192)  # a 64 px grid, resized to 32 px
+    missing, unexpected = load_natural_image_weights(enc, {**rgb, "head.weight": torch.zeros(2)})
+    assert missing == [] and unexpected == []
+    grey = torch.rand(1, 1, 16, 16)
+    conv_rgb = torch.nn.functional.conv2d(grey.repeat(1, 3, 1, 1), rgb["patch_embed.proj.weight"])
+    conv_one = torch.nn.functional.conv2d(grey, enc.patch_embed.proj.weight)
+    assert torch.allclose(conv_rgb, conv_one, atol=1e-4)
+
+
+# Known failure, kept strict so that a fix shows up as XPASS: on toy data a random ViT is a
+# near-isometric projection of the pixels (kNN = pixel kNN), and MoCo's instance discrimination
+# on 64 images learns the cues the crops keep (object position), not shape; DINO collapses
+# towards the uniform distribution (loss -> ln K) at this scale. Measured (seeds 3-5): trained
+# 0.73-0.82 vs random 0.75-0.88. The real check is the demo's contrast/position probe.
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="SSL does not beat a random ViT on the toy probe (see comment)")
+@pytest.mark.parametrize("method", ["moco", "dino"])
+def test_loss_falls_and_knn_beats_random(tmp_path, method):
+    torch.set_num_threads(1)
+    data = list(scattered_blobs(64, 0)[0])
+    train_x, train_y = scattered_blobs(128, 101)
+    test_x, test_y = scattered_blobs(128, 202)
+    probes = {"shape": ProbeSet(train_x, train_y, test_x, test_y)}
+    s = settings(
+        method,
+        epochs=20,
+        batch_size=16,
+        crop_scale=(0.2, 0.6),
+        out_dim=256,
+        momentum=0.99,
+        augment=AugmentSettings(hflip=0.5, vflip=0.5),
+    )
+    summary = train(s, data, probes, tmp_path / "ssl", resume=False)
+    rows = [json.loads(line) for line in (tmp_path / "ssl" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    rand = export_random(s, probes, tmp_path / "rand")
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8
+    assert summary["knn"]["shape"] > rand["knn_probe"]["shape"], (summary["knn"], rand["knn_probe"])
+
+
+class _Payload:
+    """Any non-tensor object: unpickling it would run code a checkpoint must never carry."""
+
+
+def test_checkpoint_loading_never_unpickles_objects(tmp_path):
+    from brainssl.pretrain import load_checkpoint
+    from brainssl.pretrain.checkpoint import CHECKPOINT_FORMAT
+
+    torch.save({"format": CHECKPOINT_FORMAT, "evil": _Payload()}, tmp_path / "last.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_package_level_load_encoder(tmp_path):
+    import brainssl
+
+    enc = build_encoder("vit_tiny", 32, depth=1).eval()
+    export_encoder(
+        enc,
+        tmp_path / "encoder.safetensors",
+        tmp_path / "card.json",
+        intensity="x",
+        manifest_sha256=None,
+        config_sha256=None,
+        method="random",
+    )
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(brainssl.load_encoder(tmp_path)(x), enc(x)) and "load_encoder" in brainssl.__all__

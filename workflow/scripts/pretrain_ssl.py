@@ -1,0 +1,15 @@
+from pathlib import Path
+
+from brainssl.jobs import job_context
+from brainssl.pretrain import pretrain_from_index
+
+# A preempted run raises PreemptedError: the job fails, Snakemake's `retries:` resubmits it,
+# and the retry resumes from checkpoints/last.pt in the same folder.
+with job_context(snakemake) as job:
+    summary = pretrain_from_index(
+        snakemake.input.index,
+        Path(snakemake.output.encoder).parent,
+        {**snakemake.params.settings, "seed": job.seed},
+        snakemake.params.probe,
+    )
+    job.extra.update(knn=summary["knn"], final_loss=summary["final_loss"], steps=summary["step"])
