@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from brainssl.pretrain import slice_probe_sets
+from brainssl.pretrain import load_checkpoint, pretrain_from_index, slice_probe_sets
 from brainssl.slices import INDEX_COLUMNS
 
 
@@ -60,3 +60,30 @@ def test_probe_sets_refuse_the_train_split(tmp_path):
     path, _ = _store(tmp_path)
     with pytest.raises(ValueError, match="held-out split"):
         slice_probe_sets(path, split="train")
+
+
+@pytest.mark.slow
+def test_pretrain_from_index_two_local_processes(tmp_path):
+    path, _ = _store(tmp_path)
+    settings = dict(
+        method="moco",
+        arch="vit_tiny",
+        img_size=16,
+        batch_size=8,
+        epochs=1,
+        vit_depth=1,
+        moco_dim=16,
+        moco_mlp_dim=32,
+        device="cpu",
+        warmup_epochs=0,
+        checkpoint_every=0,
+        seed=1,
+    )
+    probe = {"split": "val", "n_per_class": 4}
+    summary = pretrain_from_index(path, tmp_path / "run", settings, probe, nprocs=2)
+    assert summary["status"] == "completed" and summary["step"] == 3  # 24 train slices // 8
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["position"]["world_size"] == 2
+    assert (
+        set(summary["knn"]) == {"contrast", "position"}
+        and (tmp_path / "run" / "encoder.safetensors").is_file()
+    )

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -178,11 +179,16 @@ def pretrain_from_index(
         results = ctx.SimpleQueue()
         # children replace these with the loop's checkpoint-and-stop handlers; SLURM signals them directly
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+        # Snakemake runs adapters as unguarded scripts; spawn would re-run __main__ in every child
+        main = sys.modules["__main__"]
+        main_file = main.__dict__.pop("__file__", None)
         try:
             mp.start_processes(
                 _train_rank, args=(nprocs, _free_port(), args, results), nprocs=nprocs, start_method="spawn"
             )
         finally:
+            if main_file is not None:
+                main.__file__ = main_file
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         summary = results.get()
