@@ -54,21 +54,25 @@ rule pretrain_moco:
         "logs/pretrain/moco-{arch}.timing.tsv"
     wildcard_constraints:
         arch="|".join(PRETRAIN_ARCHS),
-    params:
-        settings=lambda wc: pretrain_settings("moco", wc.arch),
-        probe=_sorted(config["pretrain"]["probe"]),
-        seed=config["seed"],
+    retries: pretrain_resources("retries")
+    conda:
+        "../../envs/train.yaml"
     threads: pretrain_resources("threads")
     resources:
+        **(
+            {"gpu_model": pretrain_resources("gpu_model")}
+            if pretrain_resources("gpu_model")
+            else {}
+        ),
         mem_mb=pretrain_resources("mem_mb"),
         runtime=pretrain_resources("runtime"),
         # snakemake-executor-plugin-slurm turns `gpu` (+ optional `gpu_model`) into
         # --gpus=[model:]N; 0 requests none (CPU run).
         gpu=pretrain_resources("gpus"),
-        **({"gpu_model": pretrain_resources("gpu_model")} if pretrain_resources("gpu_model") else {}),
-    retries: pretrain_resources("retries")
-    conda:
-        "../../envs/train.yaml"
+    params:
+        settings=lambda wc: pretrain_settings("moco", wc.arch),
+        probe=_sorted(config["pretrain"]["probe"]),
+        seed=config["seed"],
     script:
         "../scripts/pretrain_ssl.py"
 
@@ -97,6 +101,12 @@ rule pretrain_random:
         "logs/pretrain/random-{arch}.log",
     wildcard_constraints:
         arch="|".join(PRETRAIN_ARCHS),
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         # the baseline's weights depend only on arch, img_size and seed
         settings=lambda wc: {
@@ -106,12 +116,6 @@ rule pretrain_random:
         },
         probe=_sorted(config["pretrain"]["probe"]),
         seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/pretrain_random.py"
 
