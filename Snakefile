@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/slices.smk"
 
 
 onsuccess:

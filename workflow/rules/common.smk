@@ -146,6 +146,45 @@ def preprocess_chunk_tables(wildcards, kind):
     )
 
 
+# ---- slices: 2D image sets come straight from their manifest; shards from a checkpoint plan
+
+SLICE_IMAGE_DATASETS = ["tumor4"]
+# Decathlon hippocampus crops are not whole-brain axial slices: they feed the dense
+# segmentation task, not pretraining.
+SLICE_DATASETS = [
+    d
+    for d in ENABLED_DATASETS
+    if (d in PREPROCESS_ENABLED and d != "hippocampus") or d in SLICE_IMAGE_DATASETS
+]
+
+
+def slices_table(wildcards):
+    if wildcards.dataset in SLICE_IMAGE_DATASETS:
+        return f"results/datasets/{wildcards.dataset}/manifest.tsv"
+    return f"results/preprocess/{wildcards.dataset}/table.tsv"
+
+
+def slices_shard_files(kind):
+    """Input function: one file of `kind` per planned shard of a dataset (read from the plan)."""
+
+    def files(wildcards):
+        plan = checkpoints.slices_plan.get(dataset=wildcards.dataset).output.plan
+        with open(plan) as handle:
+            header = handle.readline().rstrip("\n").split("\t")
+            column = header.index("shard")
+            shards = sorted(
+                {int(line.split("\t")[column]) for line in handle if line.strip()}
+            )
+        return expand(
+            "results/slices/{dataset}/shard-{chunk}.{kind}",
+            dataset=wildcards.dataset,
+            chunk=shards,
+            kind=kind,
+        )
+
+    return files
+
+
 def final_outputs():
     outputs = ["results/datasets/manifest.tsv"]
     outputs += expand(
@@ -155,6 +194,12 @@ def final_outputs():
         "results/preprocess/{dataset}/{name}",
         dataset=PREPROCESS_ENABLED,
         name=["table.tsv", "qc.tsv", "qc_summary.png"],
+    )
+    outputs += ["results/slices/index.parquet", "results/slices/retained.png"]
+    outputs += expand(
+        "results/slices/{dataset}/{figure}.png",
+        dataset=SLICE_DATASETS,
+        figure=["entropy", "retained", "montage"],
     )
     return outputs
 

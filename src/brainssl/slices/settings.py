@@ -1,0 +1,132 @@
+"""Settings of the slices stage: one frozen dataclass built once, at the adapter.
+
+Defaults follow the MoCo v3 brain MRI study (Huang et al., *Comput Med Imaging Graph* 2025):
+keep brain-rich mid-axial slices. On 1 mm data (about 150 axial slices per cropped volume,
+140 of them inside the brain) the defaults keep ~0.55 of the brain extent (77 slices), one
+slice every 2 mm (39) and the upper half by entropy (~19): about eight to one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ENTROPY_MODES",
+    "ENTROPY_REGIONS",
+    "FIGURE_KEYS",
+    "PLAN_KEYS",
+    "SHARD_KEYS",
+    "STORE_DTYPES",
+    "SliceSettings",
+]
+
+ENTROPY_MODES = ("absolute", "percentile")
+ENTROPY_REGIONS = ("image", "head", "brain")
+STORE_DTYPES = ("uint8", "float16")
+#: Config keys each rule depends on (its ``stage_params(..., keys=...)``); a test checks slices.smk.
+PLAN_KEYS = ("shard_size",)
+SHARD_KEYS = (
+    "size",
+    "dtype",
+    "intensity_percentiles",
+    "entropy_bins",
+    "entropy_region",
+    "entropy_mode",
+    "entropy_threshold",
+    "entropy_percentile",
+    "position_window",
+    "step_mm",
+    "min_area",
+)
+FIGURE_KEYS = (*SHARD_KEYS, "montage_slices")
+
+
+@dataclass(frozen=True)
+class SliceSettings:
+    """How slices are cut, measured, filtered and stored.
+
+    Attributes:
+        shard_size: subjects per shard (one array file and one job per shard).
+        size: side (pixels) of the stored square slices (224 paper scale, 64/96 demo).
+        dtype: ``uint8`` (value/255) or ``float16`` (value in [0, 1]).
+        intensity_percentiles: per-volume percentiles ``(lo, hi)`` of the brain voxels mapped
+            linearly to 0 and 1 (clipped); the background (outside the brain mask) is 0.
+        entropy_bins: equal-width histogram bins over [0, 1] for the Shannon entropy.
+        entropy_region: pixels the entropy is computed over: ``image`` (the whole stored
+            square, background included), ``head`` (non-zero pixels of the preprocessed
+            slice) or ``brain`` (brain mask; falls back to ``head`` where no mask exists).
+        entropy_mode: ``absolute`` (keep entropy >= ``entropy_threshold`` bits) or
+            ``percentile`` (threshold = that percentile of the candidate slices of the same
+            shard and modality, an estimate of the dataset's percentile that keeps shards
+            independent of each other).
+        entropy_threshold: bits, used in ``absolute`` mode.
+        entropy_percentile: 0..100, used in ``percentile`` mode.
+        position_window: inclusive ``(lo, hi)`` window of relative inferior-superior
+            position (0 = lowest brain slice, 1 = highest); 2D images have no position and
+            skip this test.
+        step_mm: keep one slice every ``round(step_mm / spacing)`` (at least 1), counted
+            from the lowest brain slice; adjacent 1 mm slices are near duplicates.
+        min_area: smallest brain-area fraction (brain pixels / stored pixels) kept.
+        montage_slices: slices per row (kept / dropped) in the report montage.
+    """
+
+    shard_size: int = 16
+    size: int = 224
+    dtype: str = "uint8"
+    intensity_percentiles: tuple[float, float] = (0.5, 99.5)
+    entropy_bins: int = 256
+    entropy_region: str = "image"
+    entropy_mode: str = "percentile"
+    entropy_threshold: float = 4.0
+    entropy_percentile: float = 50.0
+    position_window: tuple[float, float] = (0.3, 0.85)
+    step_mm: float = 2.0
+    min_area: float = 0.05
+    montage_slices: int = 8
+
+    def __post_init__(self) -> None:
+        """Check ranges and enums, naming the offending key."""
+        checks = {
+            "shard_size": self.shard_size >= 1,
+            "size": 8 <= self.size <= 1024,
+            "dtype": self.dtype in STORE_DTYPES,
+            "intensity_percentiles": len(self.intensity_percentiles) == 2
+            and 0.0 <= self.intensity_percentiles[0] < self.intensity_percentiles[1] <= 100.0,
+            "entropy_bins": 2 <= self.entropy_bins <= 4096,
+            "entropy_region": self.entropy_region in ENTROPY_REGIONS,
+            "entropy_mode": self.entropy_mode in ENTROPY_MODES,
+            "entropy_threshold": self.entropy_threshold >= 0.0,
+            "entropy_percentile": 0.0 <= self.entropy_percentile <= 100.0,
+            "position_window": len(self.position_window) == 2
+            and self.position_window[0] <= self.position_window[1],
+            "step_mm": self.step_mm >= 0.0,
+            "min_area": 0.0 <= self.min_area <= 1.0,
+            "montage_slices": self.montage_slices >= 1,
+        }
+        bad = [key for key, ok in checks.items() if not ok]
+        if bad:
+            values = {key: getattr(self, key) for key in bad}
+            raise ValueError(f"invalid slices setting(s): {values}")
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> SliceSettings:
+        """Build settings from the rule's config slice (lists become tuples).
+
+        Raises:
+            KeyError: when the slice holds a key that no setting has.
+            ValueError: when a value is out of range.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - names)
+        if unknown:
+            raise KeyError(f"unknown slices setting(s) {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+
+    def to_dict(self, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Return the settings (only ``keys`` when given) as plain JSON-able values."""
+        values = dataclasses.asdict(self)
+        chosen = keys if keys is not None else tuple(values)
+        return {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in chosen}
