@@ -61,7 +61,7 @@ def _snakemake_slurm(workdir, config, env, seconds):
 def test_test_config_runs_through_sbatch(slurm_cluster, tmp_path):
     config = tmp_path / "config.yaml"
     shutil.copy(REPO / "config/test.yaml", config)
-    result = _snakemake_slurm(tmp_path, config, slurm_cluster, 600)
+    result = _snakemake_slurm(tmp_path, config, slurm_cluster, 1500)
     assert result.returncode == 0, result.stderr[-5000:]
     assert (tmp_path / "results/datasets/manifest.tsv").is_file()
     assert len(pd.read_csv(tmp_path / "results/datasets/manifest.tsv", sep="\t")) > 0
