@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,11 +97,14 @@ def job_context(smk: Any, stage: str | None = None) -> Iterator[Job]:
 
 
 def _limit_threads(threads: int) -> None:
-    """Keep numerical libraries within the cores Snakemake granted the job."""
-    try:
-        import torch
+    """Keep numerical libraries within the cores Snakemake granted the job.
 
-        torch.set_num_threads(max(1, threads))
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
-
+    torch is configured only when the job has already imported it; otherwise the
+    OpenMP variable is set, which torch reads when it is imported later. Importing
+    torch here would cost every job that never uses it a second or two.
+    """
+    count = max(1, threads)
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(count)
