@@ -1,0 +1,402 @@
+"""Tumour detection: boxes from tumour masks, a CenterNet-style head on encoder maps, COCO mAP.
+
+Ground truth: every 8-connected component of the whole-tumour mask of a slice (at least
+``min_box_pixels`` pixels) becomes one box of the single class ``tumor``. The head is
+anchor-free in the manner of CenterNet (Zhou et al. 2019, "Objects as Points"): the
+:class:`~brainssl.tasks.dense.DenseDecoder` predicts, at full slice resolution, a centre
+heatmap (Gaussian peaks at box centres, trained with the penalty-reduced focal loss of the
+paper), the box width and height (fractions of the slice side) and the sub-pixel centre offset
+at the centres (L1).
+Decoding keeps 3x3 local maxima of the heatmap, the top ``max_detections`` above
+``score_threshold``, and removes overlaps with greedy non-maximum suppression written in
+plain torch (:func:`nms`).
+
+Slices without tumour stay in the test set: their detections are false positives.
+COCO mAP@[.5:.95] and mAP@.5 come from pycocotools' ``COCOeval`` (bbox). Confidence
+intervals resample test subjects (all slices of a drawn subject together).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from scipy import ndimage
+
+from .dense import SweepResult, TrainingSet, TrainSettings, VolumeSlices, dense_split, dense_variants, sweep
+from .results import bootstrap_ci, result_row, skipped_rows
+from .segmentation import brats_regions
+
+__all__ = [
+    "DETECTION_METRICS",
+    "box_iou",
+    "boxes_from_mask",
+    "centernet_loss",
+    "centernet_targets",
+    "coco_map",
+    "decode_detections",
+    "nms",
+    "plot_detections",
+    "run_detection",
+]
+
+logger = logging.getLogger(__name__)
+
+DETECTION_METRICS = ("map", "map50")
+"""COCO mAP@[.5:.95] and mAP@.5."""
+HEATMAP_PRIOR_LOGIT = -2.19
+"""Initial heatmap logit (probability 0.1), CenterNet's choice for a stable start of the focal loss."""
+
+
+def boxes_from_mask(mask: np.ndarray, min_pixels: int = 1) -> np.ndarray:
+    """Boxes ``(n, 4)`` ``x0, y0, x1, y1`` (pixel edges, end exclusive) of a 2D mask's 8-connected parts."""
+    components, count = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3), dtype=bool))
+    boxes = []
+    for index, found in enumerate(ndimage.find_objects(components), start=1):
+        if found is None or int((components[found] == index).sum()) < min_pixels:
+            continue
+        rows, cols = found
+        boxes.append([cols.start, rows.start, cols.stop, rows.stop])
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+
+def centernet_targets(boxes: np.ndarray, size: int) -> np.ndarray:
+    """Training target ``(6, S, S)`` of one slice: heatmap, width, height, x/y offset, centre indicator.
+
+    The heatmap is the maximum over boxes of Gaussians at the centre pixels with
+    ``sigma = max(w, h) / 6`` (at least 0.5 px); widths and heights are fractions of ``size``;
+    the offsets are the sub-pixel position of the true centre within its pixel (CenterNet).
+    """
+    target = np.zeros((6, size, size), dtype=np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for x0, y0, x1, y1 in boxes:
+        w, h = x1 - x0, y1 - y0
+        fx, fy = (x0 + x1) / 2, (y0 + y1) / 2
+        cx, cy = min(int(fx), size - 1), min(int(fy), size - 1)
+        sigma = max(max(w, h) / 6.0, 0.5)
+        peak = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
+        target[0] = np.maximum(target[0], peak)
+        target[1:, cy, cx] = (w / size, h / size, fx - cx, fy - cy, 1.0)
+    return target
+
+
+def centernet_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Penalty-reduced focal loss on the heatmap (alpha 2, beta 4) + L1 size loss at the centres.
+
+    Args:
+        output: ``(B, 5, S, S)`` heatmap logit, width, height, x/y offset.
+        target: ``(B, 6, S, S)`` from :func:`centernet_targets`.
+    """
+    prob = torch.sigmoid(output[:, 0]).clamp(1e-4, 1 - 1e-4)
+    heat, centre = target[:, 0], target[:, 5]
+    positive = -((1 - prob) ** 2) * torch.log(prob) * centre
+    negative = -((1 - heat) ** 4) * prob**2 * torch.log(1 - prob) * (1 - centre)
+    n_centres = centre.sum().clamp(min=1.0)
+    size = (F.l1_loss(output[:, 1:5], target[:, 1:5], reduction="none").sum(1) * centre).sum() / n_centres
+    return (positive.sum() + negative.sum()) / n_centres + size
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU ``(n, m)`` of ``x0, y0, x1, y1`` boxes."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression: indices of kept boxes, highest score first.
+
+    A box is dropped when its IoU with an already kept, higher-scoring box exceeds
+    ``iou_threshold``.
+    """
+    order = torch.argsort(scores, descending=True, stable=True)
+    keep: list[int] = []
+    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    ious = box_iou(boxes[order], boxes[order])
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(int(order[i]))
+        suppressed |= ious[i] > iou_threshold
+    return torch.as_tensor(keep, dtype=torch.long)
+
+
+def decode_detections(
+    output: torch.Tensor, max_detections: int, score_threshold: float, iou_threshold: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Turn head outputs ``(N, 5, S, S)`` into per-slice ``(boxes (k, 4), scores (k,))`` after NMS."""
+    size = output.shape[-1]
+    heat = torch.sigmoid(output[:, 0])
+    peaks = heat * (F.max_pool2d(heat[:, None], 3, stride=1, padding=1)[:, 0] == heat)
+    detections = []
+    for index in range(len(output)):
+        scores, flat = peaks[index].flatten().topk(min(max_detections, peaks[index].numel()))
+        chosen = scores >= score_threshold
+        scores, flat = scores[chosen], flat[chosen]
+        cx = (flat % size).float() + output[index, 3].flatten()[flat]
+        cy = (flat // size).float() + output[index, 4].flatten()[flat]
+        w = output[index, 1].flatten()[flat].clamp(min=0) * size
+        h = output[index, 2].flatten()[flat].clamp(min=0) * size
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1).clamp(0, size)
+        kept = nms(boxes, scores, iou_threshold)
+        detections.append((boxes[kept].numpy(), scores[kept].numpy()))
+    return detections
+
+
+def coco_map(
+    truth: Sequence[np.ndarray], detections: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> tuple[float, float]:
+    """COCO bbox mAP@[.5:.95] and mAP@.5 (pycocotools) of one class over a set of images.
+
+    Args:
+        truth: per image, ``(n, 4)`` ``x0, y0, x1, y1`` boxes (possibly none).
+        detections: per image, boxes and scores.
+
+    Returns:
+        ``(map, map50)``; NaN when no image holds a true box (AP undefined).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if len(truth) != len(detections):
+        raise ValueError(f"{len(truth)} images of truth but {len(detections)} of detections")
+    if not any(len(t) for t in truth):
+        return math.nan, math.nan
+    images, annotations, results = [], [], []
+    for image_id, (boxes, (det_boxes, scores)) in enumerate(zip(truth, detections, strict=True), start=1):
+        images.append({"id": image_id, "width": 1, "height": 1})
+        for x0, y0, x1, y1 in np.asarray(boxes, dtype=float):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+        for (x0, y0, x1, y1), score in zip(np.asarray(det_boxes, dtype=float), scores, strict=True):
+            bbox = [x0, y0, x1 - x0, y1 - y0]
+            results.append({"image_id": image_id, "category_id": 1, "bbox": bbox, "score": float(score)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        categories = [{"id": 1, "name": "tumor"}]
+        gt.dataset = {"images": images, "annotations": annotations, "categories": categories}
+        gt.createIndex()
+        if not results:
+            return 0.0, 0.0
+        evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return float(evaluation.stats[0]), float(evaluation.stats[1])
+
+
+def _slices_with_brain(case: VolumeSlices) -> np.ndarray:
+    return case.images.reshape(len(case.images), -1).max(axis=1) > 0
+
+
+def run_detection(
+    cases: Sequence[VolumeSlices],
+    dataset: str,
+    encoders: Mapping[str, str],
+    table_split: Mapping[str, str],
+    params: Mapping[str, Any],
+    seed: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train and score every variant of tumour detection (BraTS whole-tumour boxes).
+
+    Args:
+        cases: BraTS volumes with labels.
+        dataset: dataset name.
+        encoders: ``{name: weights path}``.
+        table_split: preprocessing split per subject.
+        params: task subsection + shared keys (see :func:`~brainssl.tasks.segmentation.run_segmentation`)
+            plus ``min_box_pixels``, ``max_detections``, ``score_threshold``, ``nms_iou``.
+        seed: workflow seed.
+
+    Returns:
+        Results rows and an overlay example.
+    """
+    labelled = [c for c in cases if c.labels is not None]
+    if len(labelled) < 2:
+        reason = f"{len(labelled)} labelled subject(s); a subject-level train/test split needs two"
+        return skipped_rows("tumor_detection", dataset, reason, DETECTION_METRICS), {}
+    split = dense_split([c.subject for c in labelled], table_split, seed, params["test_fraction"])
+    size = labelled[0].images.shape[-1]
+
+    def slice_boxes(case: VolumeSlices, keep: np.ndarray) -> list[np.ndarray]:
+        whole = brats_regions(case.labels[keep])[0]  # type: ignore[index]
+        return [boxes_from_mask(m, params["min_box_pixels"]) for m in whole]
+
+    train_parts, test_parts = [], []
+    for case in labelled:
+        keep = _slices_with_brain(case)
+        part = (case.subject, case.images[keep], slice_boxes(case, keep))
+        (test_parts if split[case.subject] == "test" else train_parts).append(part)
+    train = TrainingSet(
+        np.concatenate([np.full(len(p[1]), p[0]) for p in train_parts]),
+        np.concatenate([p[1] for p in train_parts]),
+        np.stack([centernet_targets(b, size) for p in train_parts for b in p[2]]),
+    )
+    test_images = np.concatenate([p[1] for p in test_parts])
+    test_truth = [b for p in test_parts for b in p[2]]
+    owner = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(test_parts)])
+    if not any(len(b) for b in test_truth):
+        reason = "no tumour box in any test slice"
+        return skipped_rows("tumor_detection", dataset, reason, DETECTION_METRICS), {}
+    results = sweep(
+        dense_variants(encoders, params["modes"]),
+        train,
+        test_images,
+        params["label_fractions"],
+        range(params["seeds"]),
+        TrainSettings.from_dict(params),
+        5,
+        centernet_loss,
+        max_train_slices=params["max_train_slices"],
+        first_bias=HEATMAP_PRIOR_LOGIT,
+    )
+    rows = []
+    for result in results:
+        detections = decode_detections(
+            result.outputs, params["max_detections"], params["score_threshold"], params["nms_iou"]
+        )
+
+        memo: dict[tuple[int, ...], tuple[float, float]] = {}
+
+        def score(subjects: np.ndarray, detections: list = detections, memo: dict = memo) -> tuple:
+            key = tuple(int(s) for s in subjects)
+            if key not in memo:  # both metrics come from one COCOeval run per resample
+                picked = np.concatenate([np.flatnonzero(owner == s) for s in subjects])
+                memo[key] = coco_map([test_truth[i] for i in picked], [detections[i] for i in picked])
+            return memo[key]
+
+        values = score(np.arange(len(test_parts)))
+        for k, metric in enumerate(DETECTION_METRICS):
+            low, high = bootstrap_ci(
+                lambda s, k=k: score(s)[k],
+                np.arange(len(test_parts)),
+                n_boot=params["bootstrap"],
+                seed=result.seed,
+            )
+            rows.append(
+                result_row(
+                    task="tumor_detection",
+                    dataset=dataset,
+                    encoder=result.variant.encoder,
+                    mode=result.variant.mode,
+                    label_fraction=result.fraction,
+                    seed=result.seed,
+                    metric=metric,
+                    value=values[k],
+                    ci_low=low,
+                    ci_high=high,
+                    n_train=result.n_train,
+                    n_test=len(test_parts),
+                )
+            )
+    return rows, _overlay_example(results, test_images, test_truth, params)
+
+
+def _overlay_example(
+    results: Sequence[SweepResult],
+    images: np.ndarray,
+    truth: Sequence[np.ndarray],
+    params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The test slice with the largest true box and each variant's boxes (largest fraction, first seed)."""
+    areas = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sum()) if len(b) else 0.0 for b in truth]
+    index = int(np.argmax(areas))
+    top, first_seed = max(r.fraction for r in results), min(r.seed for r in results)
+    predictions = {}
+    for r in results:
+        if r.fraction == top and r.seed == first_seed:
+            boxes, scores = decode_detections(
+                r.outputs[index : index + 1],
+                params["max_detections"],
+                params["score_threshold"],
+                params["nms_iou"],
+            )[0]
+            predictions[f"{r.variant.encoder} ({r.variant.mode})"] = (boxes, scores)
+    return {"image": images[index, 0], "truth": truth[index], "predictions": predictions}
+
+
+def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.3) -> None:
+    """Draw the example slice: true boxes green, each variant's boxes scoring >= ``min_score`` red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from brainssl.io import atomic_path
+
+    panels = list(example.get("predictions", {}).items())
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(2.4 * max(len(panels), 1), 2.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no detection example", ha="center", va="center")
+    for ax, (name, (boxes, scores)) in zip(axes.ravel(), panels, strict=False):
+        ax.imshow(example["image"], cmap="gray", vmin=0, vmax=1)
+        for x0, y0, x1, y1 in example["truth"]:
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=0.8))
+        for (x0, y0, x1, y1), score in zip(boxes, scores, strict=True):
+            if score >= min_score:
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="red", lw=0.8))
+                ax.text(x0, y0 - 1, f"{score:.2f}", color="red", fontsize=5)
+        ax.set_title(name, fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+
+def tumor_detection_task(
+    table_path: Any,
+    encoders: Mapping[str, str],
+    params: Mapping[str, Any],
+    seed: int,
+    outputs: Mapping[str, Any],
+) -> Any:
+    """Tumour detection on BraTS slices: results table and example boxes.
+
+    Args:
+        table_path: ``results/preprocess/brats21/table.tsv``.
+        encoders: ``{name: weights path}``.
+        params: the ``tasks.tumor_detection`` subsection merged with the shared keys.
+        seed: workflow seed.
+        outputs: paths ``results`` and ``overlays``.
+
+    Returns:
+        The results table as written.
+    """
+    import pandas as pd
+
+    from .results import write_results
+    from .segmentation import encoder_side, load_brats_cases
+
+    table = pd.read_csv(table_path, sep="\t", keep_default_na=False)
+    side = encoder_side(encoders)
+    cases, problems = load_brats_cases(table, params["contrasts"], side, params["max_subjects"])
+    for problem in problems:
+        logger.warning("left out: %s", problem)
+    split = dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
+    rows, example = run_detection(cases, "brats21", encoders, split, params, seed)
+    frame = write_results(rows, outputs["results"])
+    plot_detections(example, outputs["overlays"])
+    return frame

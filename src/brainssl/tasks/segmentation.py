@@ -1,0 +1,591 @@
+"""Tumour (BraTS regions) and hippocampus segmentation on encoder feature maps, scored per subject in 3D.
+
+Slices of whole preprocessed volumes go through :class:`~brainssl.tasks.dense.DenseModel`;
+the predicted slices of each test subject are stacked back into a volume on the slice grid
+and compared with the stacked truth:
+
+- BraTS regions (Menze et al. 2015; BraTS 2021 evaluation): whole tumour ``WT`` (labels
+  1, 2, 4), tumour core ``TC`` (1, 4) and enhancing tumour ``ET`` (4), predicted as three
+  overlapping sigmoid channels;
+- hippocampus: one softmax class per label (Decathlon Task04: anterior, posterior; generator
+  labels of OASIS-3/IXI: left, right).
+
+Metrics per subject and region: Dice ``2|P & T| / (|P| + |T|)`` and HD95, the larger of the
+two directed 95th percentiles of surface distances in mm (the definition of MONAI's
+``compute_hausdorff_distance(percentile=95)``, against which the tests check it). When
+truth and prediction are both empty the region is scored Dice 1 and HD95 0; when only one is
+empty, Dice 0 and HD95 NaN (a distance to nothing is undefined), counted in the
+per-subject table and left out of the HD95 mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F  # noqa: N812
+from scipy import ndimage
+
+from brainssl.io import atomic_path, write_table
+
+from .dense import (
+    SweepResult,
+    TrainingSet,
+    TrainSettings,
+    VolumeSlices,
+    cut_volume,
+    dense_split,
+    dense_variants,
+    mean_or_nan,
+    sweep,
+)
+from .results import bootstrap_ci, result_row, skipped_rows, write_results
+
+__all__ = [
+    "BRATS_REGIONS",
+    "SegmentationSpec",
+    "brats_regions",
+    "dice_score",
+    "hd95",
+    "load_brats_cases",
+    "load_hippocampus_cases",
+    "resample_labels",
+    "run_segmentation",
+    "segmentation_loss",
+    "subject_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+BRATS_REGIONS = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)}
+"""BraTS evaluation regions as sets of labels (0 background, 1 necrosis, 2 oedema, 4 enhancing)."""
+PREDICTION_COLOURS = ("red", "orange", "yellow")
+
+
+# ------------------------------------------------------------------------- metrics
+
+
+def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice overlap of two boolean masks; 1.0 when both are empty."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+    total = int(pred.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(pred, truth).sum()) / total
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """Voxels of the mask with a face neighbour outside it (the array border counts as outside)."""
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def hd95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> float:
+    """95th-percentile symmetric Hausdorff distance between two masks' surfaces, in mm.
+
+    Args:
+        pred: boolean mask.
+        truth: boolean mask of the same shape.
+        spacing: voxel size per axis (mm).
+
+    Returns:
+        ``max(p95(d(P -> T)), p95(d(T -> P)))`` over surface voxels; 0 if both masks are
+        empty, NaN if exactly one is.
+
+    Raises:
+        ValueError: for different shapes or a spacing of the wrong length.
+    """
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+    if len(spacing) != pred.ndim:
+        raise ValueError(f"spacing {list(spacing)} does not match {pred.ndim} dimensions")
+    if not pred.any() and not truth.any():
+        return 0.0
+    if not pred.any() or not truth.any():
+        return math.nan
+    pred_edge, truth_edge = _surface(pred), _surface(truth)
+    to_truth = ndimage.distance_transform_edt(~truth_edge, sampling=spacing)[pred_edge]
+    to_pred = ndimage.distance_transform_edt(~pred_edge, sampling=spacing)[truth_edge]
+    return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
+
+
+def brats_regions(labels: np.ndarray) -> np.ndarray:
+    """BraTS label map ``(...)`` -> boolean regions ``(3, ...)`` in the order WT, TC, ET."""
+    return np.stack([np.isin(labels, list(values)) for values in BRATS_REGIONS.values()])
+
+
+def subject_metrics(
+    pred_regions: np.ndarray, true_regions: np.ndarray, names: Sequence[str], spacing: Sequence[float]
+) -> dict[str, float]:
+    """Dice and HD95 of each region of one subject's stacked volume.
+
+    Args:
+        pred_regions: ``(K, Z, S, S)`` boolean predictions.
+        true_regions: ``(K, Z, S, S)`` boolean truth.
+        names: region names (``K``).
+        spacing: ``(slice, row, column)`` mm.
+
+    Returns:
+        ``{"dice_<name>": .., "hd95_<name>": ..}``.
+    """
+    out = {}
+    for k, name in enumerate(names):
+        out[f"dice_{name}"] = dice_score(pred_regions[k], true_regions[k])
+        out[f"hd95_{name}"] = hd95(pred_regions[k], true_regions[k], spacing)
+    return out
+
+
+# ------------------------------------------------------------------------ the task
+
+
+@dataclass(frozen=True)
+class SegmentationSpec:
+    """What differs between segmentation tasks.
+
+    Attributes:
+        task: results-table task name.
+        region_names: names of the predicted regions / classes.
+        multilabel: overlapping regions (sigmoid per channel, BraTS) or exclusive classes (softmax).
+        label_values: for exclusive classes, the label value of each class in ``region_names``.
+    """
+
+    task: str
+    region_names: tuple[str, ...]
+    multilabel: bool
+    label_values: tuple[int, ...] = ()
+
+    def regions(self, labels: np.ndarray) -> np.ndarray:
+        """Label map ``(Z, S, S)`` -> boolean regions ``(K, Z, S, S)``."""
+        if self.multilabel:
+            return brats_regions(labels)
+        return np.stack([labels == value for value in self.label_values])
+
+    def targets(self, labels: np.ndarray) -> np.ndarray:
+        """Training targets of label slices: float regions (multilabel) or class indices."""
+        if self.multilabel:
+            return np.moveaxis(brats_regions(labels), 0, 1).astype(np.float32)
+        classes = np.zeros(labels.shape, dtype=np.int64)
+        for index, value in enumerate(self.label_values, start=1):
+            classes[labels == value] = index
+        return classes
+
+    def out_channels(self) -> int:
+        """Decoder outputs: one per region, or background + one per class."""
+        return len(self.region_names) + (0 if self.multilabel else 1)
+
+    def predicted_regions(self, outputs: torch.Tensor) -> np.ndarray:
+        """Raw outputs ``(Z, K', S, S)`` -> boolean regions ``(K, Z, S, S)``."""
+        if self.multilabel:
+            return np.moveaxis((outputs > 0).numpy(), 1, 0)
+        classes = outputs.argmax(dim=1).numpy()
+        return np.stack([classes == index for index in range(1, len(self.region_names) + 1)])
+
+
+def segmentation_loss(multilabel: bool):  # noqa: ANN201 - returns a loss closure
+    """Cross-entropy (BCE for overlapping regions) plus soft Dice over the foreground channels."""
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if multilabel:
+            probs = torch.sigmoid(logits)
+            ce = F.binary_cross_entropy_with_logits(logits, target)
+            onehot = target
+        else:
+            probs = torch.softmax(logits, dim=1)[:, 1:]
+            ce = F.cross_entropy(logits, target)
+            onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
+        inter = (probs * onehot).sum(dim=(0, 2, 3))
+        denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+        return ce + (1.0 - ((2 * inter + 1.0) / (denom + 1.0))).mean()
+
+    return loss
+
+
+def run_segmentation(
+    cases: Sequence[VolumeSlices],
+    spec: SegmentationSpec,
+    dataset: str,
+    encoders: Mapping[str, str],
+    table_split: Mapping[str, str],
+    params: Mapping[str, Any],
+    seed: int,
+) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
+    """Train and score every variant of a segmentation task on one dataset.
+
+    Args:
+        cases: labelled volumes (one per subject).
+        spec: the task's regions.
+        dataset: dataset name for the results.
+        encoders: ``{name: weights path}``.
+        table_split: preprocessing split per subject.
+        params: the task's config subsection merged with the shared ``tasks`` keys
+            (``label_fractions``, ``seeds``, ``bootstrap``, ``modes``, ``test_fraction``,
+            ``max_train_slices`` and the :class:`~brainssl.tasks.dense.TrainSettings` keys).
+        seed: workflow seed.
+
+    Returns:
+        Results rows, the per-subject metric table and an overlay example (for the figure).
+    """
+    metrics = [f"{m}_{r}" for r in spec.region_names for m in ("dice", "hd95")]
+    labelled = [c for c in cases if c.labels is not None]
+    if len(labelled) < 2:
+        reason = f"{len(labelled)} labelled subject(s); a subject-level train/test split needs two"
+        return skipped_rows(spec.task, dataset, reason, metrics), pd.DataFrame(), {}
+    split = dense_split([c.subject for c in labelled], table_split, seed, params["test_fraction"])
+    train_cases = [c for c in labelled if split[c.subject] == "train"]
+    test_cases = [c for c in labelled if split[c.subject] == "test"]
+    train = _training_set(train_cases, spec)
+    test_images = np.concatenate([c.images for c in test_cases])
+    variants = dense_variants(encoders, params["modes"])
+    results = sweep(
+        variants,
+        train,
+        test_images,
+        params["label_fractions"],
+        range(params["seeds"]),
+        TrainSettings.from_dict(params),
+        spec.out_channels(),
+        segmentation_loss(spec.multilabel),
+        max_train_slices=params["max_train_slices"],
+    )
+    rows, per_subject = [], []
+    for result in results:
+        scores = _score(result, test_cases, spec)
+        frame = pd.DataFrame(scores)
+        per_subject.append(frame.assign(**_run_columns(result)))
+        for metric in metrics:
+            values = frame[metric].to_numpy(dtype=float)
+            low, high = bootstrap_ci(mean_or_nan, values, n_boot=params["bootstrap"], seed=result.seed)
+            rows.append(
+                result_row(
+                    task=spec.task,
+                    dataset=dataset,
+                    metric=metric,
+                    value=mean_or_nan(values),
+                    ci_low=low,
+                    ci_high=high,
+                    n_train=result.n_train,
+                    n_test=len(test_cases),
+                    **_run_columns(result),
+                )
+            )
+    example = _overlay_example(results, test_cases, spec)
+    return rows, pd.concat(per_subject, ignore_index=True), example
+
+
+def _run_columns(result: SweepResult) -> dict[str, Any]:
+    return {
+        "encoder": result.variant.encoder,
+        "mode": result.variant.mode,
+        "label_fraction": result.fraction,
+        "seed": result.seed,
+    }
+
+
+def _training_set(cases: Sequence[VolumeSlices], spec: SegmentationSpec) -> TrainingSet:
+    """Slices holding brain (non-zero input) of the training subjects, with their targets."""
+    subjects, images, targets = [], [], []
+    for case in cases:
+        keep = case.images.reshape(len(case.images), -1).max(axis=1) > 0
+        subjects.append(np.full(int(keep.sum()), case.subject))
+        images.append(case.images[keep])
+        targets.append(spec.targets(case.labels[keep]))  # type: ignore[index]
+    return TrainingSet(np.concatenate(subjects), np.concatenate(images), np.concatenate(targets))
+
+
+def _score(
+    result: SweepResult, cases: Sequence[VolumeSlices], spec: SegmentationSpec
+) -> list[dict[str, Any]]:
+    """Stack each test subject's predicted slices back into a volume and score it in 3D."""
+    scores, start = [], 0
+    for case in cases:
+        stop = start + len(case.images)
+        pred = spec.predicted_regions(result.outputs[start:stop])
+        truth = spec.regions(case.labels)  # type: ignore[arg-type]
+        record = subject_metrics(pred, truth, spec.region_names, case.spacing)
+        empty = [name for name, region in zip(spec.region_names, truth, strict=True) if not region.any()]
+        record.update(subject=case.subject, empty_truth=",".join(empty))
+        scores.append(record)
+        start = stop
+    return scores
+
+
+def _overlay_example(
+    results: Sequence[SweepResult], cases: Sequence[VolumeSlices], spec: SegmentationSpec
+) -> dict[str, Any]:
+    """The test slice with the most foreground, with each variant's prediction at the largest fraction."""
+    sizes = [spec.regions(c.labels)[0].reshape(len(c.labels), -1).sum(axis=1) for c in cases]  # type: ignore[arg-type]
+    case_index = int(np.argmax([s.max() for s in sizes]))
+    slice_index = int(np.argmax(sizes[case_index]))
+    offset = sum(len(c.images) for c in cases[:case_index]) + slice_index
+    case = cases[case_index]
+    top = max(r.fraction for r in results)
+    first_seed = min(r.seed for r in results)
+    predictions = {
+        f"{r.variant.encoder} ({r.variant.mode})": spec.predicted_regions(r.outputs[offset : offset + 1])[:, 0]  # noqa: E501
+        for r in results
+        if r.fraction == top and r.seed == first_seed
+    }
+    return {
+        "image": case.images[slice_index, 0],
+        "truth": spec.regions(case.labels[slice_index : slice_index + 1])[:, 0],  # type: ignore[index]
+        "predictions": predictions,
+        "names": spec.region_names,
+        "title": f"{case.subject} slice {slice_index}",
+    }
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _session_rows(table: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    return {key: group for key, group in table.groupby(["subject", "session"], sort=True)}
+
+
+def load_brats_cases(
+    table: pd.DataFrame, contrasts: Sequence[str], size: int, max_subjects: int
+) -> tuple[list[VolumeSlices], list[str]]:
+    """Cut the preprocessed BraTS sessions (first session per subject) into slices with their labels.
+
+    Args:
+        table: ``results/preprocess/brats21/table.tsv`` rows.
+        contrasts: modalities used as input channels, in order.
+        size: slice side.
+        max_subjects: at most this many subjects (sorted by id; 0 = all).
+
+    Returns:
+        The cases and one message per session that was left out (missing contrast or seg).
+    """
+    cases, problems = [], []
+    seen: set[str] = set()
+    for (subject, session), rows in _session_rows(table).items():
+        if subject in seen or (max_subjects and len(seen) >= max_subjects):
+            continue
+        by_modality = {r.modality: r for r in rows.itertuples()}
+        missing = [c for c in contrasts if c not in by_modality]
+        first = rows.iloc[0]
+        if missing or not isinstance(first.seg_path, str) or not first.seg_path:
+            problems.append(f"{subject}/{session}: missing {missing or 'segmentation'}")
+            continue
+        volumes = [np.asarray(nib.load(by_modality[c].path).dataobj, dtype=np.float32) for c in contrasts]
+        brain = np.asarray(nib.load(first.mask_path).dataobj) > 0
+        labels = np.asarray(nib.load(first.seg_path).dataobj).round().astype(np.uint8)
+        cases.append(cut_volume(subject, session, volumes, brain, labels, float(first.spacing_mm), size))
+        seen.add(subject)
+    return cases, problems
+
+
+def resample_labels(labels: nib.Nifti1Image, affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour resampling of a label image onto another grid through world coordinates.
+
+    Used for generator truth in the raw acquisition's space: preprocessing keeps world
+    coordinates (reorientation, resampling and cropping only), so the preprocessed grid's
+    affine locates each voxel in the raw label image.
+
+    Args:
+        labels: label image with its own affine.
+        affine: voxel-to-world matrix of the target grid.
+        shape: target grid shape.
+
+    Returns:
+        ``shape`` uint8 labels; 0 outside the source image.
+    """
+    to_source = np.linalg.inv(labels.affine) @ np.asarray(affine)
+    grid = np.indices(tuple(shape), dtype=np.float64).reshape(3, -1)
+    coords = to_source[:3, :3] @ grid + to_source[:3, 3:4]
+    data = np.asarray(labels.dataobj).astype(np.float32)
+    out = ndimage.map_coordinates(data, coords, order=0, mode="constant", cval=0.0)
+    return out.reshape(tuple(shape)).round().astype(np.uint8)
+
+
+def load_hippocampus_cases(
+    table: pd.DataFrame, truth: Mapping[tuple[str, str], str] | None, size: int, max_subjects: int
+) -> tuple[list[VolumeSlices], list[str]]:
+    """Cut preprocessed T1w sessions with hippocampus labels (first session per subject).
+
+    Args:
+        table: a preprocessed ``table.tsv``.
+        truth: ``{(subject, session): generator hippocampus label path}`` for datasets whose
+            labels are generator truth in raw space (OASIS-3, IXI); ``None`` for the Decathlon,
+            whose labels are the preprocessed ``seg_path``.
+        size: slice side.
+        max_subjects: at most this many labelled subjects (0 = all).
+
+    Returns:
+        The cases (unlabelled subjects included with ``labels=None``) and problems found.
+    """
+    cases, problems = [], []
+    seen: set[str] = set()
+    for (subject, session), rows in _session_rows(table).items():
+        t1 = rows[rows.modality == "T1w"]
+        if subject in seen or t1.empty or (max_subjects and len(seen) >= max_subjects):
+            continue
+        row = t1.iloc[0]
+        image = nib.load(row.path)
+        volume = np.asarray(image.dataobj, dtype=np.float32)
+        labels = None
+        if truth is None and isinstance(row.seg_path, str) and row.seg_path:
+            labels = np.asarray(nib.load(row.seg_path).dataobj).round().astype(np.uint8)
+        elif truth is not None and truth.get((subject, session)):
+            labels = resample_labels(nib.load(truth[(subject, session)]), image.affine, volume.shape)
+        if labels is None:
+            problems.append(f"{subject}/{session}: no hippocampus labels")
+        brain = np.asarray(nib.load(row.mask_path).dataobj) > 0
+        cases.append(cut_volume(subject, session, [volume], brain, labels, float(row.spacing_mm), size))
+        seen.add(subject)
+    return cases, problems
+
+
+def write_outputs(
+    rows: Sequence[dict[str, Any]],
+    per_subject: pd.DataFrame,
+    examples: Sequence[dict[str, Any]],
+    results: str | Path,
+    subjects: str | Path,
+    overlays: str | Path,
+) -> pd.DataFrame:
+    """Write the results table, the per-subject metrics and the overlay figure of a segmentation task."""
+    frame = write_results(rows, results)
+    write_table(subjects, per_subject)
+    plot_overlays(examples, overlays)
+    return frame
+
+
+def plot_overlays(examples: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """One row per example: the image with truth (green) and each variant's prediction (red) outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    examples = [e for e in examples if e]
+    n_cols = max([1 + len(e["predictions"]) for e in examples] or [1])
+    fig, axes = plt.subplots(
+        max(len(examples), 1), n_cols, figsize=(2.2 * n_cols, 2.4 * max(len(examples), 1)), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not examples:
+        axes[0, 0].text(0.5, 0.5, "no labelled test subject", ha="center", va="center")
+    for row, example in enumerate(examples):
+        panels = [("truth", example["truth"]), *example["predictions"].items()]
+        for col, (name, masks) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(example["image"], cmap="gray", vmin=0, vmax=1)
+            ax.contour(example["truth"][0].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+            if col:
+                for k, mask in enumerate(masks):
+                    if mask.any():
+                        colour = PREDICTION_COLOURS[k % len(PREDICTION_COLOURS)]
+                        ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.8)
+            ax.set_title(name if col else f"{example['title']}\n{name}", fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+def encoder_side(encoders: Mapping[str, str]) -> int:
+    """Input side of the encoders (all of one task share it); slices are cut at this size."""
+    from .dense import Variant
+
+    sides = {int(Variant(n, "frozen", p).build(0).config["img_size"]) for n, p in encoders.items()}
+    if len(sides) != 1:
+        raise ValueError(f"encoders of one dense task must share img_size, got {sorted(sides)}")
+    return sides.pop()
+
+
+def _table_split(table: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
+
+
+def tumor_segmentation_task(
+    table_path: str | Path,
+    encoders: Mapping[str, str],
+    params: Mapping[str, Any],
+    seed: int,
+    outputs: Mapping[str, str | Path],
+) -> pd.DataFrame:
+    """BraTS whole tumour, tumour core and enhancing tumour segmentation (results, subjects, overlays).
+
+    Args:
+        table_path: ``results/preprocess/brats21/table.tsv``.
+        encoders: ``{name: weights path}``.
+        params: the ``tasks.tumor_segmentation`` subsection merged with the shared keys.
+        seed: workflow seed.
+        outputs: paths ``results``, ``subjects``, ``overlays``.
+
+    Returns:
+        The results table as written.
+    """
+    spec = SegmentationSpec("tumor_segmentation", tuple(BRATS_REGIONS), multilabel=True)
+    table = pd.read_csv(table_path, sep="\t", keep_default_na=False)
+    side = encoder_side(encoders)
+    cases, problems = load_brats_cases(table, params["contrasts"], side, params["max_subjects"])
+    for problem in problems:
+        logger.warning("left out: %s", problem)
+    split = _table_split(table)
+    rows, per_subject, example = run_segmentation(cases, spec, "brats21", encoders, split, params, seed)
+    return write_outputs(rows, per_subject, [example], **outputs)
+
+
+def hippocampus_segmentation_task(
+    tables: Mapping[str, str | Path],
+    manifest_path: str | Path | None,
+    encoders: Mapping[str, str],
+    params: Mapping[str, Any],
+    seed: int,
+    outputs: Mapping[str, str | Path],
+) -> pd.DataFrame:
+    """Hippocampus segmentation per dataset (Decathlon labels, or generator labels of OASIS-3/IXI).
+
+    Args:
+        tables: ``{dataset: preprocessed table.tsv}``.
+        manifest_path: the merged manifest (generator truth paths), needed for datasets other
+            than ``hippocampus``.
+        encoders: ``{name: weights path}``.
+        params: the ``tasks.hippocampus_segmentation`` subsection merged with the shared keys.
+        seed: workflow seed.
+        outputs: paths ``results``, ``subjects``, ``overlays``.
+
+    Returns:
+        The results table as written.
+    """
+    side = encoder_side(encoders)
+    rows, frames, examples = [], [], []
+    for dataset, path in sorted(tables.items()):
+        table = pd.read_csv(path, sep="\t", keep_default_na=False)
+        if dataset == "hippocampus":
+            spec = SegmentationSpec("hippocampus_segmentation", ("anterior", "posterior"), False, (1, 2))
+            truth = None
+        else:
+            spec = SegmentationSpec("hippocampus_segmentation", ("left", "right"), False, (1, 2))
+            truth = _generator_truth(manifest_path, dataset)
+        cases, problems = load_hippocampus_cases(table, truth, side, params["max_subjects"])
+        logger.info("%s: %d subjects, %d without labels", dataset, len(cases), len(problems))
+        split = _table_split(table)
+        found, frame, example = run_segmentation(cases, spec, dataset, encoders, split, params, seed)
+        rows += found
+        frames.append(frame.assign(dataset=dataset))
+        examples.append(example)
+    per_subject = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return write_outputs(rows, per_subject, examples, **outputs)
+
+
+def _generator_truth(manifest_path: str | Path | None, dataset: str) -> dict[tuple[str, str], str]:
+    """``{(subject, session): truth_hippocampus path}`` of a dataset's T1w manifest rows."""
+    if manifest_path is None:
+        raise ValueError(f"generator labels of {dataset} need the manifest")
+    manifest = pd.read_csv(manifest_path, sep="\t", keep_default_na=False)
+    rows = manifest[(manifest.dataset == dataset) & (manifest.modality == "T1w")]
+    return {(r.subject, r.session): r.truth_hippocampus for r in rows.itertuples() if r.truth_hippocampus}
