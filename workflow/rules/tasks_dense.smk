@@ -1,0 +1,141 @@
+# Dense tasks: light decoders on the feature maps of every encoder (frozen), the same network
+# fine-tuned end to end and trained from scratch. One job per task; the label fractions, seeds
+# and variants loop inside. Outputs: results/tasks/<task>/{results.tsv, figures}.
+
+
+rule tasks_tumor_segmentation:
+    input:
+        table="results/preprocess/brats21/table.tsv",
+        encoders=list(ENCODERS.values()),
+    output:
+        results="results/tasks/tumor_segmentation/results.tsv",
+        subjects="results/tasks/tumor_segmentation/subjects.tsv",
+        overlays=report(
+            "results/tasks/tumor_segmentation/overlays.png",
+            caption="../report/tasks_tumor_segmentation.rst",
+            category="Tasks",
+            labels={"task": "tumor segmentation"},
+        ),
+        prov="results/tasks/tumor_segmentation/provenance.json",
+    log:
+        "logs/tasks/tumor_segmentation.log",
+    benchmark:
+        "logs/tasks/tumor_segmentation.timing.tsv"
+    params:
+        settings=dense_task_params("tumor_segmentation"),
+        encoders=ENCODERS,
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/tasks_dense_tumor_segmentation.py"
+
+
+rule tasks_hippocampus_segmentation:
+    input:
+        tables=expand(
+            "results/preprocess/{dataset}/table.tsv",
+            dataset=hippocampus_task_datasets(),
+        ),
+        manifest="results/datasets/manifest.tsv",
+        encoders=list(ENCODERS.values()),
+    output:
+        results="results/tasks/hippocampus_segmentation/results.tsv",
+        subjects="results/tasks/hippocampus_segmentation/subjects.tsv",
+        overlays=report(
+            "results/tasks/hippocampus_segmentation/overlays.png",
+            caption="../report/tasks_hippocampus_segmentation.rst",
+            category="Tasks",
+            labels={"task": "hippocampus segmentation"},
+        ),
+        prov="results/tasks/hippocampus_segmentation/provenance.json",
+    log:
+        "logs/tasks/hippocampus_segmentation.log",
+    benchmark:
+        "logs/tasks/hippocampus_segmentation.timing.tsv"
+    params:
+        settings=dense_task_params("hippocampus_segmentation"),
+        datasets=hippocampus_task_datasets(),
+        encoders=ENCODERS,
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/tasks_dense_hippocampus_segmentation.py"
+
+
+rule tasks_tumor_detection:
+    input:
+        table="results/preprocess/brats21/table.tsv",
+        encoders=list(ENCODERS.values()),
+    output:
+        results="results/tasks/tumor_detection/results.tsv",
+        overlays=report(
+            "results/tasks/tumor_detection/overlays.png",
+            caption="../report/tasks_tumor_detection.rst",
+            category="Tasks",
+            labels={"task": "tumor detection"},
+        ),
+        prov="results/tasks/tumor_detection/provenance.json",
+    log:
+        "logs/tasks/tumor_detection.log",
+    benchmark:
+        "logs/tasks/tumor_detection.timing.tsv"
+    params:
+        settings=dense_task_params("tumor_detection"),
+        encoders=ENCODERS,
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/tasks_dense_tumor_detection.py"
+
+
+rule tasks_reconstruction:
+    input:
+        table="results/preprocess/fastmri_brain/table.tsv",
+        manifest="results/datasets/manifest.tsv",
+        encoders=list(ENCODERS.values()),
+    output:
+        results="results/tasks/reconstruction/results.tsv",
+        volumes="results/tasks/reconstruction/volumes.tsv",
+        overlays=report(
+            "results/tasks/reconstruction/overlays.png",
+            caption="../report/tasks_reconstruction.rst",
+            category="Tasks",
+            labels={"task": "reconstruction"},
+        ),
+        prov="results/tasks/reconstruction/provenance.json",
+    log:
+        "logs/tasks/reconstruction.log",
+    benchmark:
+        "logs/tasks/reconstruction.timing.tsv"
+    params:
+        settings=dense_task_params("reconstruction"),
+        encoders=ENCODERS,
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/tasks_dense_reconstruction.py"
+
+
+rule tasks_dense_all:
+    input:
+        expand("results/tasks/{task}/results.tsv", task=DENSE_TASKS),
