@@ -34,6 +34,9 @@ __all__ = [
     "paired_bootstrap",
     "result_row",
     "skipped_rows",
+    "merge_comparisons",
+    "merge_results",
+    "read_results",
     "write_results",
 ]
 
@@ -58,6 +61,7 @@ RESULT_COLUMNS = (
 #: Row order of a written table: identical inputs give byte-identical files.
 SORT_COLUMNS = ("task", "dataset", "encoder", "mode", "label_fraction", "seed", "metric")
 STATUSES = ("ok", "skipped")
+_FLOAT_COLUMNS = ("label_fraction", "value", "ci_low", "ci_high")
 
 _DEFAULTS: dict[str, Any] = {
     "dataset": "",
@@ -138,8 +142,15 @@ def _metric_or_nan(metric: Callable[..., float], arrays: Sequence[np.ndarray]) -
     return value if math.isfinite(value) else math.nan
 
 
-def _resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+def _resample_indices(n: int, n_boot: int, seed: int, groups: Any = None) -> list[np.ndarray]:
+    """Row indices of ``n_boot`` resamples: of rows, or of whole groups (subjects) when given."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return list(rng.integers(0, n, size=(n_boot, n)))
+    codes, members = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    rows_of = [np.flatnonzero(members == g) for g in range(len(codes))]
+    picks = rng.integers(0, len(codes), size=(n_boot, len(codes)))
+    return [np.concatenate([rows_of[g] for g in pick]) for pick in picks]
 
 
 def _check_lengths(arrays: Sequence[np.ndarray]) -> int:
@@ -155,6 +166,7 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    groups: Any = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of ``metric(*arrays)`` over test subjects.
 
@@ -168,6 +180,8 @@ def bootstrap_ci(
         n_boot: number of resamples.
         seed: seed of the resampling generator.
         alpha: 1 - confidence level.
+        groups: the subject of each row, where a subject has several rows (e.g. one per
+            contrast): whole subjects are then resampled, never single rows.
 
     Returns:
         ``(low, high)`` percentiles ``alpha/2`` and ``1 - alpha/2``.
@@ -181,9 +195,8 @@ def bootstrap_ci(
     n = _check_lengths(arrays_np)
     if n == 0 or n_boot <= 0:
         return math.nan, math.nan
-    values = np.array(
-        [_metric_or_nan(metric, [a[idx] for a in arrays_np]) for idx in _resample_indices(n, n_boot, seed)]
-    )
+    resamples = _resample_indices(n, n_boot, seed, groups)
+    values = np.array([_metric_or_nan(metric, [a[idx] for a in arrays_np]) for idx in resamples])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return math.nan, math.nan
@@ -199,6 +212,7 @@ def paired_bootstrap(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    groups: Any = None,
 ) -> dict[str, float]:
     """Paired bootstrap of ``metric(y, a) - metric(y, b)`` on the same test subjects.
 
@@ -213,6 +227,7 @@ def paired_bootstrap(
         n_boot: number of resamples.
         seed: seed of the resampling generator.
         alpha: 1 - confidence level.
+        groups: the subject of each row; whole subjects are resampled when given.
 
     Returns:
         ``diff`` (observed A - B), ``ci_low``/``ci_high`` (percentile interval of the
@@ -227,7 +242,7 @@ def paired_bootstrap(
     y, a, b = arrays
     observed = _metric_or_nan(metric, [y, a]) - _metric_or_nan(metric, [y, b])
     diffs = []
-    for idx in _resample_indices(n, n_boot, seed) if n else []:
+    for idx in _resample_indices(n, n_boot, seed, groups) if n else []:
         diffs.append(_metric_or_nan(metric, [y[idx], a[idx]]) - _metric_or_nan(metric, [y[idx], b[idx]]))
     diffs_np = np.asarray(diffs, dtype=float)
     diffs_np = diffs_np[np.isfinite(diffs_np)]
@@ -320,4 +335,36 @@ def write_results(rows: Iterable[Mapping[str, Any]], path: str | Path) -> pd.Dat
     frame = frame.astype({"seed": int, "n_train": int, "n_test": int})
     frame = frame.sort_values(list(SORT_COLUMNS), kind="stable").reset_index(drop=True)
     write_table(path, frame)
+    return frame
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read a results TSV back with its column types (empty reasons stay empty strings)."""
+    frame = pd.read_csv(path, sep="\t", keep_default_na=False, na_values={c: [""] for c in _FLOAT_COLUMNS})
+    return frame.astype({c: float for c in _FLOAT_COLUMNS})
+
+
+def merge_results(paths: Iterable[str | Path], out: str | Path) -> pd.DataFrame:
+    """Concatenate every task's results table into one (the report's table), sorted.
+
+    Raises:
+        ValueError: if a table lacks one of :data:`RESULT_COLUMNS`.
+    """
+    frames = []
+    for path in paths:
+        frame = read_results(path)
+        missing = sorted(set(RESULT_COLUMNS) - set(frame.columns))
+        if missing:
+            raise ValueError(f"{path} lacks result columns {missing}")
+        frames.append(frame[list(RESULT_COLUMNS)])
+    rows = pd.concat(frames, ignore_index=True).to_dict("records") if frames else []
+    return write_results(rows, out)
+
+
+def merge_comparisons(paths: Iterable[str | Path], out: str | Path) -> pd.DataFrame:
+    """Concatenate the tasks' paired-comparison tables (same columns in each) into one TSV."""
+    frames = [pd.read_csv(path, sep="\t") for path in paths]
+    frames = [frame for frame in frames if len(frame.columns)]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    write_table(out, frame)
     return frame

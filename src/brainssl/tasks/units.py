@@ -1,0 +1,324 @@
+"""What each task predicts, on which units, and the subject-level evaluation plan.
+
+A *unit* is what a head sees one feature vector of: a subject (features averaged over the
+chosen contrasts and sessions) or, for sequence classification, one contrast of a subject.
+Whatever the unit, folds are drawn over *subjects*: :func:`subject_folds` assigns every
+subject to exactly one test fold, and all units of a subject follow it, so no subject is
+ever on both sides of a split. :func:`evaluation_plan` is the only place train/test index
+sets come from; the leakage test walks it for every task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brainssl.embed import feature_columns
+
+from .results import label_fraction_subjects
+
+__all__ = [
+    "EvaluationSettings",
+    "Fit",
+    "TaskSpec",
+    "TaskUnits",
+    "build_units",
+    "evaluation_plan",
+    "subject_folds",
+    "task_specs",
+]
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("multiclass", "binary", "regression", "survival")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One prediction target on one dataset.
+
+    Attributes:
+        name: task name as written in the results table.
+        kind: ``multiclass``, ``binary``, ``regression`` or ``survival``.
+        dataset: dataset of the slice store.
+        target: label column (``modality`` for sequence classification; ``survival`` for the
+            survival table joined from the manifest).
+        metrics: metric names reported.
+        unit: ``subject`` or ``modality`` (one unit per subject and contrast).
+        modalities: contrasts whose pooled embeddings are averaged; empty for all.
+        positive: the positive class of a binary task.
+        controls_only: keep only units whose diagnosis is control or unknown (brain age).
+    """
+
+    name: str
+    kind: str
+    dataset: str
+    target: str
+    metrics: tuple[str, ...]
+    unit: str = "subject"
+    modalities: tuple[str, ...] = ()
+    positive: str = ""
+    controls_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"task kind must be one of {KINDS}, got {self.kind!r}")
+        if self.unit not in ("subject", "modality"):
+            raise ValueError(f"unit must be 'subject' or 'modality', got {self.unit!r}")
+
+
+def task_specs(task: str, settings: Mapping[str, Any]) -> list[TaskSpec]:
+    """The specs one task rule runs, from its config subsection.
+
+    Raises:
+        ValueError: for an unknown task.
+    """
+    mods = tuple(settings.get("modalities", ()))
+    datasets = list(settings.get("datasets", ()))
+    if task == "tumor4":
+        metrics = ("accuracy", "balanced_accuracy", "macro_f1")
+        return [
+            TaskSpec("tumor4", "multiclass", d, "tumor_class", metrics, modalities=mods) for d in datasets
+        ]
+    if task == "sequence":
+        metrics = ("macro_auc", "accuracy")
+        return [TaskSpec("sequence", "multiclass", d, "modality", metrics, unit="modality") for d in datasets]
+    if task == "neurodegeneration":
+        return [
+            TaskSpec(
+                "neurodegeneration", "binary", d, "diagnosis", ("auc",), modalities=mods, positive="alzheimer"
+            )
+            for d in datasets
+        ]
+    if task == "molecular":
+        return [
+            TaskSpec(f"molecular_{target}", "binary", d, target, ("auc",), modalities=mods, positive=positive)
+            for d in datasets
+            for target, positive in (("idh", "mutant"), ("mgmt", "1"))
+        ]
+    if task == "brain_age":
+        metrics = ("mae", "mae_corrected", "gap_slope", "gap_slope_corrected")
+        controls = bool(settings.get("controls_only", True))
+        return [
+            TaskSpec("brain_age", "regression", d, "age", metrics, modalities=mods, controls_only=controls)
+            for d in datasets
+        ]
+    if task == "survival":
+        metrics = ("c_harrell", "c_uno", "ibs", "logrank_p")
+        return [TaskSpec("survival", "survival", d, "survival", metrics, modalities=mods) for d in datasets]
+    raise ValueError(f"unknown task {task!r}")
+
+
+@dataclass
+class TaskUnits:
+    """Feature matrix and targets of one task on one encoder's pooled table."""
+
+    keys: pd.DataFrame
+    """Unit identity: ``subject`` (and ``modality``), plus ``split``."""
+    features: np.ndarray
+    target: np.ndarray
+    """Class codes (classification), ages (regression) or a structured (event, time) array."""
+    classes: tuple[str, ...] = ()
+    dropped: int = 0
+    """Units left out for a missing label."""
+
+    @property
+    def subjects(self) -> np.ndarray:
+        """The subject of each unit."""
+        return self.keys["subject"].to_numpy().astype(str)
+
+    @property
+    def strata(self) -> np.ndarray | None:
+        """Per-unit stratification label (class, or event for survival); ``None`` for regression."""
+        if self.target.dtype.names:
+            return self.target[self.target.dtype.names[0]].astype(int)
+        return None if not self.classes else self.target
+
+
+def _label_text(value: Any) -> str:
+    """Labels as text: 1.0 -> "1" so that MGMT status reads like its class name."""
+    if isinstance(value, float | np.floating):
+        return "" if np.isnan(value) else (str(int(value)) if float(value).is_integer() else str(value))
+    return "" if value is None or pd.isna(value) else str(value)
+
+
+def build_units(table: pd.DataFrame, spec: TaskSpec, survival: pd.DataFrame | None = None) -> TaskUnits:
+    """Average an encoder's pooled rows into task units and attach the target.
+
+    Args:
+        table: ``subjects.parquet`` of one encoder.
+        spec: the task.
+        survival: per-subject ``survival_days`` and ``event`` (survival tasks only).
+
+    Returns:
+        The units; classes are the labels present (the positive class last for binary tasks).
+    """
+    rows = table[table["dataset"] == spec.dataset]
+    if spec.modalities:
+        rows = rows[rows["modality"].isin(spec.modalities)]
+    if spec.controls_only and "diagnosis" in rows:
+        rows = rows[rows["diagnosis"].isna() | (rows["diagnosis"].astype(str) == "control")]
+    keys = ["subject", "modality"] if spec.unit == "modality" else ["subject"]
+    features = feature_columns(rows)
+    if rows.empty:
+        grouped_features = pd.DataFrame(columns=features)
+        info = pd.DataFrame(columns=[*keys, "split", "label"])
+    else:
+        grouped = rows.groupby(keys, sort=True)
+        grouped_features = grouped[features].mean()
+        label_col = spec.target if spec.target in rows else None
+        info = grouped[["split"]].first()
+        if spec.target == "modality":
+            info["label"] = grouped_features.index.get_level_values("modality")
+        elif label_col is not None:
+            info["label"] = grouped[label_col].first().map(_label_text)
+        else:
+            info["label"] = ""
+        info = info.reset_index()
+    x = grouped_features.to_numpy(np.float64)
+    if spec.kind == "survival":
+        return _survival_units(info, x, survival)
+    labelled = info["label"].astype(str) != ""
+    info, x = info[labelled.to_numpy()].reset_index(drop=True), x[labelled.to_numpy()]
+    dropped = int((~labelled).sum())
+    if spec.kind == "regression":
+        return TaskUnits(info, x, info["label"].astype(float).to_numpy(), dropped=dropped)
+    classes = sorted(set(info["label"]))
+    if spec.kind == "binary" and spec.positive in classes:
+        classes = [c for c in classes if c != spec.positive] + [spec.positive]
+    codes = info["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    return TaskUnits(info, x, codes, tuple(classes), dropped)
+
+
+def _survival_units(info: pd.DataFrame, x: np.ndarray, survival: pd.DataFrame | None) -> TaskUnits:
+    from .metrics import survival_array
+
+    if survival is None or survival.empty:
+        return TaskUnits(info.iloc[:0], x[:0], survival_array([], []), dropped=len(info))
+    table = survival.dropna(subset=["survival_days", "event"]).drop_duplicates("subject").set_index("subject")
+    known = info["subject"].isin(table.index).to_numpy()
+    info, x = info[known].reset_index(drop=True), x[known]
+    joined = table.loc[info["subject"]]
+    target = survival_array(joined["event"].to_numpy(), joined["survival_days"].to_numpy())
+    return TaskUnits(info, x, target, dropped=int((~known).sum()))
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How units are split and subsampled (shared ``tasks:`` keys).
+
+    Attributes:
+        scheme: ``kfold`` (every subject tested once, out of fold) or ``fixed`` (train+val
+            subjects of the store's split against its test subjects).
+        folds: number of subject-level folds for ``kfold``.
+        label_fractions: shares of training subjects used to fit heads.
+        seeds: label-fraction draws (and model seeds) per fraction.
+        seed: master seed of the fold assignment (fixed across encoders: comparisons are paired).
+    """
+
+    scheme: str = "kfold"
+    folds: int = 5
+    label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    seeds: int = 3
+    seed: int = 0
+
+
+def _subject_strata(subjects: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    unique, first = np.unique(subjects, return_index=True)
+    return unique, None if strata is None else np.asarray(strata)[first]
+
+
+def subject_folds(
+    subjects: Sequence[str] | np.ndarray, strata: np.ndarray | None, n_folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Subject-level (stratified where possible) k-fold over units.
+
+    Subjects, not units, are dealt into folds (stratified by each subject's first stratum
+    when every stratum has at least two subjects), then every unit goes with its subject.
+    The number of folds drops to the smallest stratum size when that is below ``n_folds``.
+
+    Args:
+        subjects: subject of each unit (repeats allowed: several units per subject).
+        strata: per-unit class/event labels, or ``None``.
+        n_folds: wanted number of folds.
+        seed: seed of the assignment.
+
+    Returns:
+        ``(train_rows, test_rows)`` unit index arrays per fold.
+
+    Raises:
+        ValueError: with fewer than two subjects.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    subjects = np.asarray(subjects).astype(str)
+    unique, subject_strata = _subject_strata(subjects, strata)
+    if len(unique) < 2:
+        raise ValueError(f"{len(unique)} subject(s); a split needs at least two")
+    k = min(n_folds, len(unique))
+    splitter: Any = KFold(k, shuffle=True, random_state=seed)
+    if subject_strata is not None:
+        smallest = int(np.unique(subject_strata, return_counts=True)[1].min())
+        if smallest >= 2:
+            splitter = StratifiedKFold(min(k, smallest), shuffle=True, random_state=seed)
+    folds = []
+    for _, test_subjects in splitter.split(unique, subject_strata if subject_strata is not None else None):
+        in_test = np.isin(subjects, unique[test_subjects])
+        folds.append((np.flatnonzero(~in_test), np.flatnonzero(in_test)))
+    return folds
+
+
+def fixed_split(splits: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The store's own subject-level split: train and val units against test units.
+
+    Raises:
+        ValueError: if either side is empty.
+    """
+    test = np.asarray(splits).astype(str) == "test"
+    if test.all() or not test.any():
+        raise ValueError("the fixed split needs both test and non-test subjects")
+    return [(np.flatnonzero(~test), np.flatnonzero(test))]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One head fit: which units train it and which it predicts."""
+
+    fraction: float
+    seed: int
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+    n_train_subjects: int = field(default=0)
+
+
+def evaluation_plan(units: TaskUnits, settings: EvaluationSettings) -> Iterator[Fit]:
+    """Every head fit of a task: label fraction x seed x fold, with subject-level index sets.
+
+    The training units of a fit are all units of the subjects drawn by
+    :func:`~brainssl.tasks.results.label_fraction_subjects` from the fold's training subjects
+    (stratified by class, or by event for survival).
+
+    Raises:
+        ValueError: when no split is possible (too few subjects, an empty side).
+    """
+    subjects = units.subjects
+    if settings.scheme == "fixed":
+        folds = fixed_split(units.keys["split"].to_numpy())
+    else:
+        folds = subject_folds(subjects, units.strata, settings.folds, settings.seed)
+    strata = units.strata
+    for fraction in settings.label_fractions:
+        for seed in range(settings.seeds):
+            for fold, (train, test) in enumerate(folds):
+                train_subjects, train_strata = _subject_strata(
+                    subjects[train], None if strata is None else strata[train]
+                )
+                chosen = label_fraction_subjects(train_subjects, train_strata, fraction, seed)
+                rows = train[np.isin(subjects[train], chosen)]
+                yield Fit(fraction, seed, fold, rows, test, len(chosen))

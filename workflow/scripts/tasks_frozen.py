@@ -1,0 +1,15 @@
+from threadpoolctl import threadpool_limits
+
+from brainssl.datasets import read_manifest
+from brainssl.jobs import job_context
+from brainssl.tasks.frozen import TaskRun, run_task, write_task_outputs
+
+with job_context(snakemake) as job, threadpool_limits(limits=job.threads):
+    inp, out, params = snakemake.input, snakemake.output, snakemake.params
+    run = TaskRun.from_params(params.task, params.shared, params.settings, job.seed)
+    survival = None
+    if "manifest" in inp.keys():
+        survival = read_manifest(inp.manifest)[["subject", "survival_days", "event"]]
+    outcome = run_task(run, dict(zip(params.encoders, inp.subjects, strict=True)), survival)
+    table = write_task_outputs(outcome, out.results, out.comparisons, out.curves, out.get("risk_groups"))
+    job.extra.update(rows=len(table), skipped=int((table["status"] == "skipped").sum()))
