@@ -1,6 +1,6 @@
 import pytest
 
-from brainssl.config import chunk_indices, n_chunks, stage_params
+from brainssl.config import chunk_indices, n_chunks, pretrain_run_settings, stage_params
 
 CONFIG = {
     "slices": {
@@ -53,3 +53,46 @@ def test_stage_params_do_not_depend_on_the_order_of_keys():
     reordered = {"slices": {"per_dataset": {}, "window": {"high": 0.8, "low": 0.2}, "entropy_bins": 64}}
     assert repr(stage_params(reordered, "slices")) == repr(stage_params(CONFIG, "slices", "oasis3"))
     assert list(stage_params(CONFIG, "slices", keys=["window", "entropy_bins"])) == ["entropy_bins", "window"]
+
+
+PRETRAIN = {
+    "pretrain": {
+        "archs": ["vit_tiny", "resnet50"],
+        "methods": ["moco", "dino"],
+        "img_size": 64,
+        "lr": 0.001,
+        "knn_k": 5,
+        "augment": {"hflip": 0.5, "gamma": [0.7, 1.5]},
+        "moco": {"temperature": 0.2, "lr": 0.0002},
+        "dino": {"out_dim": 1024, "augment": {"hflip": 0.0}},
+        "per_arch": {"resnet50": {"moco": {"optimizer": "lars", "lr": 0.6}}},
+        "probe": {"split": "val"},
+        "resources": {"gpus": 0},
+    }
+}
+
+
+def test_pretrain_run_settings_layer_shared_method_and_arch_values():
+    vit = pretrain_run_settings(PRETRAIN, "moco", "vit_tiny")
+    assert vit["lr"] == 0.0002 and vit["temperature"] == 0.2 and "out_dim" not in vit
+    assert vit["method"] == "moco" and vit["arch"] == "vit_tiny" and "probe" not in vit
+    assert pretrain_run_settings(PRETRAIN, "moco", "resnet50")["lr"] == 0.6
+    dino = pretrain_run_settings(PRETRAIN, "dino", "vit_tiny")
+    assert dino["augment"] == {"gamma": [0.7, 1.5], "hflip": 0.0}, "nested overrides merge key by key"
+    assert dino["lr"] == 0.001
+
+
+def test_editing_one_method_leaves_the_other_runs_settings_alone():
+    edited = {"pretrain": {**PRETRAIN["pretrain"], "dino": {"out_dim": 4096}}}
+    assert pretrain_run_settings(edited, "moco", "vit_tiny") == pretrain_run_settings(
+        PRETRAIN, "moco", "vit_tiny"
+    )
+    assert pretrain_run_settings(edited, "dino", "vit_tiny") != pretrain_run_settings(
+        PRETRAIN, "dino", "vit_tiny"
+    )
+    assert pretrain_run_settings(edited, "random", "vit_tiny") == {
+        "arch": "vit_tiny",
+        "device": "cpu",
+        "img_size": 64,
+        "knn_k": 5,
+    }

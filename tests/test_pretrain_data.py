@@ -87,3 +87,16 @@ def test_pretrain_from_index_two_local_processes(tmp_path):
         set(summary["knn"]) == {"contrast", "position"}
         and (tmp_path / "run" / "encoder.safetensors").is_file()
     )
+
+
+def test_position_probe_leaves_out_slices_without_a_position(tmp_path):
+    index_path, _ = _store(tmp_path)
+    index = pd.read_parquet(index_path)
+    index.loc[index["subject"] == "s0", "position"] = float("nan")  # e.g. 2D tumour images
+    index.to_parquet(index_path)
+    probes = slice_probe_sets(index_path, probes=("position", "dataset"), n_per_class=100, position_bins=3)
+    assert "dataset" not in probes, "one dataset is no probe"
+    position = probes["position"]
+    labels = torch.cat([position.train_labels, position.test_labels])
+    assert labels.min() >= 0 and labels.max() <= 2
+    assert len(labels) == 3 * 12, "only the three val subjects with positions take part"

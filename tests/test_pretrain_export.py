@@ -1,9 +1,10 @@
 import json
 import pickle
 
+import pandas as pd
 import pytest
 import torch
-from _pretrain_tiny import scattered_blobs, settings
+from _pretrain_tiny import dataset, scattered_blobs, settings
 
 from brainssl.pretrain import (
     AugmentSettings,
@@ -14,6 +15,7 @@ from brainssl.pretrain import (
     load_encoder,
     load_natural_image_weights,
 )
+from brainssl.pretrain.export import probe_table
 from brainssl.pretrain.methods import train
 
 
@@ -120,3 +122,41 @@ def test_package_level_load_encoder(tmp_path):
     )
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(brainssl.load_encoder(tmp_path)(x), enc(x)) and "load_encoder" in brainssl.__all__
+
+
+def test_a_checkpoint_of_other_settings_is_discarded_not_resumed(tmp_path, caplog):
+    torch.set_num_threads(1)
+    data = dataset(16)
+    stopped = train(settings("moco", epochs=2, max_steps=2), data, None, tmp_path, manifest_sha256="m")
+    assert stopped["status"] == "stopped" and (tmp_path / "checkpoints" / "last.pt").is_file()
+    resumed = train(settings("moco", epochs=2, max_steps=3), data, None, tmp_path, manifest_sha256="m")
+    assert "starting afresh" not in caplog.text, "max_steps does not change the weights: resume"
+    assert resumed["step"] == 3
+    other = train(settings("moco", epochs=2, lr=0.01, max_steps=1), data, None, tmp_path, manifest_sha256="m")
+    assert "starting afresh" in caplog.text
+    assert other["step"] == 1, "a run with another learning rate must not continue the old run"
+
+
+def test_probe_table_sets_each_encoder_beside_the_random_one(tmp_path):
+    enc = build_encoder("vit_tiny", 32, depth=1)
+    for name, method, knn, metrics in (
+        ("moco-vit_tiny", "moco", {"contrast": 0.9, "position": 0.6}, {"final_loss": 1.5}),
+        ("random-vit_tiny", "random", {"contrast": 0.7, "position": 0.5}, None),
+    ):
+        folder = tmp_path / name
+        export_encoder(
+            enc,
+            folder / "encoder.safetensors",
+            folder / "model_card.json",
+            intensity="x",
+            manifest_sha256=None,
+            config_sha256=None,
+            method=method,
+            metrics=metrics,
+            knn=knn,
+        )
+    table = probe_table(sorted(tmp_path.glob("*/model_card.json")), tmp_path / "probe.tsv")
+    moco = table[table["method"] == "moco"].set_index("probe")
+    assert moco.loc["contrast", "accuracy"] == 0.9 and moco.loc["contrast", "random_accuracy"] == 0.7
+    assert moco.loc["position", "random_accuracy"] == 0.5 and moco.loc["position", "final_loss"] == 1.5
+    assert len(pd.read_csv(tmp_path / "probe.tsv", sep="\t")) == 4

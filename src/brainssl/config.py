@@ -11,9 +11,13 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["chunk_indices", "n_chunks", "stage_params"]
+__all__ = ["chunk_indices", "n_chunks", "pretrain_run_settings", "stage_params"]
 
 PER_DATASET_KEY = "per_dataset"
+# keys of the `pretrain` section that organise runs rather than set one run's values
+PRETRAIN_RUN_KEYS = ("archs", "methods", "moco", "dino", "per_arch", "probe", "resources")
+# what the random-initialised baseline depends on: its weights (arch, size, depth, seed) and its probe
+RANDOM_BASELINE_KEYS = ("img_size", "vit_depth", "knn_k", "knn_temperature")
 
 
 def stage_params(
@@ -51,6 +55,30 @@ def stage_params(
             raise KeyError(f"config section {stage!r} has no key(s) {missing}")
         section = {key: section[key] for key in keys}
     return _sorted(section)
+
+
+def pretrain_run_settings(config: Mapping[str, Any], method: str, arch: str) -> dict[str, Any]:
+    """Return one pretraining run's settings: shared keys, then the method's section, then per_arch.
+
+    Args:
+        config: the validated workflow config.
+        method: ``moco``, ``dino``, or ``random`` for the random-initialised baseline, whose
+            weights depend only on the architecture, size and seed (:data:`RANDOM_BASELINE_KEYS`).
+        arch: the encoder architecture.
+
+    Returns:
+        A :class:`~brainssl.pretrain.methods.PretrainSettings` mapping (without ``seed``), keys
+        sorted recursively, holding only what this run depends on: editing DINO's section does
+        not touch the MoCo run's params, so Snakemake re-runs only the DINO job.
+    """
+    section = config["pretrain"]
+    shared = {key: copy.deepcopy(value) for key, value in section.items() if key not in PRETRAIN_RUN_KEYS}
+    if method == "random":
+        baseline = {key: shared[key] for key in RANDOM_BASELINE_KEYS if key in shared}
+        return _sorted({**baseline, "arch": arch, "device": "cpu"})
+    own = section.get("per_arch", {}).get(arch, {}).get(method, {})
+    merged = _merge(_merge(shared, section.get(method, {})), own)
+    return _sorted({**merged, "method": method, "arch": arch})
 
 
 def _sorted(value: Any) -> Any:

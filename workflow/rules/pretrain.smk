@@ -1,46 +1,11 @@
-# Pretrain: MoCo v3 and DINO encoders learnt without labels from the merged slice store, plus the
-# random-initialised baseline exported the same way. Outputs: results/pretrain/{method}-{arch}/.
-# Not yet included in the Snakefile (draft; needs the `pretrain:` schema section and common.smk's
-# wildcard constraints for {arch}).
+# Pretrain: MoCo v3 and DINO encoders learnt without labels from the train split of the merged
+# slice store, and the random-initialised baseline exported the same way.
+# Outputs: results/pretrain/{method}-{arch}/ and results/pretrain/probe.tsv.
 #
-# Preemption: SIGTERM/SIGUSR1 make the loop write checkpoints/last.pt and the adapter exit
-# non-zero, so `retries:` resubmits the job and the retry resumes from the checkpoint (the
-# checkpoint folder is not a declared output, so Snakemake leaves it in place).
-
-PRETRAIN_ARCHS = ["vit_tiny", "vit_small", "vit_base", "resnet18", "resnet50"]
-# keys of `pretrain:` that are not PretrainSettings values
-PRETRAIN_META = ("archs", "methods", "moco", "dino", "per_arch", "probe", "resources")
-
-
-def _sorted(value):
-    """Sort mapping keys recursively, so that reordering a config file triggers no rerun."""
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    return value
-
-
-def pretrain_settings(method, arch):
-    """The PretrainSettings mapping of one run: shared keys, the method's section, then per_arch."""
-    section = config["pretrain"]
-    shared = {k: v for k, v in section.items() if k not in PRETRAIN_META}
-    own = section.get("per_arch", {}).get(arch, {}).get(method, {})
-    merged = {**shared, **section[method], **own, "method": method, "arch": arch}
-    return _sorted(merged)
-
-
-def pretrain_resources(key):
-    return config["pretrain"]["resources"][key]
-
-
-def pretrain_outputs(run):
-    folder = f"results/pretrain/{run}-{{arch}}"
-    return {
-        "encoder": f"{folder}/encoder.safetensors",
-        "card": f"{folder}/model_card.json",
-        "metrics": f"{folder}/metrics.jsonl",
-        "curves": f"{folder}/curves.png",
-        "prov": f"{folder}/provenance.json",
-    }
+# Preemption: SIGTERM/SIGUSR1 make the loop write checkpoints/last.pt and the job fail, so
+# `retries:` resubmits it and the retry resumes from the checkpoint (the checkpoints folder is
+# not a declared output, so Snakemake leaves it in place; a checkpoint from other settings or
+# data is discarded, never resumed).
 
 
 rule pretrain_moco:
@@ -54,25 +19,21 @@ rule pretrain_moco:
         "logs/pretrain/moco-{arch}.timing.tsv"
     wildcard_constraints:
         arch="|".join(PRETRAIN_ARCHS),
-    retries: pretrain_resources("retries")
+    retries: pretrain_resource("retries")
     conda:
         "../../envs/train.yaml"
-    threads: pretrain_resources("threads")
+    threads: pretrain_resource("threads")
+    # `gpu` (and `gpu_model`): snakemake-executor-plugin-slurm requests --gpus=[model:]N
     resources:
-        **(
-            {"gpu_model": pretrain_resources("gpu_model")}
-            if pretrain_resources("gpu_model")
-            else {}
-        ),
-        mem_mb=pretrain_resources("mem_mb"),
-        runtime=pretrain_resources("runtime"),
-        # snakemake-executor-plugin-slurm turns `gpu` (+ optional `gpu_model`) into
-        # --gpus=[model:]N; 0 requests none (CPU run).
-        gpu=pretrain_resources("gpus"),
+        **pretrain_gpu_resources(),
+        mem_mb=pretrain_resource("mem_mb"),
+        runtime=pretrain_resource("runtime"),
     params:
-        settings=lambda wc: pretrain_settings("moco", wc.arch),
-        probe=_sorted(config["pretrain"]["probe"]),
+        settings=pretrain_settings("moco"),
+        probe=pretrain_probe(),
         seed=config["seed"],
+        # one DDP process per GPU on the node (not a rerun trigger of the weights' values)
+        processes=max(1, pretrain_resource("gpus")),
     script:
         "../scripts/pretrain_ssl.py"
 
@@ -85,9 +46,10 @@ use rule pretrain_moco as pretrain_dino with:
     benchmark:
         "logs/pretrain/dino-{arch}.timing.tsv"
     params:
-        settings=lambda wc: pretrain_settings("dino", wc.arch),
-        probe=_sorted(config["pretrain"]["probe"]),
+        settings=pretrain_settings("dino"),
+        probe=pretrain_probe(),
         seed=config["seed"],
+        processes=max(1, pretrain_resource("gpus")),
 
 
 rule pretrain_random:
@@ -108,22 +70,37 @@ rule pretrain_random:
         mem_mb=4000,
         runtime=20,
     params:
-        # the baseline's weights depend only on arch, img_size and seed
-        settings=lambda wc: {
-            "arch": wc.arch,
-            "img_size": config["pretrain"]["img_size"],
-            "device": "cpu",
-        },
-        probe=_sorted(config["pretrain"]["probe"]),
+        settings=pretrain_settings("random"),
+        probe=pretrain_probe(),
         seed=config["seed"],
     script:
         "../scripts/pretrain_random.py"
 
 
+rule pretrain_probe_table:
+    input:
+        cards=[Path(path).with_name("model_card.json") for path in ENCODERS.values()],
+    output:
+        table=report(
+            "results/pretrain/probe.tsv",
+            caption="../report/pretrain_probe.rst",
+            category="Pretraining",
+            labels={"figure": "kNN probe of every encoder"},
+        ),
+        prov="results/pretrain/probe.provenance.json",
+    log:
+        "logs/pretrain/probe_table.log",
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/pretrain_probe_table.py"
+
+
 rule pretrain_all:
     input:
-        expand(
-            "results/pretrain/{method}-{arch}/encoder.safetensors",
-            method=config["pretrain"]["methods"] + ["random"],
-            arch=config["pretrain"]["archs"],
-        ),
+        list(ENCODERS.values()),
+        "results/pretrain/probe.tsv",

@@ -11,6 +11,6 @@ with job_context(snakemake) as job:
         Path(snakemake.output.encoder).parent,
         {**snakemake.params.settings, "seed": job.seed},
         snakemake.params.probe,
-        nprocs=max(1, int(snakemake.resources.gpu)),  # one DDP process per GPU on the node
+        nprocs=snakemake.params.processes,
     )
     job.extra.update(knn=summary["knn"], final_loss=summary["final_loss"], steps=summary["step"])

@@ -43,13 +43,21 @@ class PreemptedError(RuntimeError):
 
 
 def _labels(frame: pd.DataFrame, name: str, position_bins: int) -> np.ndarray | None:
-    if name == "contrast":
-        codes, uniques = pd.factorize(frame["modality"].astype(str), sort=True)
-        return codes if len(uniques) >= 2 else None
+    """Class codes of one probe per slice; -1 where the slice has no such label (2D images' position)."""
     if name == "position":
-        pos = frame["position"].to_numpy(float).clip(0.0, 1.0)
-        return np.minimum((pos * position_bins).astype(np.int64), position_bins - 1)
-    raise ValueError(f"unknown probe {name!r}; choose 'contrast' or 'position'")
+        pos = frame["position"].to_numpy(float)
+        known = np.isfinite(pos)
+        codes = np.full(len(pos), -1, np.int64)
+        codes[known] = np.minimum(
+            (pos[known].clip(0.0, 1.0) * position_bins).astype(np.int64), position_bins - 1
+        )
+        return codes
+    column = {"contrast": "modality", "dataset": "dataset", "pathology": "pathology"}.get(name)
+    if column is None:
+        raise ValueError(f"unknown probe {name!r}; choose contrast, position, dataset or pathology")
+    values = frame[column].astype("string")
+    codes, uniques = pd.factorize(values.where(values.str.len() > 0), sort=True)
+    return codes.astype(np.int64) if len(uniques) >= 2 else None
 
 
 def _balanced(labels: np.ndarray, rows: np.ndarray, n_per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -76,7 +84,7 @@ def slice_probe_sets(
         index: the merged slice index (Parquet).
         root: folder that the index's relative array paths are relative to.
         split: the held-out split to draw from (``val`` or ``test``; never ``train``).
-        probes: which probes to build (``contrast``, ``position``).
+        probes: which probes to build (``contrast``, ``position``, ``dataset``, ``pathology``).
         n_per_class: at most this many slices per class on each side (probe-train, probe-test).
         position_bins: equal-width bins of ``position`` for the position probe.
         seed: subject split and subsampling seed.
@@ -107,7 +115,10 @@ def slice_probe_sets(
         if labels is None:
             logger.info("probe %s skipped: fewer than two classes in split %s", name, split)
             continue
-        sides = [_balanced(labels, np.flatnonzero(mask), n_per_class, rng) for mask in (side, ~side)]
+        sides = [
+            _balanced(labels, np.flatnonzero(mask & (labels >= 0)), n_per_class, rng)
+            for mask in (side, ~side)
+        ]
         if any(len(np.unique(labels[rows])) < 2 for rows in sides):
             logger.info("probe %s skipped: a subject half of %s has fewer than two classes", name, split)
             continue

@@ -13,19 +13,21 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from brainssl.io import sha256_file, write_bytes, write_json
+from brainssl.io import sha256_file, write_bytes, write_json, write_table
 
 from .backbones import build_encoder
 
-__all__ = ["export_encoder", "load_encoder", "encoder_spec", "ENCODER_FILE", "CARD_FILE"]
+__all__ = ["export_encoder", "load_encoder", "encoder_spec", "probe_table", "ENCODER_FILE", "CARD_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +142,39 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     encoder = build_encoder(arch, **spec)
     encoder.load_state_dict(load_file(str(path)), strict=True)
     return encoder.to(device).eval()
+
+
+def probe_table(card_paths: Sequence[str | Path], out: str | Path | None = None) -> pd.DataFrame:
+    """Tabulate the kNN probe of several exported encoders, pretrained beside random.
+
+    Args:
+        card_paths: ``model_card.json`` files (their folder names are the encoder names).
+        out: when given, the table is also written there (TSV, atomically).
+
+    Returns:
+        One row per (encoder, probe): ``encoder``, ``method``, ``arch``, ``probe``,
+        ``accuracy``, ``random_accuracy`` (the random-initialised encoder of the same arch) and
+        ``final_loss`` (empty for the baseline).
+    """
+    rows = []
+    for path in card_paths:
+        card = json.loads(Path(path).read_text())
+        for probe, accuracy in sorted(card.get("knn_probe", {}).items()):
+            rows.append(
+                {
+                    "encoder": Path(path).parent.name,
+                    "method": card["method"],
+                    "arch": card["architecture"]["arch"],
+                    "probe": probe,
+                    "accuracy": float(accuracy),
+                    "final_loss": card.get("training_metrics", {}).get("final_loss"),
+                }
+            )
+    table = pd.DataFrame(rows, columns=["encoder", "method", "arch", "probe", "accuracy", "final_loss"])
+    baseline = table[table["method"] == "random"].set_index(["arch", "probe"])["accuracy"]
+    keys = pd.MultiIndex.from_frame(table[["arch", "probe"]])
+    table.insert(5, "random_accuracy", baseline.reindex(keys).to_numpy())
+    table = table.sort_values(["arch", "probe", "method"], ignore_index=True)
+    if out is not None:
+        write_table(out, table)
+    return table

@@ -24,6 +24,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
+from brainssl.io import write_text
+
 from .augment import AugmentSettings, multi_crop, two_views
 from .backbones import ARCHS, build_encoder, is_vit
 from .distributed import DistEnv, init_distributed
@@ -343,6 +345,10 @@ def train(
     """
     env = init_distributed(settings.device)
     try:
+        if resume and env.is_main:
+            _discard_foreign_checkpoint(Path(out_dir), f"{settings_hash(settings)} {manifest_sha256}")
+        if env.world_size > 1:
+            dist.barrier()
         trainer = build_trainer(settings, dataset, probe_sets, out_dir, env)
         method = trainer.method
         summary = trainer.fit(resume=resume)
@@ -364,6 +370,22 @@ def train(
     finally:
         if env.owns_group:
             dist.destroy_process_group()
+
+
+def _discard_foreign_checkpoint(out_dir: Path, fingerprint: str) -> None:
+    """Delete a checkpoint left by a run with other settings or data, so it is never resumed.
+
+    Resuming is for preemption; a changed config re-runs the job in the same folder, and
+    continuing its old optimizer state would silently mix two runs.
+    """
+    folder = out_dir / "checkpoints"
+    stamp = folder / "fingerprint.txt"
+    last = folder / "last.pt"
+    if last.is_file() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        logger.warning("%s was written with other settings or data: starting afresh", last)
+        last.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(stamp, fingerprint + "\n")
 
 
 def export_random(
