@@ -21,16 +21,16 @@ rule tasks_tumor_segmentation:
         "logs/tasks/tumor_segmentation.log",
     benchmark:
         "logs/tasks/tumor_segmentation.timing.tsv"
-    params:
-        settings=dense_task_params("tumor_segmentation"),
-        encoders=ENCODERS,
-        seed=config["seed"],
+    conda:
+        "../../envs/train.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        settings=dense_task_params("tumor_segmentation"),
+        encoders=ENCODERS,
+        seed=config["seed"],
     script:
         "../scripts/tasks_dense_tumor_segmentation.py"
 
@@ -57,17 +57,17 @@ rule tasks_hippocampus_segmentation:
         "logs/tasks/hippocampus_segmentation.log",
     benchmark:
         "logs/tasks/hippocampus_segmentation.timing.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         settings=dense_task_params("hippocampus_segmentation"),
         datasets=hippocampus_task_datasets(),
         encoders=ENCODERS,
         seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/tasks_dense_hippocampus_segmentation.py"
 
@@ -89,16 +89,16 @@ rule tasks_tumor_detection:
         "logs/tasks/tumor_detection.log",
     benchmark:
         "logs/tasks/tumor_detection.timing.tsv"
-    params:
-        settings=dense_task_params("tumor_detection"),
-        encoders=ENCODERS,
-        seed=config["seed"],
+    conda:
+        "../../envs/train.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        settings=dense_task_params("tumor_detection"),
+        encoders=ENCODERS,
+        seed=config["seed"],
     script:
         "../scripts/tasks_dense_tumor_detection.py"
 
@@ -122,16 +122,16 @@ rule tasks_reconstruction:
         "logs/tasks/reconstruction.log",
     benchmark:
         "logs/tasks/reconstruction.timing.tsv"
-    params:
-        settings=dense_task_params("reconstruction"),
-        encoders=ENCODERS,
-        seed=config["seed"],
+    conda:
+        "../../envs/train.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        settings=dense_task_params("reconstruction"),
+        encoders=ENCODERS,
+        seed=config["seed"],
     script:
         "../scripts/tasks_dense_reconstruction.py"
 

@@ -443,7 +443,7 @@ def train_dense(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         history.append(total / max(count, 1))
     logger.info("trained %d epochs on %d slices: loss %s", settings.epochs, len(images), _fmt(history))

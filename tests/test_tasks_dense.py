@@ -1,0 +1,190 @@
+"""Dense tasks: metrics against MONAI / pycocotools / hand-computed values, splits, bad input, tiny runs."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from brainssl.pretrain.backbones import build_encoder
+from brainssl.pretrain.export import export_encoder
+from brainssl.synth.acquisition import simulate_kspace
+from brainssl.tasks.dense import VolumeSlices, dense_split, dense_variants
+from brainssl.tasks.detection import boxes_from_mask, centernet_targets, coco_map, decode_detections, nms
+from brainssl.tasks.reconstruction import (
+    cartesian_mask,
+    load_recon_volume,
+    nmse,
+    psnr,
+    ssim,
+    zero_filled,
+)
+from brainssl.tasks.segmentation import SegmentationSpec, dice_score, hd95, run_segmentation
+
+MONAI_DEPRECATION = "ignore::FutureWarning"
+
+
+def _blobs(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.random((12, 20, 20)), 1.5)
+    noisy = field + 0.05 * rng.standard_normal(field.shape)
+    return field > np.percentile(field, 80), noisy > np.percentile(noisy, 82)
+
+
+@pytest.mark.filterwarnings(MONAI_DEPRECATION)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dice_and_hd95_match_monai(seed):
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    truth, pred = _blobs(seed)
+    spacing = (2.0, 1.3, 1.3)
+    as_t = lambda a: torch.from_numpy(a)[None, None].float()  # noqa: E731
+    ref_hd = float(compute_hausdorff_distance(as_t(pred), as_t(truth), percentile=95, spacing=spacing))
+    assert hd95(pred, truth, spacing) == pytest.approx(ref_hd, rel=1e-5)
+    assert dice_score(pred, truth) == pytest.approx(float(compute_dice(as_t(pred), as_t(truth))), rel=1e-5)
+
+
+def test_hd95_and_dice_hand_cases():
+    a = np.zeros((10, 10, 10), bool)
+    a[2:5, 2:5, 2:5] = True
+    b = np.roll(a, 3, axis=2)  # cubes side by side: every surface voxel moves by 3 voxels
+    assert hd95(a, b, (1.0, 1.0, 2.0)) == pytest.approx(6.0)
+    assert dice_score(a, b) == 0.0
+    half = np.roll(a, 1, axis=0)  # overlap 2 of 3 layers
+    assert dice_score(a, half) == pytest.approx(2 * 18 / 54)
+    empty = np.zeros_like(a)
+    assert dice_score(empty, empty) == 1.0 and hd95(empty, empty, (1, 1, 1)) == 0.0
+    assert dice_score(a, empty) == 0.0 and math.isnan(hd95(a, empty, (1, 1, 1)))
+
+
+def test_boxes_nms_and_coco_known_case():
+    mask = np.zeros((32, 32), bool)
+    mask[5:12, 8:20] = True
+    mask[20:30, 22:27] = True
+    boxes = boxes_from_mask(mask)
+    assert boxes.tolist() == [[8, 5, 20, 12], [22, 20, 27, 30]]
+    target = centernet_targets(boxes, 32)
+    perfect = torch.from_numpy(np.concatenate([np.where(target[5:6] > 0, 10.0, -10.0), target[1:5]]))[None]
+    detections = decode_detections(perfect.float(), 10, 0.05, 0.5)
+    assert coco_map([boxes], detections) == pytest.approx((1.0, 1.0))
+    # one box at IoU 0.6 with the truth: AP 1 at thresholds 0.5, 0.55, 0.6 and 0 above -> 3/10
+    truth = [np.array([[0.0, 0.0, 10.0, 10.0]])]
+    shifted = [(np.array([[0.0, 0.0, 10.0, 6.0]]), np.array([0.9]))]
+    assert coco_map(truth, shifted) == pytest.approx((0.3, 1.0))
+    assert all(math.isnan(v) for v in coco_map([np.zeros((0, 4))], [(np.zeros((0, 4)), np.zeros(0))]))
+    candidates = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]]).float()
+    kept = nms(candidates, torch.tensor([0.5, 0.9, 0.3]), 0.5)
+    assert kept.tolist() == [1, 2]
+
+
+def test_fastmri_metrics_hand_cases_and_monai_ssim():
+    from monai.metrics import SSIMMetric
+
+    gt = np.zeros((2, 10, 10))
+    gt[:, 2:8, 2:8] = 2.0
+    pred = gt + 0.1
+    assert psnr(gt, pred) == pytest.approx(10 * math.log10(4 / 0.01))
+    assert nmse(gt, pred) == pytest.approx(0.01 * 200 / (4 * 72))
+    assert ssim(gt, gt) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    gt = rng.random((2, 20, 24))
+    pred = gt + 0.1 * rng.standard_normal(gt.shape)
+    metric = SSIMMetric(spatial_dims=2, data_range=float(gt.max()), kernel_type="uniform", win_size=7)
+    as_t = lambda a: torch.from_numpy(a)[None, None]  # noqa: E731
+    ref = np.mean([float(metric(as_t(p), as_t(g))) for g, p in zip(gt, pred, strict=True)])
+    assert ssim(gt, pred) == pytest.approx(ref, abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["random", "equispaced"])
+@pytest.mark.parametrize("acceleration", [2, 4])
+def test_masks_keep_centre_and_rate(kind, acceleration):
+    rates = []
+    for seed in range(20):
+        mask = cartesian_mask(kind, 320, acceleration, 0.08, np.random.default_rng(seed))
+        assert mask[(320 - 26 + 1) // 2 :][:26].all()
+        rates.append(mask.mean())
+    assert np.mean(rates) == pytest.approx(1 / acceleration, abs=0.03)
+
+
+def test_zero_filled_full_mask_is_the_rss_and_nan_kspace_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    kspace, rss = simulate_kspace(rng.random((3, 16, 16)).astype(np.float32), 2, rng)
+    assert np.allclose(zero_filled(kspace, np.ones(16, bool), (16, 16)), rss, atol=1e-5)
+    kspace[0, 0, 0, 0] = np.nan
+    path = tmp_path / "file_brain_AXT1_201_600000.h5"
+    with h5py.File(path, "w") as handle:
+        handle["kspace"], handle["reconstruction_rss"] = kspace, rss
+    with pytest.raises(ValueError, match="file_brain_AXT1_201_600000.*NaN"):
+        load_recon_volume(path, "sub-x")
+
+
+def test_dense_split_keeps_subjects_on_one_side():
+    subjects = [f"sub-{i:012x}" for i in range(20)]
+    split = dense_split(subjects, {}, seed=3, test_fraction=0.3)
+    assert set(split.values()) == {"train", "test"} and set(split) == set(subjects)
+    given = dense_split(subjects, {s: ("test" if i < 4 else "val") for i, s in enumerate(subjects)}, 3, 0.3)
+    assert [given[s] for s in subjects[:5]] == ["test"] * 4 + ["train"]
+    with pytest.raises(ValueError, match="two labelled"):
+        dense_split(subjects[:1], {}, 0, 0.3)
+
+
+@pytest.fixture
+def encoders(tmp_path):
+    paths = {}
+    for name in ("moco-vit_tiny", "random-vit_tiny"):
+        torch.manual_seed(len(name))
+        path = tmp_path / name / "encoder.safetensors"
+        encoder = build_encoder("vit_tiny", img_size=32, depth=2, embed_dim=24, num_heads=2)
+        card = path.with_name("model_card.json")
+        method = name.split("-")[0]
+        export_encoder(
+            encoder, path, card, intensity="t", manifest_sha256=None, config_sha256=None, method=method
+        )
+        paths[name] = str(path)
+    return paths
+
+
+def _case(i: int, with_tumour: bool = True) -> VolumeSlices:
+    rng = np.random.default_rng(i)
+    images = rng.random((4, 1, 32, 32)).astype(np.float32)
+    labels = np.zeros((4, 32, 32), np.uint8)
+    if with_tumour:
+        labels[1:3, 10:16, 10:18] = 2
+        labels[1:3, 12:14, 12:15] = 4
+    return VolumeSlices(f"sub-{i:012x}", "ses-none", images, labels, (2.0, 1.5, 1.5))
+
+
+def test_tiny_segmentation_run_with_empty_masks(encoders):
+    torch.set_num_threads(1)
+    cases = [_case(i, with_tumour=i % 3 != 0) for i in range(6)]
+    params = {
+        "test_fraction": 0.4,
+        "modes": ["frozen", "finetune", "scratch"],
+        "label_fractions": [0.5, 1.0],
+        "seeds": 1,
+        "bootstrap": 10,
+        "max_train_slices": 64,
+        "epochs": 1,
+        "width": 8,
+    }
+    spec = SegmentationSpec("tumor_segmentation", ("wt", "tc", "et"), multilabel=True)
+    rows, per_subject, example = run_segmentation(cases, spec, "brats21", encoders, {}, params, seed=1)
+    variants = {(r["encoder"], r["mode"], r["label_fraction"]) for r in rows}
+    assert ("scratch-vit_tiny", "scratch", 1.0) in variants and ("moco-vit_tiny", "finetune", 1.0) in variants
+    assert ("moco-vit_tiny", "frozen", 0.5) in variants
+    assert ("random-vit_tiny", "finetune", 1.0) not in variants
+    assert all(r["status"] == "ok" and 0 <= r["value"] <= 1 for r in rows if r["metric"].startswith("dice"))
+    assert set(per_subject["subject"]) <= {c.subject for c in cases}
+    assert example["predictions"]
+    skipped, _, _ = run_segmentation(cases[:1], spec, "brats21", encoders, {}, params, seed=1)
+    assert skipped and all(r["status"] == "skipped" and "two" in r["reason"] for r in skipped)
+
+
+def test_variants_skip_finetuning_random_encoders():
+    variants = dense_variants({"moco-vit_tiny": "a", "random-vit_tiny": "b"}, ["finetune", "scratch"])
+    names = [(v.encoder, v.mode) for v in variants]
+    assert names == [("moco-vit_tiny", "finetune"), ("scratch-vit_tiny", "scratch")]
