@@ -4,6 +4,10 @@
 #   results/datasets/<dataset>/{raw/,chunks/,manifest.tsv,failures.tsv,montage.png}
 #   results/datasets/manifest.tsv           merged manifest of all datasets
 #   results/preprocess/<dataset>/{sessions/,chunks/,table.tsv,failures.tsv,qc.tsv,qc_summary.png}
+#   results/slices/{<dataset>/,index.parquet,stats.parquet,retained.png}
+#   results/pretrain/<method>-<arch>/{encoder.safetensors,model_card.json,metrics.csv,curves.png}
+#   results/embed/<encoder>/{slices,subjects}.parquet   slice embeddings and per-unit means
+#   results/tasks/<task>/{results.tsv,comparisons.tsv,*.png}, results/tasks/results.tsv (all tasks)
 # Logs mirror results under logs/.
 
 
@@ -17,6 +21,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/slices.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/tasks.smk"
+include: "workflow/rules/tasks_dense.smk"
 
 
 onsuccess:

@@ -63,8 +63,9 @@ PRETRAIN = {
         "lr": 0.001,
         "knn_k": 5,
         "augment": {"hflip": 0.5, "gamma": [0.7, 1.5]},
-        "moco": {"temperature": 0.2, "lr": 0.0002},
-        "dino": {"out_dim": 1024, "augment": {"hflip": 0.0}},
+        "moco": {"temperature": 0.2},
+        "dino": {"out_dim": 1024},
+        "per_method": {"moco": {"lr": 0.0002}, "dino": {"augment": {"hflip": 0.0}}},
         "per_arch": {"resnet50": {"moco": {"optimizer": "lars", "lr": 0.6}}},
         "probe": {"split": "val"},
         "resources": {"gpus": 0},
@@ -84,6 +85,7 @@ def test_pretrain_run_settings_layer_shared_method_and_arch_values():
 
 def test_editing_one_method_leaves_the_other_runs_settings_alone():
     edited = {"pretrain": {**PRETRAIN["pretrain"], "dino": {"out_dim": 4096}}}
+    assert pretrain_run_settings(edited, "dino", "vit_tiny")["out_dim"] == 4096
     assert pretrain_run_settings(edited, "moco", "vit_tiny") == pretrain_run_settings(
         PRETRAIN, "moco", "vit_tiny"
     )

@@ -93,10 +93,12 @@ def test_every_key_is_documented():
                 walk(resolved, here)
             else:
                 assert "type" in resolved or "const" in resolved, f"{here} has no type"
-                # per-dataset overrides have no defaults: a default there would replace the stage value
-                if key not in node.get("required", []) and "per_dataset" not in here.split("."):
+                # overrides (per_dataset, per_method, per_arch) have no defaults: a default there
+                # would replace the value it overrides
+                override = any(part.startswith("per_") for part in here.split("."))
+                if key not in node.get("required", []) and not override:
                     assert "default" in resolved, f"{here} is optional but has no default"
-                elif "per_dataset" in here.split("."):
+                elif override:
                     assert "default" not in resolved, f"{here}: an override must not have a default"
 
     assert schema["additionalProperties"] is False

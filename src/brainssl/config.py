@@ -15,7 +15,7 @@ __all__ = ["chunk_indices", "n_chunks", "pretrain_run_settings", "stage_params"]
 
 PER_DATASET_KEY = "per_dataset"
 # keys of the `pretrain` section that organise runs rather than set one run's values
-PRETRAIN_RUN_KEYS = ("archs", "methods", "moco", "dino", "per_arch", "probe", "resources")
+PRETRAIN_RUN_KEYS = ("archs", "methods", "moco", "dino", "per_method", "per_arch", "probe", "resources")
 # what the random-initialised baseline depends on: its weights (arch, size, depth, seed) and its probe
 RANDOM_BASELINE_KEYS = ("img_size", "vit_depth", "knn_k", "knn_temperature")
 
@@ -58,7 +58,7 @@ def stage_params(
 
 
 def pretrain_run_settings(config: Mapping[str, Any], method: str, arch: str) -> dict[str, Any]:
-    """Return one pretraining run's settings: shared keys, then the method's section, then per_arch.
+    """Return one pretraining run's settings: shared keys, the method's own, per_method, per_arch.
 
     Args:
         config: the validated workflow config.
@@ -76,8 +76,9 @@ def pretrain_run_settings(config: Mapping[str, Any], method: str, arch: str) -> 
     if method == "random":
         baseline = {key: shared[key] for key in RANDOM_BASELINE_KEYS if key in shared}
         return _sorted({**baseline, "arch": arch, "device": "cpu"})
-    own = section.get("per_arch", {}).get(arch, {}).get(method, {})
-    merged = _merge(_merge(shared, section.get(method, {})), own)
+    merged = _merge(shared, section.get(method, {}))
+    merged = _merge(merged, section.get("per_method", {}).get(method, {}))
+    merged = _merge(merged, section.get("per_arch", {}).get(arch, {}).get(method, {}))
     return _sorted({**merged, "method": method, "arch": arch})
 
 

@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,14 +16,18 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
 )
 
-from brainssl.config import chunk_indices, n_chunks, stage_params  # noqa: E402
+from brainssl.config import (  # noqa: E402
+    chunk_indices,
+    n_chunks,
+    pretrain_run_settings,
+    stage_params,
+)
 from brainssl.datasets import DATASETS, read_manifest  # noqa: E402
 from brainssl.preprocess.chunks import (  # noqa: E402
     PREPROCESS_DATASETS,
-    chunk_count,
+    SubjectChunks,
     chunk_files,
     chunk_records,
-    chunk_rows,
     training_rows,
     volume_rows,
 )
@@ -89,6 +94,7 @@ PREPROCESS_SETTINGS = [
     "qc",
 ]
 _MANIFEST_CACHE = {}
+_CHUNKS_CACHE = {}
 
 
 def preprocess_settings(dataset):
@@ -96,25 +102,35 @@ def preprocess_settings(dataset):
     return stage_params(config, "preprocess", dataset, PREPROCESS_SETTINGS)
 
 
+def manifest_version(dataset):
+    """Path and mtime of a dataset's manifest, once its checkpoint has run (a cache key)."""
+    path = checkpoints.datasets_manifest.get(dataset=dataset).output.manifest
+    return path, os.stat(path).st_mtime_ns
+
+
 def volume_manifest(dataset):
     """The dataset's 3D manifest rows, once the manifest checkpoint has run (cached by mtime)."""
-    path = checkpoints.datasets_manifest.get(dataset=dataset).output.manifest
-    key = (path, os.stat(path).st_mtime_ns)
+    key = manifest_version(dataset)
     if key not in _MANIFEST_CACHE:
-        _MANIFEST_CACHE[key] = volume_rows(read_manifest(path))
+        _MANIFEST_CACHE[key] = volume_rows(read_manifest(key[0]))
     return _MANIFEST_CACHE[key]
 
 
+def preprocess_chunks(dataset):
+    """The 3D rows cut once per manifest version (chunk jobs ask often; see benchmarks/dag.py)."""
+    key = manifest_version(dataset)
+    if key not in _CHUNKS_CACHE:
+        size = config["preprocess"]["shard_size"]
+        _CHUNKS_CACHE[key] = SubjectChunks(volume_manifest(dataset), size)
+    return _CHUNKS_CACHE[key]
+
+
 def preprocess_chunk_ids(dataset):
-    return range(
-        chunk_count(volume_manifest(dataset), config["preprocess"]["shard_size"])
-    )
+    return range(len(preprocess_chunks(dataset)))
 
 
 def preprocess_chunk_rows(wildcards):
-    rows = volume_manifest(wildcards.dataset)
-    size = config["preprocess"]["shard_size"]
-    return chunk_rows(rows, size, int(wildcards.chunk))
+    return preprocess_chunks(wildcards.dataset).rows(int(wildcards.chunk))
 
 
 def preprocess_chunk_inputs(wildcards):
@@ -185,6 +201,171 @@ def slices_shard_files(kind):
     return files
 
 
+# ---- pretrain: one run per (method, arch), and the random-initialised baseline per arch
+
+PRETRAIN_ARCHS = ["vit_tiny", "vit_small", "vit_base", "resnet18", "resnet50"]
+PRETRAIN_RUNS = [
+    f"{method}-{arch}"
+    for method in config["pretrain"]["methods"] + ["random"]
+    for arch in config["pretrain"]["archs"]
+]
+# every exported encoder downstream stages read, by name
+ENCODERS = {run: f"results/pretrain/{run}/encoder.safetensors" for run in PRETRAIN_RUNS}
+
+
+def pretrain_settings(method):
+    """Params function: one run's settings (only what that run depends on)."""
+
+    def settings(wildcards):
+        return pretrain_run_settings(config, method, wildcards.arch)
+
+    return settings
+
+
+def pretrain_probe():
+    return stage_params(config, "pretrain", keys=["probe"])["probe"]
+
+
+def pretrain_resource(key):
+    return config["pretrain"]["resources"][key]
+
+
+def pretrain_gpu_resources():
+    """GPU requests for the SLURM plugin (`gpu`, optional `gpu_model`); none for CPU runs."""
+    gpus = pretrain_resource("gpus")
+    if not gpus:
+        return {}
+    model = pretrain_resource("gpu_model")
+    return {"gpu": gpus, **({"gpu_model": model} if model else {})}
+
+
+def pretrain_outputs(method):
+    folder = f"results/pretrain/{method}-{{arch}}"
+    return {
+        "encoder": f"{folder}/encoder.safetensors",
+        "card": f"{folder}/model_card.json",
+        "metrics": f"{folder}/metrics.csv",
+        "curves": report(
+            f"{folder}/curves.png",
+            caption="../report/pretrain_curves.rst",
+            category="Pretraining",
+            labels={"method": method, "encoder": "{arch}", "figure": "training curves"},
+        ),
+        "prov": f"{folder}/provenance.json",
+    }
+
+
+# ---- dense tasks: feature-map heads (segmentation, detection, reconstruction) on every encoder
+
+# the shared `tasks` keys and their schema defaults, used when the frozen-feature section is absent
+DENSE_SHARED_DEFAULTS = {
+    "label_fractions": [0.01, 0.1, 1.0],
+    "seeds": 3,
+    "bootstrap": 1000,
+}
+# task -> the datasets it reads (it runs only when they are preprocessed)
+DENSE_TASK_DATASETS = {
+    "tumor_segmentation": ["brats21"],
+    "hippocampus_segmentation": ["hippocampus"],
+    "tumor_detection": ["brats21"],
+    "reconstruction": ["fastmri_brain"],
+}
+
+
+def dense_task_params(task):
+    """A dense task's subsection with the shared `tasks` keys it does not override (sorted)."""
+    section = config.get("tasks", {})
+    own = section.get(task, {})
+    shared = {
+        key: section.get(key, default) for key, default in DENSE_SHARED_DEFAULTS.items()
+    }
+    merged = {
+        **shared,
+        **{key: value for key, value in own.items() if value is not None},
+    }
+    return {key: merged[key] for key in sorted(merged)}
+
+
+def hippocampus_task_datasets():
+    return [
+        d
+        for d in config.get("tasks", {})
+        .get("hippocampus_segmentation", {})
+        .get("datasets", ["hippocampus"])
+        if d in PREPROCESS_ENABLED
+    ]
+
+
+def dense_task_enabled(task):
+    own = config.get("tasks", {}).get(task, {})
+    needed = (
+        hippocampus_task_datasets()
+        if task == "hippocampus_segmentation"
+        else DENSE_TASK_DATASETS[task]
+    )
+    return (
+        own.get("enabled", True)
+        and bool(needed)
+        and set(needed) <= set(PREPROCESS_ENABLED)
+    )
+
+
+DENSE_TASKS = [task for task in DENSE_TASK_DATASETS if dense_task_enabled(task)]
+# task names whose results/tasks/<task>/results.tsv the merge rule reads (frozen-feature tasks add theirs)
+TASK_RESULTS = []
+TASK_RESULTS += DENSE_TASKS
+
+
+# ---- embed and frozen-feature tasks: one embed job per encoder, one job per task
+
+# encoder name -> what embeds with it: a brainssl export, user weights, or None (classical baseline)
+EMBED_ENCODERS = {name: {"weights": path} for name, path in ENCODERS.items()}
+EMBED_ENCODERS.update(
+    {
+        spec["name"]: {"weights": spec["weights"], "arch": spec.get("arch", "")}
+        for spec in config.get("embed", {}).get("extra", [])
+    }
+)
+EMBED_ENCODERS["classical"] = None
+FROZEN_TASKS = [
+    task
+    for task in (
+        "tumor4",
+        "sequence",
+        "neurodegeneration",
+        "molecular",
+        "brain_age",
+        "survival",
+    )
+    if config["tasks"][task]["enabled"]
+]
+TASK_SHARED_KEYS = ["label_fractions", "seeds", "bootstrap", "evaluation", "folds"]
+REPRESENTATION_ENABLED = config["tasks"]["representation"]["enabled"]
+TASK_RESULTS += FROZEN_TASKS + (["representation"] if REPRESENTATION_ENABLED else [])
+
+
+wildcard_constraints:
+    encoder="|".join(re.escape(name) for name in EMBED_ENCODERS),
+
+
+def embed_weights(wildcards):
+    """The weights file an embed job reads (none for the classical baseline)."""
+    spec = EMBED_ENCODERS[wildcards.encoder]
+    return [] if spec is None else [spec["weights"]]
+
+
+def embed_files(kind):
+    return [f"results/embed/{name}/{kind}.parquet" for name in EMBED_ENCODERS]
+
+
+def task_params(task):
+    """Shared `tasks` keys plus one task's subsection: what its job depends on."""
+    return {
+        "shared": stage_params(config, "tasks", keys=TASK_SHARED_KEYS),
+        "settings": stage_params(config, "tasks", keys=[task])[task],
+    }
+
+
 def final_outputs():
     outputs = ["results/datasets/manifest.tsv"]
     outputs += expand(
@@ -201,6 +382,9 @@ def final_outputs():
         dataset=SLICE_DATASETS,
         figure=["entropy", "retained", "montage"],
     )
+    outputs += list(ENCODERS.values())
+    outputs += ["results/pretrain/probe.tsv"]
+    outputs += ["results/tasks/results.tsv", "results/tasks/comparisons.tsv"]
     return outputs
 
 
