@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -115,3 +116,109 @@ def _provenance_hashes(workdir):
     results = workdir / "results"
     files = list(results.rglob("*.provenance.json")) + list(results.rglob("raw.done.json"))
     return {str(p.relative_to(results)): json.loads(p.read_text())["provenance_hash"] for p in files}
+
+
+# Stages before the slice filter: none of their jobs may run again when only the filter changes.
+UPSTREAM_OF_SLICE_FILTER = ("datasets_", "preprocess_", "slices_plan", "manifest")
+
+
+def _planned_jobs(stdout: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job that a dry run lists (or a real run starts)."""
+    jobs: list[tuple[str, dict[str, str]]] = []
+    for line in stdout.splitlines():
+        head = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):$", line)
+        wildcards = re.match(r"^\s+wildcards: (.+)$", line)
+        if head:
+            jobs.append((head.group(1), {}))
+        elif wildcards and jobs:
+            jobs[-1][1].update(item.split("=", 1) for item in wildcards.group(1).split(", "))
+    return jobs
+
+
+def _copy_of_finished_run(finished_run, tmp_path):
+    """A private copy of the session's finished run (mtimes and Snakemake metadata kept)."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run[0], workdir, symlinks=True)
+    config = workdir / finished_run[1].relative_to(finished_run[0])
+    dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, "the copied run is not up to date:\n" + dry.stdout
+    return workdir, config
+
+
+def _slice_shards(workdir, datasets):
+    """Every planned (dataset, shard) of the slice store."""
+    shards = set()
+    for dataset in datasets:
+        plan = pd.read_csv(workdir / "results/slices" / dataset / "plan.tsv", sep="\t")
+        shards |= {(dataset, int(shard)) for shard in plan["shard"].unique()}
+    return shards
+
+
+def _upstream(jobs):
+    return sorted({rule for rule, _ in jobs if rule.startswith(UPSTREAM_OF_SLICE_FILTER)})
+
+
+def test_entropy_percentile_reruns_the_slice_filter_and_nothing_upstream(finished_run, tmp_path):
+    workdir, config = _copy_of_finished_run(finished_run, tmp_path)
+    slice_datasets = sorted(p.parent.name for p in (workdir / "results/slices").glob("*/plan.tsv"))
+    # the datasets that filter by percentile, as the finished run recorded its settings
+    percentile = [
+        d
+        for d in slice_datasets
+        if json.loads((workdir / f"results/slices/{d}/shard-0.provenance.json").read_text())["config"][
+            "settings"
+        ]["entropy_mode"]
+        == "percentile"
+    ]
+    assert len(percentile) >= 3, percentile
+    cfg = yaml.safe_load(config.read_text())
+    cfg["slices"]["entropy_percentile"] = 35.0
+    config.write_text(yaml.safe_dump(cfg))
+    dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = _planned_jobs(dry.stdout)
+    assert not _upstream(jobs), dry.stdout
+    shards = {(wc["dataset"], int(wc["chunk"])) for rule, wc in jobs if rule == "slices_shard"}
+    assert _slice_shards(workdir, percentile) <= shards, shards
+    for rule in ("slices_merge_dataset", "slices_figures"):
+        assert set(percentile) <= {wc["dataset"] for r, wc in jobs if r == rule}, rule
+    assert {"slices_merge", "slices_retained"} <= {rule for rule, _ in jobs}
+
+
+def test_one_datasets_entropy_threshold_reruns_only_its_slice_shards(finished_run, tmp_path):
+    workdir, config = _copy_of_finished_run(finished_run, tmp_path)
+    slice_datasets = sorted(p.parent.name for p in (workdir / "results/slices").glob("*/plan.tsv"))
+    stats_before = pd.read_parquet(workdir / "results/slices/tumor4/stats.parquet")
+    threshold = float(stats_before["entropy"].median())  # drops about half of the tumour images
+    hashes_before = _provenance_hashes(workdir)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["slices"]["per_dataset"]["tumor4"]["entropy_threshold"] = threshold  # tumor4 filters by absolute
+    config.write_text(yaml.safe_dump(cfg))
+
+    dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
+    jobs = _planned_jobs(dry.stdout)
+    assert not _upstream(jobs), dry.stdout
+    assert {(wc["dataset"], int(wc["chunk"])) for r, wc in jobs if r == "slices_shard"} == _slice_shards(
+        workdir, ["tumor4"]
+    )
+    for rule in ("slices_merge_dataset", "slices_figures"):
+        assert [wc["dataset"] for r, wc in jobs if r == rule] == ["tumor4"], rule
+
+    # run the slice stage only (the later stages' cost is theirs to test); the same jobs run
+    args = ("slices_all", "--cores", "2", "--configfile", str(config))
+    result = run_snakemake(*args, workdir=workdir, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = _planned_jobs(result.stdout + result.stderr)
+    assert not _upstream(ran)
+    assert {(wc["dataset"], int(wc["chunk"])) for r, wc in ran if r == "slices_shard"} == _slice_shards(
+        workdir, ["tumor4"]
+    )
+    changed = {key for key, value in _provenance_hashes(workdir).items() if hashes_before.get(key) != value}
+    assert changed and all(key.startswith(("slices/tumor4/", "slices/index.")) for key in changed), changed
+    rebuilt = {d for d in slice_datasets if any(k.startswith(f"slices/{d}/shard-") for k in changed)}
+    assert rebuilt == {"tumor4"}, changed
+    stats = pd.read_parquet(workdir / "results/slices/tumor4/stats.parquet")
+    assert (stats["kept"] == (stats["entropy"] >= threshold)).all()
+    assert 0 < stats["kept"].sum() < stats_before["kept"].sum()
+    index = pd.read_parquet(workdir / "results/slices/index.parquet")
+    assert (index.loc[index["dataset"] == "tumor4", "entropy"] >= threshold).all()
