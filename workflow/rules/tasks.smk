@@ -6,6 +6,7 @@
 
 rule tasks_tumor4:
     input:
+        **scratch_inputs("tumor4"),
         subjects=embed_files("subjects"),
     output:
         results="results/tasks/tumor4/results.tsv",
@@ -32,11 +33,15 @@ rule tasks_tumor4:
         task="tumor4",
         encoders=list(EMBED_ENCODERS),
         seed=config["seed"],
+        scratch=scratch_params("tumor4"),
     script:
         "../scripts/tasks_frozen.py"
 
 
 use rule tasks_tumor4 as tasks_sequence with:
+    input:
+        **scratch_inputs("sequence"),
+        subjects=embed_files("subjects"),
     output:
         results="results/tasks/sequence/results.tsv",
         comparisons="results/tasks/sequence/comparisons.tsv",
@@ -56,9 +61,13 @@ use rule tasks_tumor4 as tasks_sequence with:
         task="sequence",
         encoders=list(EMBED_ENCODERS),
         seed=config["seed"],
+        scratch=scratch_params("sequence"),
 
 
 use rule tasks_tumor4 as tasks_neurodegeneration with:
+    input:
+        **scratch_inputs("neurodegeneration"),
+        subjects=embed_files("subjects"),
     output:
         results="results/tasks/neurodegeneration/results.tsv",
         comparisons="results/tasks/neurodegeneration/comparisons.tsv",
@@ -78,9 +87,13 @@ use rule tasks_tumor4 as tasks_neurodegeneration with:
         task="neurodegeneration",
         encoders=list(EMBED_ENCODERS),
         seed=config["seed"],
+        scratch=scratch_params("neurodegeneration"),
 
 
 use rule tasks_tumor4 as tasks_molecular with:
+    input:
+        **scratch_inputs("molecular"),
+        subjects=embed_files("subjects"),
     output:
         results="results/tasks/molecular/results.tsv",
         comparisons="results/tasks/molecular/comparisons.tsv",
@@ -100,9 +113,13 @@ use rule tasks_tumor4 as tasks_molecular with:
         task="molecular",
         encoders=list(EMBED_ENCODERS),
         seed=config["seed"],
+        scratch=scratch_params("molecular"),
 
 
 use rule tasks_tumor4 as tasks_brain_age with:
+    input:
+        **scratch_inputs("brain_age"),
+        subjects=embed_files("subjects"),
     output:
         results="results/tasks/brain_age/results.tsv",
         comparisons="results/tasks/brain_age/comparisons.tsv",
@@ -122,6 +139,7 @@ use rule tasks_tumor4 as tasks_brain_age with:
         task="brain_age",
         encoders=list(EMBED_ENCODERS),
         seed=config["seed"],
+        scratch=scratch_params("brain_age"),
 
 
 rule tasks_survival:

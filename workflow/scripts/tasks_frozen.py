@@ -3,6 +3,7 @@ from threadpoolctl import threadpool_limits
 from brainssl.datasets import read_manifest
 from brainssl.jobs import job_context
 from brainssl.tasks.frozen import TaskRun, run_task, write_task_outputs
+from brainssl.tasks.scratch import ScratchBaseline
 
 with job_context(snakemake) as job, threadpool_limits(limits=job.threads):
     inp, out, params = snakemake.input, snakemake.output, snakemake.params
@@ -10,6 +11,11 @@ with job_context(snakemake) as job, threadpool_limits(limits=job.threads):
     survival = None
     if "manifest" in inp.keys():
         survival = read_manifest(inp.manifest)[["subject", "survival_days", "event"]]
-    outcome = run_task(run, dict(zip(params.encoders, inp.subjects, strict=True)), survival)
+    baseline, scratch = None, params.get("scratch")
+    if scratch:
+        encoders = dict(zip(scratch["encoders"], inp.scratch_encoders, strict=True))
+        settings, window = scratch["settings"], scratch["pool_window"]
+        baseline = ScratchBaseline.from_files(inp.index, encoders, settings, run.evaluation, window)
+    outcome = run_task(run, dict(zip(params.encoders, inp.subjects, strict=True)), survival, baseline)
     table = write_task_outputs(outcome, out.results, out.comparisons, out.curves, out.get("risk_groups"))
     job.extra.update(rows=len(table), skipped=int((table["status"] == "skipped").sum()))

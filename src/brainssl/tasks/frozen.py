@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,15 @@ from .metrics import (
 from .results import bootstrap_ci, paired_bootstrap, result_row, skipped_rows
 from .units import EvaluationSettings, Fit, TaskSpec, TaskUnits, build_units, evaluation_plan, task_specs
 
-__all__ = ["COMPARISON_COLUMNS", "Prediction", "TaskOutcome", "TaskRun", "encoder_mode", "run_task"]
+__all__ = [
+    "COMPARISON_COLUMNS",
+    "ExtraBaselines",
+    "Prediction",
+    "TaskOutcome",
+    "TaskRun",
+    "encoder_mode",
+    "run_task",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +118,18 @@ class TaskRun:
             seed=int(seed),
         )
         return cls(task, dict(settings), evaluation, int(shared["bootstrap"]))
+
+
+class ExtraBaselines(Protocol):
+    """Baselines that need the fits themselves (supervised from scratch), for :func:`run_task`."""
+
+    def names(self, spec: TaskSpec) -> tuple[str, ...]:
+        """The baseline names added to ``spec`` (skipped with the task's reason when it is degenerate)."""
+
+    def __call__(
+        self, spec: TaskSpec, units: TaskUnits, plan: list[Fit]
+    ) -> Mapping[str, Mapping[tuple[float, int], Prediction]]:
+        """Out-of-fold predictions per baseline on ``plan``'s fits: name -> (fraction, seed) -> prediction."""
 
 
 @dataclass
@@ -398,10 +418,7 @@ def run_task(
     run: TaskRun,
     encoders: Mapping[str, str | Path],
     survival: pd.DataFrame | None = None,
-    extra_predictions: Callable[
-        [TaskSpec, TaskUnits, list[Fit]], Mapping[str, Mapping[tuple[float, int], Prediction]]
-    ]
-    | None = None,
+    extra_predictions: ExtraBaselines | None = None,
 ) -> TaskOutcome:
     """Evaluate every encoder on every spec of one task.
 
@@ -410,8 +427,9 @@ def run_task(
         encoders: encoder name -> its ``subjects.parquet`` (``classical`` included).
         survival: per-subject ``survival_days``/``event`` for the survival task.
         extra_predictions: adds baselines that need the fits themselves (supervised from
-            scratch); called with the units of the first encoder table (units are the same
-            for every table) and returns name -> predictions.
+            scratch); called with the units of an encoder table (units are the same for
+            every table) and returns name -> predictions. Where every encoder is skipped,
+            its baselines get the same skipped rows.
 
     Returns:
         Rows (ok and skipped), comparisons and the predictions.
@@ -433,6 +451,9 @@ def run_task(
             for name, preds in extra_predictions(spec, spec_units, plan).items():
                 outcome.rows += _score(spec, spec_units, name, preds, run)
                 spec_preds[name] = preds
+        elif tables and extra_predictions is not None:
+            for name in extra_predictions.names(spec):
+                outcome.rows += _run_encoder(spec, units, name, run)[0]
         if spec_units is not None:
             outcome.units[(spec.name, spec.dataset)] = spec_units
             outcome.comparisons += _comparisons(spec, spec_units, spec_preds, run)
