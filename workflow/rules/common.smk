@@ -257,12 +257,6 @@ def pretrain_outputs(method):
 
 # ---- dense tasks: feature-map heads (segmentation, detection, reconstruction) on every encoder
 
-# the shared `tasks` keys and their schema defaults, used when the frozen-feature section is absent
-DENSE_SHARED_DEFAULTS = {
-    "label_fractions": [0.01, 0.1, 1.0],
-    "seeds": 3,
-    "bootstrap": 1000,
-}
 # task -> the datasets it reads (it runs only when they are preprocessed)
 DENSE_TASK_DATASETS = {
     "tumor_segmentation": ["brats21"],
@@ -273,38 +267,27 @@ DENSE_TASK_DATASETS = {
 
 
 def dense_task_params(task):
-    """A dense task's subsection with the shared `tasks` keys it does not override (sorted)."""
-    section = config.get("tasks", {})
-    own = section.get(task, {})
-    shared = {
-        key: section.get(key, default) for key, default in DENSE_SHARED_DEFAULTS.items()
-    }
-    merged = {
-        **shared,
-        **{key: value for key, value in own.items() if value is not None},
-    }
+    """A dense task's subsection, its unset (null) keys taken from the shared `tasks` keys."""
+    section = config["tasks"]
+    shared = {key: section[key] for key in ("label_fractions", "seeds", "bootstrap")}
+    own = {key: value for key, value in section[task].items() if value is not None}
+    merged = {**shared, **own}
     return {key: merged[key] for key in sorted(merged)}
 
 
 def hippocampus_task_datasets():
-    return [
-        d
-        for d in config.get("tasks", {})
-        .get("hippocampus_segmentation", {})
-        .get("datasets", ["hippocampus"])
-        if d in PREPROCESS_ENABLED
-    ]
+    datasets = config["tasks"]["hippocampus_segmentation"]["datasets"]
+    return [d for d in datasets if d in PREPROCESS_ENABLED]
 
 
 def dense_task_enabled(task):
-    own = config.get("tasks", {}).get(task, {})
     needed = (
         hippocampus_task_datasets()
         if task == "hippocampus_segmentation"
         else DENSE_TASK_DATASETS[task]
     )
     return (
-        own.get("enabled", True)
+        config["tasks"][task]["enabled"]
         and bool(needed)
         and set(needed) <= set(PREPROCESS_ENABLED)
     )
@@ -363,6 +346,44 @@ def task_params(task):
     return {
         "shared": stage_params(config, "tasks", keys=TASK_SHARED_KEYS),
         "settings": stage_params(config, "tasks", keys=[task])[task],
+    }
+
+
+# ---- frozen-feature tasks: supervised-from-scratch baseline of the classification tasks
+
+# tasks whose rules also train scratch-<arch> networks (architectures of the random-* exports)
+SCRATCH_TASKS = ["tumor4", "sequence", "neurodegeneration", "molecular"]
+SCRATCH_ENCODERS = {
+    name: path for name, path in ENCODERS.items() if name.startswith("random-")
+}
+
+
+def scratch_enabled(task):
+    return (
+        task in SCRATCH_TASKS
+        and config["tasks"]["scratch"]["enabled"]
+        and bool(SCRATCH_ENCODERS)
+    )
+
+
+def scratch_inputs(task):
+    """The slice store and random-initialised exports a task's scratch baseline reads (none when off)."""
+    if not scratch_enabled(task):
+        return {}
+    return {
+        "index": "results/slices/index.parquet",
+        "scratch_encoders": list(SCRATCH_ENCODERS.values()),
+    }
+
+
+def scratch_params(task):
+    """`tasks.scratch`, the encoder names and the embedding's pooling window ({} when off)."""
+    if not scratch_enabled(task):
+        return {}
+    return {
+        "settings": stage_params(config, "tasks", keys=["scratch"])["scratch"],
+        "encoders": list(SCRATCH_ENCODERS),
+        "pool_window": config["embed"]["pool_window"],
     }
 
 
