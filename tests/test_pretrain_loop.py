@@ -10,8 +10,8 @@ import pytest
 import torch
 from _pretrain_tiny import dataset, probe, settings
 
-from brainssl.pretrain import NonFiniteLossError, build_method, load_checkpoint, train
-from brainssl.pretrain.distributed import first_slurm_host, slurm_to_torchrun_env
+from brainssl.pretrain import NonFiniteLossError, build_method, build_trainer, load_checkpoint, train
+from brainssl.pretrain.distributed import DistEnv, first_slurm_host, slurm_to_torchrun_env
 from brainssl.pretrain.loop import Trainer
 
 HERE = Path(__file__).parent
@@ -87,10 +87,13 @@ def test_outputs_and_metrics_files(tmp_path):
     assert card["knn_probe"] == summary["knn"] and card["architecture"]["arch"] == "vit_tiny"
 
 
-def test_resume_refuses_other_settings(tmp_path):
+def test_a_trainer_refuses_a_checkpoint_of_other_settings(tmp_path):
+    # train() discards such a checkpoint first (test_pretrain_export); the trainer itself never loads one
     train(settings("moco", max_steps=1), dataset(32), None, tmp_path, resume=False)
+    env = DistEnv(0, 1, 0, torch.device("cpu"))
+    other = build_trainer(settings("moco", lr=1e-3), dataset(32), None, tmp_path, env)
     with pytest.raises(ValueError, match="other settings"):
-        train(settings("moco", lr=1e-3), dataset(32), None, tmp_path, resume=True)
+        other.maybe_resume()
 
 
 def test_sigterm_writes_checkpoint_and_exits_cleanly(tmp_path):

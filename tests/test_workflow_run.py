@@ -77,8 +77,8 @@ def test_nothing_changed_reruns_nothing(finished_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run):
-    workdir, config, _ = finished_run
+def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run, tmp_path):
+    workdir, config = _copy_of_finished_run(finished_run, tmp_path)
     hashes_before = _provenance_hashes(workdir)
     cfg = yaml.safe_load(config.read_text())
     cfg["datasets"]["hippocampus"]["subjects"] += 1  # 3 -> 4: only chunk 1 changes
@@ -93,6 +93,8 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run)
         "datasets_merge": 1,
         "datasets_montage": 1,
         "preprocess_merge": 1,
+        "tasks_hippocampus_segmentation": 1,
+        "tasks_merge": 1,
         "all": 1,
     }, dry.stdout
     result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=600)
@@ -109,7 +111,8 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run)
         "datasets/manifest.provenance.json",
         "preprocess/hippocampus/chunks/chunk-1.provenance.json",
         "preprocess/hippocampus/table.provenance.json",
-    }
+        "tasks/hippocampus_segmentation/provenance.json",
+    } | ({"tasks/results.provenance.json"} & changed)
 
 
 def _provenance_hashes(workdir):
@@ -222,3 +225,44 @@ def test_one_datasets_entropy_threshold_reruns_only_its_slice_shards(finished_ru
     assert 0 < stats["kept"].sum() < stats_before["kept"].sum()
     index = pd.read_parquet(workdir / "results/slices/index.parquet")
     assert (index.loc[index["dataset"] == "tumor4", "entropy"] >= threshold).all()
+
+
+def test_one_tasks_parameters_rerun_that_task_and_the_merge_only(finished_run, tmp_path):
+    workdir, config = _copy_of_finished_run(finished_run, tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["tasks"].setdefault("neurodegeneration", {})["logistic_c"] = 0.25
+    config.write_text(yaml.safe_dump(cfg))
+    dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert sorted(rule for rule, _ in _planned_jobs(dry.stdout)) == [
+        "all",
+        "tasks_merge",
+        "tasks_neurodegeneration",
+    ], dry.stdout
+
+    hashes_before = _provenance_hashes(workdir)
+    result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(rule for rule, _ in _planned_jobs(result.stdout + result.stderr)) == [
+        "all",
+        "tasks_merge",
+        "tasks_neurodegeneration",
+    ]
+    changed = {key for key, value in _provenance_hashes(workdir).items() if hashes_before.get(key) != value}
+    # the merge re-runs; its hash changes only if the task's numbers did
+    assert "tasks/neurodegeneration/provenance.json" in changed, changed
+    assert changed <= {"tasks/neurodegeneration/provenance.json", "tasks/results.provenance.json"}, changed
+
+
+def test_one_pretraining_methods_settings_rerun_its_encoder_and_what_reads_it(finished_run, tmp_path):
+    workdir, config = _copy_of_finished_run(finished_run, tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["pretrain"]["dino"]["student_temp"] = 0.2
+    config.write_text(yaml.safe_dump(cfg))
+    dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = _planned_jobs(dry.stdout)
+    rules = {rule for rule, _ in jobs}
+    assert "pretrain_dino" in rules and not rules & {"pretrain_moco", "pretrain_random"}, rules
+    assert not {rule for rule in rules if rule.startswith(("datasets_", "preprocess_", "slices_"))}, rules
+    assert [wc["encoder"] for rule, wc in jobs if rule == "embed_encoder"] == ["dino-vit_tiny"]

@@ -145,7 +145,10 @@ use rule tasks_tumor4 as tasks_brain_age with:
 rule tasks_survival:
     input:
         subjects=embed_files("subjects"),
-        manifest="results/datasets/manifest.tsv",
+        manifests=expand(
+            "results/datasets/{dataset}/manifest.tsv",
+            dataset=config["tasks"]["survival"]["datasets"],
+        ),
     output:
         results="results/tasks/survival/results.tsv",
         comparisons="results/tasks/survival/comparisons.tsv",

@@ -41,7 +41,10 @@ rule tasks_hippocampus_segmentation:
             "results/preprocess/{dataset}/table.tsv",
             dataset=hippocampus_task_datasets(),
         ),
-        manifest="results/datasets/manifest.tsv",
+        manifests=expand(
+            "results/datasets/{dataset}/manifest.tsv",
+            dataset=hippocampus_task_datasets(),
+        ),
         encoders=list(ENCODERS.values()),
     output:
         results="results/tasks/hippocampus_segmentation/results.tsv",
@@ -106,7 +109,7 @@ rule tasks_tumor_detection:
 rule tasks_reconstruction:
     input:
         table="results/preprocess/fastmri_brain/table.tsv",
-        manifest="results/datasets/manifest.tsv",
+        manifest="results/datasets/fastmri_brain/manifest.tsv",
         encoders=list(ENCODERS.values()),
     output:
         results="results/tasks/reconstruction/results.tsv",

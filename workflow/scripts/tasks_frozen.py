@@ -1,3 +1,4 @@
+import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from brainssl.datasets import read_manifest
@@ -9,8 +10,9 @@ with job_context(snakemake) as job, threadpool_limits(limits=job.threads):
     inp, out, params = snakemake.input, snakemake.output, snakemake.params
     run = TaskRun.from_params(params.task, params.shared, params.settings, job.seed)
     survival = None
-    if "manifest" in inp.keys():
-        survival = read_manifest(inp.manifest)[["subject", "survival_days", "event"]]
+    if "manifests" in inp.keys():
+        manifests = pd.concat([read_manifest(path) for path in inp.manifests], ignore_index=True)
+        survival = manifests[["subject", "survival_days", "event"]]
     baseline, scratch = None, params.get("scratch")
     if scratch:
         encoders = dict(zip(scratch["encoders"], inp.scratch_encoders, strict=True))

@@ -52,7 +52,8 @@ def save_fraction_curves(results: pd.DataFrame, path: str | Path) -> None:
         for encoder, rows in part.groupby("encoder"):
             stats = rows.groupby("label_fraction")["value"].agg(["mean", "min", "max"]).sort_index()
             x = stats.index.to_numpy()
-            err = np.vstack([stats["mean"] - stats["min"], stats["max"] - stats["mean"]])
+            # equal seeds give mean - min = -1e-17 in floating point; matplotlib refuses negative bars
+            err = np.clip(np.vstack([stats["mean"] - stats["min"], stats["max"] - stats["mean"]]), 0.0, None)
             ax.errorbar(x, stats["mean"], yerr=err, marker="o", capsize=3, label=encoder)
         ax.set_xscale("log")
         ax.set_xlabel("label fraction (training subjects)")

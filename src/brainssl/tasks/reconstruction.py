@@ -430,7 +430,7 @@ def reconstruction_task(
 
     Args:
         table_path: ``results/preprocess/fastmri_brain/table.tsv`` (subjects and their split).
-        manifest_path: the merged manifest (paths of the raw HDF5 files).
+        manifest_path: the fastMRI manifest (paths of the raw HDF5 files).
         encoders: ``{name: weights path}``.
         params: the ``tasks.reconstruction`` subsection merged with the shared keys.
         seed: workflow seed.

@@ -541,7 +541,7 @@ def tumor_segmentation_task(
 
 def hippocampus_segmentation_task(
     tables: Mapping[str, str | Path],
-    manifest_path: str | Path | None,
+    manifests: Mapping[str, str | Path],
     encoders: Mapping[str, str],
     params: Mapping[str, Any],
     seed: int,
@@ -551,8 +551,9 @@ def hippocampus_segmentation_task(
 
     Args:
         tables: ``{dataset: preprocessed table.tsv}``.
-        manifest_path: the merged manifest (generator truth paths), needed for datasets other
-            than ``hippocampus``.
+        manifests: ``{dataset: its manifest.tsv}`` (generator truth paths), needed for datasets
+            other than ``hippocampus``; each dataset's own, so another dataset's new subject
+            does not re-run this task.
         encoders: ``{name: weights path}``.
         params: the ``tasks.hippocampus_segmentation`` subsection merged with the shared keys.
         seed: workflow seed.
@@ -570,7 +571,7 @@ def hippocampus_segmentation_task(
             truth = None
         else:
             spec = SegmentationSpec("hippocampus_segmentation", ("left", "right"), False, (1, 2))
-            truth = _generator_truth(manifest_path, dataset)
+            truth = _generator_truth(manifests.get(dataset), dataset)
         cases, problems = load_hippocampus_cases(table, truth, side, params["max_subjects"])
         logger.info("%s: %d subjects, %d without labels", dataset, len(cases), len(problems))
         split = _table_split(table)
