@@ -397,6 +397,39 @@ class TrainSettings:
         return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
 
 
+def run_epochs(
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    n_samples: int,
+    epochs: int,
+    batch_size: int,
+    optimiser: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> list[float]:
+    """Shuffled mini-batch epochs over ``n_samples``; returns the mean loss of each epoch.
+
+    ``batch_loss(indices)`` computes one batch's loss. A last batch of one sample is skipped
+    (BatchNorm needs two), and a non-finite loss raises ``ValueError`` naming the epoch.
+    """
+    history = []
+    for epoch in range(epochs):
+        order = torch.randperm(n_samples, generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, n_samples, batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2 and n_samples > 1:
+                continue
+            loss = batch_loss(idx)
+            if not torch.isfinite(loss):
+                raise ValueError(f"non-finite training loss at epoch {epoch}")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        history.append(total / max(count, 1))
+    return history
+
+
 def train_dense(
     model: DenseModel,
     images: np.ndarray,
@@ -427,25 +460,13 @@ def train_dense(
         groups.append({"params": list(model.encoder.parameters()), "lr": settings.encoder_lr})
     optimiser = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
     image_t, target_t = torch.from_numpy(images), torch.from_numpy(targets)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        batch_features = None if features is None else [f[idx] for f in features]
+        return loss_fn(model(image_t[idx], batch_features), target_t[idx])
+
     model.train()
-    history = []
-    for epoch in range(settings.epochs):
-        order = torch.randperm(len(images), generator=generator)
-        total, count = 0.0, 0
-        for start in range(0, len(order), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            if len(idx) < 2 and len(order) > 1:  # BatchNorm needs two samples
-                continue
-            batch_features = None if features is None else [f[idx] for f in features]
-            loss = loss_fn(model(image_t[idx], batch_features), target_t[idx])
-            if not torch.isfinite(loss):
-                raise ValueError(f"non-finite training loss at epoch {epoch}")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        history.append(total / max(count, 1))
+    history = run_epochs(batch_loss, len(images), settings.epochs, settings.batch_size, optimiser, generator)
     logger.info("trained %d epochs on %d slices: loss %s", settings.epochs, len(images), _fmt(history))
     return history
 

@@ -342,7 +342,7 @@ def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from brainssl.io import atomic_path
+    from .figures import save_figure
 
     panels = list(example.get("predictions", {}).items())
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(2.4 * max(len(panels), 1), 2.6), squeeze=False)
@@ -359,10 +359,7 @@ def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.
                 ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="red", lw=0.8))
                 ax.text(x0, y0 - 1, f"{score:.2f}", color="red", fontsize=5)
         ax.set_title(name, fontsize=6)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 

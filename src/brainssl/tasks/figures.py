@@ -26,7 +26,8 @@ def _figure(n_panels: int, width: float = 3.6, height: float = 3.0) -> tuple[Any
     return fig, axes.ravel()
 
 
-def _save(fig: Any, path: str | Path) -> None:
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Lay out, write atomically as PNG and close a figure (every task figure goes through here)."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -62,7 +63,7 @@ def save_fraction_curves(results: pd.DataFrame, path: str | Path) -> None:
         ax.legend(fontsize=7)
     for ax in axes[len(panels) or 1 :]:
         ax.set_axis_off()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_risk_group_curves(
@@ -93,4 +94,4 @@ def save_risk_group_curves(
         ax.legend(fontsize=7)
     for ax in axes[len(curves) or 1 :]:
         ax.set_axis_off()
-    _save(fig, path)
+    save_figure(fig, path)

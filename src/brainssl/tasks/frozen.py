@@ -268,6 +268,22 @@ def _classification_metrics(spec: TaskSpec) -> dict[str, Callable[..., float]]:
     return {name: CLASSIFICATION_METRICS[name] for name in spec.metrics}
 
 
+def _row_base(
+    spec: TaskSpec, encoder: str, fraction: float, seed: int, pred: Prediction, groups: np.ndarray
+) -> dict[str, Any]:
+    """The identifying columns of one (encoder, fraction, seed) evaluation's result rows."""
+    return {
+        "task": spec.name,
+        "dataset": spec.dataset,
+        "encoder": encoder,
+        "mode": encoder_mode(encoder),
+        "label_fraction": fraction,
+        "seed": seed,
+        "n_train": int(np.median(pred.n_train)) if pred.n_train else 0,
+        "n_test": int(len(set(groups))),
+    }
+
+
 def _score(
     spec: TaskSpec,
     units: TaskUnits,
@@ -279,16 +295,7 @@ def _score(
     for (fraction, seed), pred in sorted(preds.items()):
         tested = pred.tested
         groups = units.subjects[tested]
-        base = {
-            "task": spec.name,
-            "dataset": spec.dataset,
-            "encoder": encoder,
-            "mode": encoder_mode(encoder),
-            "label_fraction": fraction,
-            "seed": seed,
-            "n_train": int(np.median(pred.n_train)) if pred.n_train else 0,
-            "n_test": int(len(set(groups))),
-        }
+        base = _row_base(spec, encoder, fraction, seed, pred, groups)
         y = units.target[tested]
         if spec.kind in ("multiclass", "binary"):
             metrics = _classification_metrics(spec)
@@ -338,16 +345,7 @@ def _survival_rows(
         tested = pred.tested
         y, risk, groups = everyone[tested], pred.values[tested], units.subjects[tested]
         event, time, weights = event_all[tested], time_all[tested], weights_all[tested]
-        base = {
-            "task": spec.name,
-            "dataset": spec.dataset,
-            "encoder": encoder,
-            "mode": encoder_mode(encoder),
-            "label_fraction": fraction,
-            "seed": seed,
-            "n_train": int(np.median(pred.n_train)) if pred.n_train else 0,
-            "n_test": int(len(set(groups))),
-        }
+        base = _row_base(spec, encoder, fraction, seed, pred, groups)
         contributions = (
             brier_contributions(everyone, y, pred.corrected[tested], grid) if tested.any() else np.zeros(0)
         )

@@ -400,7 +400,7 @@ def plot_reconstructions(example: Mapping[str, Any], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from brainssl.io import atomic_path
+    from .figures import save_figure
 
     panels = list(example.get("panels", {}).items())
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(2.2 * max(len(panels), 1), 2.5), squeeze=False)
@@ -412,10 +412,7 @@ def plot_reconstructions(example: Mapping[str, Any], path: str | Path) -> None:
     for ax, (name, image) in zip(axes.ravel(), panels, strict=False):
         ax.imshow(image, cmap="gray", vmin=0, vmax=top)
         ax.set_title(f"{name}\n{example['setting']}" if name == "target" else name, fontsize=6)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def reconstruction_task(

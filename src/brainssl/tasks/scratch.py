@@ -36,7 +36,7 @@ from brainssl.embed import UNIT_COLUMNS, pool_units
 from brainssl.slices import SliceDataset
 from brainssl.slices.store import read_index
 
-from .dense import Variant, dense_variants, seeded_generator
+from .dense import Variant, dense_variants, run_epochs, seeded_generator
 from .frozen import Prediction
 from .units import EvaluationSettings, Fit, TaskSpec, TaskUnits
 
@@ -118,24 +118,14 @@ def train_classifier(
         raise ValueError(f"need matching, non-empty images and labels, got {len(images)} and {len(labels)}")
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     model.train()
-    history = []
-    for epoch in range(settings.epochs):
-        order = torch.randperm(len(images), generator=generator)
-        total, count = 0.0, 0
-        for start in range(0, len(order), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            if len(idx) < 2 and len(order) > 1:  # BatchNorm (ResNet) needs two samples
-                continue
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            if not torch.isfinite(loss):
-                raise ValueError(f"non-finite training loss at epoch {epoch}")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        history.append(total / max(count, 1))
-    return history
+    return run_epochs(
+        lambda idx: F.cross_entropy(model(images[idx]), labels[idx]),
+        len(images),
+        settings.epochs,
+        settings.batch_size,
+        optimiser,
+        generator,
+    )
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from scipy import ndimage
 
-from brainssl.io import atomic_path, write_table
+from brainssl.io import write_table
 
 from .dense import (
     SweepResult,
@@ -47,6 +47,7 @@ from .dense import (
     mean_or_nan,
     sweep,
 )
+from .figures import save_figure
 from .results import bootstrap_ci, result_row, skipped_rows, write_results
 
 __all__ = [
@@ -486,10 +487,7 @@ def plot_overlays(examples: Sequence[dict[str, Any]], path: str | Path) -> None:
                         colour = PREDICTION_COLOURS[k % len(PREDICTION_COLOURS)]
                         ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.8)
             ax.set_title(name if col else f"{example['title']}\n{name}", fontsize=6)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------- entry points
