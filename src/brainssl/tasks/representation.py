@@ -27,7 +27,7 @@ import pandas as pd
 
 from brainssl.embed import feature_columns
 
-from .figures import _figure, _save
+from .figures import _figure, save_figure
 from .frozen import encoder_mode
 from .results import bootstrap_ci, result_row, skipped_rows
 
@@ -160,7 +160,7 @@ def _maps(
                 ax.set_yticks([])
     for ax in ax_iter:
         ax.set_axis_off()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def analyse_representations(
