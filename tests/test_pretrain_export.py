@@ -160,3 +160,25 @@ def test_probe_table_sets_each_encoder_beside_the_random_one(tmp_path):
     assert moco.loc["contrast", "accuracy"] == 0.9 and moco.loc["contrast", "random_accuracy"] == 0.7
     assert moco.loc["position", "random_accuracy"] == 0.5 and moco.loc["position", "final_loss"] == 1.5
     assert len(pd.read_csv(tmp_path / "probe.tsv", sep="\t")) == 4
+
+
+@pytest.mark.parametrize("method,branch", [("dino", "teacher"), ("moco", "student")])
+def test_the_exported_encoder_is_the_one_each_method_evaluates(tmp_path, method, branch):
+    # DINO releases its teacher, MoCo v3 its base (student) encoder
+    train(settings(method, epochs=1), dataset(16), None, tmp_path, resume=False)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["method"]
+    exported = load_encoder(tmp_path / "encoder.safetensors").state_dict()
+    for name in ("teacher", "student"):
+        prefix = f"{name}.encoder."
+        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        same = all(torch.equal(weights[k], v) for k, v in exported.items())
+        assert same == (name == branch), f"{method}: exported encoder vs {name}"
+
+
+def test_dino_head_batch_norm_option():
+    from brainssl.pretrain.heads import DINOHead
+
+    plain, normed = DINOHead(8, 16, 12, 4), DINOHead(8, 16, 12, 4, use_bn=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in normed.modules()) == 2
+    assert normed(torch.randn(5, 8)).shape == (5, 16)

@@ -91,6 +91,9 @@ class DINOHead(nn.Module):
         bottleneck_dim: width before the last layer (256).
         num_layers: MLP layers before the last layer (3).
         norm_last_layer: keep the last layer's gain fixed at 1.
+        use_bn: batch-normalise the hidden layers (the authors' ``use_bn_in_head``; their
+            default for ResNets). Batch statistics keep the outputs of a batch apart, which
+            keeps short, small-batch runs from collapsing to one output.
 
     Shapes:
         ``(B, in_dim) -> (B, out_dim)``.
@@ -104,6 +107,7 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 256,
         num_layers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -113,7 +117,7 @@ class DINOHead(nn.Module):
         for i in range(num_layers):
             layers.append(nn.Linear(dims[i], dims[i + 1]))
             if i < num_layers - 1:
-                layers.append(nn.GELU())
+                layers += [nn.BatchNorm1d(dims[i + 1]), nn.GELU()] if use_bn else [nn.GELU()]
         self.mlp = nn.Sequential(*layers)
         for m in self.mlp:
             if isinstance(m, nn.Linear):

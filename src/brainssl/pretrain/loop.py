@@ -191,6 +191,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if opts.precision == "fp16" else None
         self.model: Any = method.student
         if dist_env.world_size > 1:
+            if self.device.type == "cuda":
+                # batch statistics over every GPU's batch, as both papers' code does (the BN of heads
+                # and ResNets); parameters are kept, so optimiser and EMA still see the same tensors
+                nn.SyncBatchNorm.convert_sync_batchnorm(method.student)
+                nn.SyncBatchNorm.convert_sync_batchnorm(method.teacher)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(method.student, device_ids=ids)
         if opts.compile:
@@ -421,7 +426,7 @@ class Trainer:
         results: dict[str, float] = {}
         if self.env.is_main:
             results = run_probes(
-                self.method.encoder,
+                self.method.eval_encoder,
                 self.probe_sets,
                 self.opts.img_size,
                 self.device,

@@ -97,6 +97,11 @@ class MoCoV3(nn.Module):
         """The student backbone."""
         return self.student.encoder
 
+    @property
+    def eval_encoder(self) -> nn.Module:
+        """The backbone that is probed and exported: the base encoder, as MoCo v3 evaluates it."""
+        return self.student.encoder
+
     def make_views(self, x: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         """Two augmented views of ``x``."""
         return self._make_views(x, generator)
@@ -149,6 +154,7 @@ class DINO(nn.Module):
         hidden_dim: head hidden width (2048).
         bottleneck_dim: head bottleneck (256).
         norm_last_layer: fix the last layer's weight-norm gain at 1.
+        head_use_bn: batch normalisation in the head's hidden layers.
         student_temp: tau_s (0.1).
         center_momentum: centre EMA momentum (0.9).
     """
@@ -163,10 +169,11 @@ class DINO(nn.Module):
         norm_last_layer: bool = True,
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
+        head_use_bn: bool = False,
     ) -> None:
         super().__init__()
         embed_dim = int(encoder.embed_dim)  # type: ignore[arg-type]
-        head = DINOHead(embed_dim, out_dim, hidden_dim, bottleneck_dim, 3, norm_last_layer)
+        head = DINOHead(embed_dim, out_dim, hidden_dim, bottleneck_dim, 3, norm_last_layer, head_use_bn)
         self.student = MultiCropStudent(encoder, head)
         self.teacher = copy.deepcopy(self.student)
         copy_for_ema(self.teacher, self.student)
@@ -177,6 +184,16 @@ class DINO(nn.Module):
     def encoder(self) -> nn.Module:
         """The student backbone."""
         return self.student.encoder
+
+    @property
+    def eval_encoder(self) -> nn.Module:
+        """The backbone that is probed and exported: the teacher's.
+
+        DINO evaluates and releases the teacher, a temporal ensemble of the student that
+        outperforms it throughout training (Caron et al. 2021, "Impact of the choice of
+        teacher network"; the authors' ``eval_knn.py`` loads the ``teacher`` checkpoint key).
+        """
+        return self.teacher.encoder
 
     @property
     def last_layer(self) -> nn.Module:

@@ -69,6 +69,7 @@ class PretrainSettings:
         head_hidden_dim: DINO head hidden width.
         head_bottleneck_dim: DINO head bottleneck width.
         norm_last_layer: fix DINO's last-layer gain at 1.
+        head_use_bn: batch normalisation in DINO's head.
         student_temp: DINO student temperature.
         teacher_temp: DINO teacher temperature after warm-up.
         warmup_teacher_temp: DINO teacher temperature at the start.
@@ -117,6 +118,7 @@ class PretrainSettings:
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
     norm_last_layer: bool = True
+    head_use_bn: bool = False
     student_temp: float = 0.1
     teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.04
@@ -239,6 +241,7 @@ def build_method(settings: PretrainSettings) -> nn.Module:
             settings.norm_last_layer,
             settings.student_temp,
             settings.center_momentum,
+            settings.head_use_bn,
         )
 
 
@@ -355,7 +358,7 @@ def train(
         if summary["status"] == "completed" and env.is_main:
             out = Path(out_dir)
             export_encoder(
-                method.encoder,
+                method.eval_encoder,
                 out / ENCODER_FILE,
                 out / CARD_FILE,
                 intensity=intensity,
