@@ -13,7 +13,7 @@ from scipy import ndimage
 from brainssl.pretrain.backbones import build_encoder
 from brainssl.pretrain.export import export_encoder
 from brainssl.synth.acquisition import simulate_kspace
-from brainssl.tasks.dense import VolumeSlices, dense_split, dense_variants
+from brainssl.tasks.dense import DenseModel, VolumeSlices, dense_split, dense_variants
 from brainssl.tasks.detection import boxes_from_mask, centernet_targets, coco_map, decode_detections, nms
 from brainssl.tasks.reconstruction import (
     cartesian_mask,
@@ -188,3 +188,15 @@ def test_variants_skip_finetuning_random_encoders():
     variants = dense_variants({"moco-vit_tiny": "a", "random-vit_tiny": "b"}, ["finetune", "scratch"])
     names = [(v.encoder, v.mode) for v in variants]
     assert names == [("moco-vit_tiny", "finetune"), ("scratch-vit_tiny", "scratch")]
+
+
+def test_untrained_residual_refiner_returns_its_input():
+    torch.manual_seed(0)
+    encoder = build_encoder("vit_tiny", img_size=32, depth=2, embed_dim=24, num_heads=2)
+    model = DenseModel(encoder, 1, 1, frozen=False, width=8, residual=True).eval()
+    images = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(images), images)
+    plain = DenseModel(encoder, 1, 1, frozen=False, width=8).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(images), images)

@@ -289,7 +289,8 @@ class DenseModel(nn.Module):
         out_channels: decoder outputs.
         frozen: keep the encoder in eval mode without gradients.
         width: decoder width.
-        residual: add the first input channel to output channel 0 (reconstruction refines its input).
+        residual: add the first input channel to output channel 0, the output layer starting at zero
+            (reconstruction refines its input).
     """
 
     def __init__(
@@ -311,6 +312,10 @@ class DenseModel(nn.Module):
             probe = encoder.forward_features(torch.zeros(1, 1, *_input_side(encoder)))
         dims = [m.shape[1] * n_contrasts for m in probe]
         self.decoder = DenseDecoder(dims, n_contrasts, out_channels, width)
+        if residual:
+            # an untrained refiner returns its input, so training starts from the input's quality
+            nn.init.zeros_(self.decoder.head[-1].weight)
+            nn.init.zeros_(self.decoder.head[-1].bias)
         if frozen:
             encoder.requires_grad_(False)
             encoder.eval()
