@@ -1,7 +1,6 @@
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from brainssl.datasets import read_manifest
+from brainssl.datasets import merge_manifests, read_manifest
 from brainssl.jobs import job_context
 from brainssl.tasks.frozen import TaskRun, run_task, write_task_outputs
 from brainssl.tasks.scratch import ScratchBaseline
@@ -11,8 +10,8 @@ with job_context(snakemake) as job, threadpool_limits(limits=job.threads):
     run = TaskRun.from_params(params.task, params.shared, params.settings, job.seed)
     survival = None
     if "manifests" in inp.keys():
-        manifests = pd.concat([read_manifest(path) for path in inp.manifests], ignore_index=True)
-        survival = manifests[["subject", "survival_days", "event"]]
+        manifest = merge_manifests([read_manifest(path) for path in inp.manifests])
+        survival = manifest[["subject", "survival_days", "event"]]
     baseline, scratch = None, params.get("scratch")
     if scratch:
         encoders = dict(zip(scratch["encoders"], inp.scratch_encoders, strict=True))
