@@ -16,20 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from brainssl.datasets import archive as archive_module
+from brainssl.datasets import checksums
 from brainssl.datasets import download as dl
-from brainssl.datasets.download import (
-    COMPLETE_MARKER,
-    IXI_DEMOGRAPHICS,
-    LOCK_FILE_NAME,
-    ChecksumEntry,
-    ChecksumError,
-    DownloadError,
-    UnsafeArchiveError,
-    download_file,
-    fetch_ixi,
-    load_checksum_table,
-    safe_extract_tar,
-)
+from brainssl.datasets.archive import COMPLETE_MARKER, UnsafeArchiveError, safe_extract_tar
+from brainssl.datasets.checksums import ChecksumEntry, ChecksumError, load_checksum_table
+from brainssl.datasets.download import IXI_DEMOGRAPHICS, LOCK_FILE_NAME, fetch_ixi
+from brainssl.datasets.transfer import DownloadError, download_file
 
 FAST = {"chunk_size": 1024, "timeout": 5.0, "retries": 2, "retry_wait": 0.0}
 SUBJECTS = ("IXI002-Guys-0828", "IXI012-HH-1211")
@@ -169,7 +162,7 @@ def test_fetch_ixi_downloads_pins_and_extracts_native_layout(
     ixi_server: _FileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     dest = tmp_path / "ixi"
-    with caplog.at_level(logging.WARNING, logger=dl.__name__):
+    with caplog.at_level(logging.WARNING, logger=checksums.__name__):
         out = fetch_ixi(dest, modalities=("T1",), base_url=ixi_server.base_url, **FAST)
 
     assert out == dest
@@ -411,7 +404,7 @@ def test_interrupted_extraction_leaves_nothing_that_looks_done(
     archive.write_bytes(_ixi_tar("T1"))
     out = tmp_path / "work" / "IXI-T1"
     calls = []
-    real_copy = dl.shutil.copyfileobj
+    real_copy = archive_module.shutil.copyfileobj
 
     def copy_then_fail(src, dst, length=0) -> None:
         calls.append(1)
@@ -419,7 +412,7 @@ def test_interrupted_extraction_leaves_nothing_that_looks_done(
             raise KeyboardInterrupt  # e.g. the job was killed mid-archive
         real_copy(src, dst, length)
 
-    monkeypatch.setattr(dl.shutil, "copyfileobj", copy_then_fail)
+    monkeypatch.setattr(archive_module.shutil, "copyfileobj", copy_then_fail)
     with pytest.raises(KeyboardInterrupt):
         safe_extract_tar(archive, out)
     assert not out.exists()

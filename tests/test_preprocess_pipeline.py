@@ -24,6 +24,7 @@ from brainssl.preprocess import (
     NormalisationSettings,
     PreprocessSettings,
     QCRules,
+    chunk_job,
     dice,
     load_template,
     n4_correct,
@@ -35,7 +36,6 @@ from brainssl.preprocess import (
     strip_deepbet,
     to_original_space,
 )
-from brainssl.preprocess import session as session_module
 
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 torch.set_num_threads(1)
@@ -287,7 +287,7 @@ def test_chunk_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypa
     def explode(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(session_module, "qc_png", explode)
+    monkeypatch.setattr(chunk_job, "qc_png", explode)
     table2, failures2 = preprocess_chunk(
         rows.iloc[:1].assign(subject="sub-00000000000a"), out, _fast_settings()
     )

@@ -6,6 +6,7 @@ runs a chunk of manifest rows to disk.
 """
 
 from .bias import head_mask, n4_correct
+from .chunk_job import FAILURE_COLUMNS, TABLE_COLUMNS, preprocess_chunk
 from .chunks import (
     PREPROCESS_DATASETS,
     assign_chunks,
@@ -28,15 +29,7 @@ from .cohort import (
 )
 from .intensity import NyulLandmarks, apply_nyul, clip_percentiles, fit_nyul, whitestripe, zscore
 from .qc import bias_strength, dice, qc_flags, qc_png, qc_record, snr_estimate, touches_fov
-from .session import (
-    FAILURE_COLUMNS,
-    TABLE_COLUMNS,
-    PreprocessError,
-    PreprocessResult,
-    preprocess_chunk,
-    preprocess_session,
-    validate_image,
-)
+from .session import PreprocessError, PreprocessResult, preprocess_session, validate_image
 from .settings import N4Settings, NormalisationSettings, PreprocessSettings, QCRules, RegistrationSettings
 from .skullstrip import (
     SkullStripResult,

@@ -26,8 +26,10 @@ import pandas as pd
 from brainssl.io import atomic_path, write_json
 from brainssl.splits import subject_split
 
+from .chunk_job import FAILURE_COLUMNS, TABLE_COLUMNS
+from .inputs import _session_inputs, _text
 from .intensity import NyulLandmarks, fit_nyul
-from .session import FAILURE_COLUMNS, TABLE_COLUMNS, _session_inputs, _text, preprocess_session
+from .session import preprocess_session
 from .settings import PreprocessSettings
 
 __all__ = [

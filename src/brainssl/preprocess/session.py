@@ -1,9 +1,12 @@
-"""One session end to end (:func:`preprocess_session`) and a chunk of sessions on disk.
+"""One session end to end (:func:`preprocess_session`), in memory.
 
 Order: reorient/resample the reference (T1w when present) to an isotropic RAS grid;
 bring the other contrasts onto that grid (rigid registration when their grid differs);
 N4 per contrast; skull strip the reference; QC numbers; crop to the brain box; clip and
 normalise intensities within the shared mask.
+
+Reading a session's files is :mod:`brainssl.preprocess.inputs`; running a chunk of
+sessions to disk is :mod:`brainssl.preprocess.chunk_job`.
 """
 
 from __future__ import annotations
@@ -11,24 +14,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
-
-from brainssl.io import save_nifti, write_json
 
 from .bias import head_mask, n4_correct
 from .intensity import WM_BRIGHT, NyulLandmarks, apply_nyul, clip_percentiles, whitestripe, zscore
-from .qc import qc_flags, qc_png, qc_record, touches_fov
+from .qc import qc_flags, qc_record, touches_fov
 from .settings import PreprocessSettings
 from .skullstrip import register_rigid, skull_strip
 from .spatial import TransformRecord, crop_box, crop_image, reorient_resample, resample_to_grid
@@ -38,35 +34,9 @@ __all__ = [
     "PreprocessResult",
     "validate_image",
     "preprocess_session",
-    "preprocess_chunk",
-    "TABLE_COLUMNS",
-    "FAILURE_COLUMNS",
 ]
 
 logger = logging.getLogger(__name__)
-
-TABLE_COLUMNS = (
-    "dataset",
-    "subject",
-    "session",
-    "modality",
-    "path",
-    "mask_path",
-    "seg_path",
-    "transforms_path",
-    "qc_path",
-    "qc_png",
-    "shape",
-    "spacing_mm",
-    "brain_ml",
-    "snr",
-    "bias_std",
-    "dice",
-    "qc_flags",
-    "seconds_total",
-)
-FAILURE_COLUMNS = ("dataset", "subject", "session", "native_id", "path", "reason")
-NO_SESSION = "ses-none"
 
 
 class PreprocessError(ValueError):
@@ -344,189 +314,3 @@ def preprocess_session(
 def _log_std(field_data: np.ndarray, brain: np.ndarray) -> float:
     values = field_data[brain]
     return float(np.log(values[values > 0]).std()) if values.size else float("nan")
-
-
-# --------------------------------------------------------------------------- chunk driver
-
-
-def _load(path: str) -> nib.spatialimages.SpatialImage:
-    try:
-        img = nib.load(path)
-        np.asanyarray(img.dataobj)  # force the read: a truncated file fails here, not later
-    except Exception as err:  # nibabel raises many kinds (ImageFileError, EOFError, zlib.error, OSError)
-        raise PreprocessError(f"unreadable file {path}: {type(err).__name__}: {err}") from err
-    return img
-
-
-def _load_fastmri(path: str) -> nib.Nifti1Image:
-    from brainssl.datasets.layouts.base import SubjectError
-    from brainssl.datasets.layouts.fastmri import load_rss
-
-    try:
-        return load_rss(path)
-    except SubjectError as err:
-        raise PreprocessError(f"unreadable file {path}: {err.reason}") from err
-
-
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
-
-
-def _session_inputs(group: pd.DataFrame) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    images: dict[str, Any] = {}
-    truth_paths: list[str] = []
-    seg_paths: dict[str, str] = {}
-    stack_affine = None
-    for row in group.itertuples(index=False):
-        kind = _text(getattr(row, "format", "nifti")) or "nifti"
-        if kind not in ("nifti", "fastmri_h5"):
-            raise PreprocessError(f"unsupported format {row.format!r} for {row.path}")
-        if row.modality in images:
-            raise PreprocessError(f"modality {row.modality} listed twice in session")
-        images[row.modality] = _load(row.path) if kind == "nifti" else _load_fastmri(row.path)
-        if kind == "fastmri_h5":
-            stack_affine = images[row.modality].affine
-        truth = _text(getattr(row, "truth_brain_mask", ""))
-        if truth:
-            truth_paths.append(truth)
-        seg = _text(getattr(row, "seg_path", ""))
-        if seg and seg not in seg_paths.values():
-            seg_paths[row.modality] = seg
-    truth_img = _load(truth_paths[0]) if truth_paths else None
-    if truth_img is not None and stack_affine is not None:
-        # fastMRI truth indexes like reconstruction_rss: give it the stack's header-built affine
-        truth_img = nib.Nifti1Image(np.asarray(truth_img.dataobj), stack_affine)
-    labels = {modality: _load(path) for modality, path in seg_paths.items()}
-    return images, truth_img, labels
-
-
-@contextlib.contextmanager
-def _session_folder(final: Path) -> Iterator[Path]:
-    """Yield a hidden temp folder beside ``final``; rename it onto ``final`` on success only."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, trash / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _write_session(result: PreprocessResult, folder: Path, key: dict[str, str]) -> list[dict[str, Any]]:
-    ref = result.transforms.reference
-    with _session_folder(folder) as tmp:
-        for modality, img in result.volumes.items():
-            save_nifti(tmp / f"{modality}.nii.gz", img)
-        save_nifti(tmp / "mask.nii.gz", result.mask)
-        seg_names: dict[str, str] = {}
-        for index, (modality, lab) in enumerate(result.labels.items()):
-            seg_names[modality] = "seg.nii.gz" if index == 0 else f"seg_{modality}.nii.gz"
-            save_nifti(tmp / seg_names[modality], lab)
-        write_json(tmp / "transforms.json", result.transforms.to_dict())
-        write_json(tmp / "qc.json", result.qc)
-        title = f"{key['subject']} {key['session']} {ref}" + (
-            " | " + "; ".join(result.qc["flags"]) if result.qc["flags"] else ""
-        )
-        qc_png(
-            tmp / "qc.png",
-            np.asarray(result.volumes[ref].dataobj),
-            np.asarray(result.mask.dataobj) > 0,
-            tuple(float(z) for z in result.mask.header.get_zooms()[:3]),
-            title,
-        )
-    seg_path = str(folder / next(iter(seg_names.values()))) if seg_names else ""
-    qc = result.qc
-    return [
-        {
-            **key,
-            "modality": modality,
-            "path": str(folder / f"{modality}.nii.gz"),
-            "mask_path": str(folder / "mask.nii.gz"),
-            "seg_path": seg_path,
-            "transforms_path": str(folder / "transforms.json"),
-            "qc_path": str(folder / "qc.json"),
-            "qc_png": str(folder / "qc.png"),
-            "shape": "x".join(str(n) for n in img.shape),
-            "spacing_mm": result.transforms.spacing_mm,
-            "brain_ml": qc["brain_ml"],
-            "snr": qc["snr"],
-            "bias_std": qc["bias_std_per_modality"].get(modality),
-            "dice": qc["dice"],
-            "qc_flags": "; ".join(qc["flags"]),
-            "seconds_total": qc["seconds_total"],
-        }
-        for modality, img in result.volumes.items()
-    ]
-
-
-def preprocess_chunk(
-    rows: pd.DataFrame,
-    out_dir: str | os.PathLike[str],
-    settings: PreprocessSettings,
-    *,
-    landmarks: Mapping[str, NyulLandmarks] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Preprocess the sessions in a chunk of manifest rows, writing one folder per session.
-
-    Writes ``<out>/<subject>/<session>/`` (session ``ses-none`` when empty) with
-    ``<modality>.nii.gz``, ``mask.nii.gz``, ``seg.nii.gz`` (when a seg is given),
-    ``transforms.json``, ``qc.json`` and ``qc.png``. A session's files go to a hidden temp
-    folder renamed at the end, so a failed session leaves nothing behind. A failing session
-    is recorded with its reason and the others continue.
-
-    Args:
-        rows: manifest rows (columns ``dataset, subject, session, modality, path, format``
-            (``nifti``, or ``fastmri_h5`` read through
-            :func:`brainssl.datasets.layouts.fastmri.load_rss`),
-            optional ``seg_path, truth_brain_mask, native_id``) of one or more sessions.
-        out_dir: output root.
-        settings: stage settings.
-        landmarks: modality -> Nyúl landmarks (method ``nyul``).
-
-    Returns:
-        ``(table, failures)``: one row per written volume (:data:`TABLE_COLUMNS`) and one per
-        failed session (:data:`FAILURE_COLUMNS`).
-
-    Raises:
-        KeyError: if a required column is missing.
-    """
-    required = ("dataset", "subject", "session", "modality", "path")
-    missing = [c for c in required if c not in rows.columns]
-    if missing:
-        raise KeyError(f"manifest rows lack column(s) {missing}")
-    out = Path(out_dir)
-    written: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    frame = rows.assign(session=rows["session"].map(_text))
-    for (dataset, subject, session), group in frame.groupby(["dataset", "subject", "session"], sort=False):
-        key = {"dataset": str(dataset), "subject": str(subject), "session": str(session) or NO_SESSION}
-        try:
-            images, truth, labels = _session_inputs(group)
-            result = preprocess_session(images, settings, truth, labels, landmarks=landmarks)
-            written.extend(_write_session(result, out / key["subject"] / key["session"], key))
-            logger.info("%s %s: done in %.1f s", subject, key["session"], result.qc["seconds_total"])
-        except Exception as err:  # one bad session must not stop the chunk; the reason is recorded
-            reason = str(err) if isinstance(err, PreprocessError) else f"{type(err).__name__}: {err}"
-            logger.warning("%s %s failed: %s", subject, key["session"], reason)
-            native = group["native_id"].iloc[0] if "native_id" in group.columns else ""
-            failures.append(
-                {
-                    **key,
-                    "native_id": _text(native),
-                    "path": ";".join(group["path"].map(str)),
-                    "reason": reason,
-                }
-            )
-    return (
-        pd.DataFrame(written, columns=list(TABLE_COLUMNS)),
-        pd.DataFrame(failures, columns=list(FAILURE_COLUMNS)),
-    )

@@ -14,10 +14,11 @@ from .data import PreemptedError, pretrain_from_index, random_from_index, slice_
 from .distributed import DistEnv, init_distributed, slurm_to_torchrun_env
 from .export import export_encoder, load_encoder
 from .heads import DINOHead, MLPHead
-from .loop import LoopOptions, NonFiniteLossError, Trainer
+from .loop import NonFiniteLossError, Trainer
 from .losses import DINOLoss, MoCoV3Loss, dino_cross_entropy, infonce
 from .meta import DINO, MoCoV3
 from .methods import PretrainSettings, build_method, build_trainer, export_random, settings_hash, train
+from .options import LoopOptions
 from .probe import ProbeSet, knn_accuracy, run_probes
 from .schedules import Schedules, build_schedules, cosine_schedule, teacher_temperature_schedule
 

@@ -4,25 +4,18 @@ The loop follows the structure of dinov2's ``train/train.py``: schedules are arr
 step; each step augments on the device, runs forward/backward (micro-batches under
 ``no_sync``), checks the loss is finite, clips, steps, updates the EMA teacher and logs.
 
-Data order is a pure function of ``(seed, epoch)``: the global batch of step ``s`` is slice
-``s`` of a seeded permutation, split between ranks and micro-batches. The augmentation
-generator is re-seeded from ``(seed, rank, step)`` every step. So a resumed run sees the
-same images and the same augmentations as an uninterrupted one, on any number of ranks.
+The pieces around the step live in sibling modules: the data order and augmentation seeds
+(:mod:`brainssl.pretrain.order`), preemption signals (:mod:`brainssl.pretrain.preemption`)
+and the metric files, TensorBoard log and curves (:mod:`brainssl.pretrain.metrics`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +23,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-
-from brainssl.io import atomic_path, write_text
 
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -41,100 +32,21 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import DistEnv
+from .metrics import TensorBoardLog, plot_curves, write_metric_tables
 from .optim import build_optimizer
+from .options import LoopOptions
+from .order import collate_images, epoch_batches, step_seed
+from .preemption import StopFlag, stop_signals
 from .probe import ProbeSet, run_probes
 from .schedules import Schedules
 
-__all__ = ["LoopOptions", "NonFiniteLossError", "Trainer", "stop_signals", "StopFlag", "step_seed"]
+__all__ = ["NonFiniteLossError", "Trainer"]
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    """Everything the loop needs besides the method, data and schedules.
-
-    Attributes:
-        epochs: training epochs.
-        batch_size: global images per optimizer step (all ranks and micro-batches).
-        accumulation: micro-batches per optimizer step.
-        precision: ``fp32``, ``bf16`` or ``fp16`` (fp16 only on CUDA, with a grad scaler).
-        compile: wrap the student in ``torch.compile``.
-        channels_last: use channels-last memory format (CNNs).
-        optimizer: ``adamw`` or ``lars``.
-        clip_grad: per-parameter gradient-norm clip (DINO); 0 disables.
-        freeze_last_layer_epochs: epochs during which the method's ``last_layer`` gets no update.
-        checkpoint_every: write a checkpoint every this many optimizer steps (0: only at the end).
-        log_every: record train metrics every this many steps.
-        seed: data-order and augmentation seed.
-        workers: DataLoader worker processes.
-        img_size: probe input size.
-        knn_k: neighbours of the kNN probe.
-        knn_temperature: vote temperature of the kNN probe.
-        max_steps: stop (with a checkpoint) after this many steps in total; None runs to the end.
-    """
-
-    epochs: int
-    batch_size: int
-    accumulation: int = 1
-    precision: str = "fp32"
-    compile: bool = False
-    channels_last: bool = False
-    optimizer: str = "adamw"
-    clip_grad: float = 0.0
-    freeze_last_layer_epochs: int = 0
-    checkpoint_every: int = 0
-    log_every: int = 10
-    seed: int = 0
-    workers: int = 0
-    img_size: int = 224
-    knn_k: int = 20
-    knn_temperature: float = 0.07
-    max_steps: int | None = None
-
-
-@dataclass
-class StopFlag:
-    """Set by SIGTERM/SIGUSR1; the loop checkpoints and returns at the next step boundary."""
-
-    requested: bool = False
-    signum: int | None = None
-
-
-@contextlib.contextmanager
-def stop_signals(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)) -> Iterator[StopFlag]:
-    """Turn ``signums`` into a :class:`StopFlag` for the duration of the block (main thread only)."""
-    flag = StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def _handler(signum: int, _frame: Any) -> None:
-        flag.requested, flag.signum = True, signum
-
-    previous = {s: signal.signal(s, _handler) for s in signums}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """A 63-bit seed for the augmentation generator of ``(seed, rank, step)`` (splitmix64 mix)."""
-    z = (seed * 0x9E3779B97F4A7C15 + rank * 0xBF58476D1CE4E5B9 + step * 0x94D049BB133111EB) & (2**64 - 1)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
-    return (z ^ (z >> 31)) & (2**63 - 1)
-
-
-def _collate(items: list[Any]) -> torch.Tensor:
-    images = [it[0] if isinstance(it, tuple | list) else it for it in items]
-    return torch.stack([torch.as_tensor(im) for im in images])
 
 
 class Trainer:
@@ -203,8 +115,7 @@ class Trainer:
         self.aug_gen = torch.Generator(device=self.device)
         self.step = 0
         self.records: list[dict[str, Any]] = []
-        self._writer: Any = None
-        self._tb_done = 0
+        self._tensorboard = TensorBoardLog(self.out_dir / "tensorboard")
         self._last_log = (time.perf_counter(), 0)
 
     # ------------------------------------------------------------------ state
@@ -269,25 +180,22 @@ class Trainer:
 
     # ------------------------------------------------------------------- data
 
-    def _epoch_batches(self, epoch: int, start: int) -> list[list[int]]:
-        """This rank's micro-batch index lists from optimizer step ``start`` of ``epoch`` on."""
-        g = torch.Generator().manual_seed(step_seed(self.opts.seed, 1_000_003, epoch))
-        perm = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
-        bs, rank, mb = self.opts.batch_size, self.env.rank, self.micro_batch
-        out = []
-        for s in range(start, self.steps_per_epoch):
-            mine = perm[s * bs : (s + 1) * bs][rank * mb * self.opts.accumulation :][
-                : mb * self.opts.accumulation
-            ]
-            out += [mine[i * mb : (i + 1) * mb] for i in range(self.opts.accumulation)]
-        return out
-
     def _loader(self, epoch: int, start: int) -> Iterator[list[torch.Tensor]]:
         loader = DataLoader(
             self.dataset,
-            batch_sampler=self._epoch_batches(epoch, start),
+            batch_sampler=epoch_batches(
+                len(self.dataset),  # type: ignore[arg-type]
+                seed=self.opts.seed,
+                epoch=epoch,
+                start=start,
+                steps_per_epoch=self.steps_per_epoch,
+                batch_size=self.opts.batch_size,
+                rank=self.env.rank,
+                micro_batch=self.micro_batch,
+                accumulation=self.opts.accumulation,
+            ),
             num_workers=self.opts.workers,
-            collate_fn=_collate,
+            collate_fn=collate_images,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.opts.seed),
             persistent_workers=False,
@@ -447,30 +355,9 @@ class Trainer:
 
     def flush_metrics(self) -> None:
         """Rewrite ``metrics.jsonl``/``metrics.csv`` atomically, add TensorBoard scalars, redraw curves."""
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
-        write_text(self.out_dir / "metrics.jsonl", lines)
-        train = [r for r in self.records if r["kind"] == "train"]
-        buf = io.StringIO()
-        keys = sorted({k for r in train for k in r})
-        writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(train)
-        write_text(self.out_dir / "metrics.csv", buf.getvalue())
-        self._tensorboard()
+        write_metric_tables(self.records, self.out_dir)
+        self._tensorboard.add(self.records)
         plot_curves(self.records, self.out_dir / "curves.png")
-
-    def _tensorboard(self) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        if self._writer is None:
-            first = self.records[self._tb_done]["step"] if self._tb_done < len(self.records) else 0
-            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=first)
-        for row in self.records[self._tb_done :]:
-            for key, value in row.items():
-                if key not in ("kind", "step", "epoch") and isinstance(value, int | float):
-                    self._writer.add_scalar(key if "/" in key else f"train/{key}", value, row["step"])
-        self._tb_done = len(self.records)
-        self._writer.flush()
 
     def _barrier(self) -> None:
         if self.env.world_size > 1:
@@ -518,8 +405,7 @@ class Trainer:
                     status = outcome
                     break
         self.save()
-        if self._writer is not None:
-            self._writer.close()
+        self._tensorboard.close()
         return self.summary(status)
 
     def summary(self, status: str) -> dict[str, Any]:
@@ -540,31 +426,3 @@ class Trainer:
             else {},
             "checkpoint": str(self.ckpt_path),
         }
-
-
-def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
-    """Draw loss, learning rate, momentum and kNN accuracy against step into one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [r for r in records if r["kind"] == "train"]
-    probes = [r for r in records if r["kind"] == "probe"]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
-    for ax, key in zip(axes[:3], ("loss", "lr", "momentum"), strict=True):
-        ax.plot([r["step"] for r in train], [r.get(key, float("nan")) for r in train])
-        ax.set_title(key)
-        ax.set_xlabel("step")
-    for key in sorted({k for r in probes for k in r if k.startswith("knn/")}):
-        axes[3].plot(
-            [r["step"] for r in probes], [r.get(key, float("nan")) for r in probes], marker="o", label=key
-        )
-    axes[3].set_title("kNN accuracy")
-    axes[3].set_xlabel("step")
-    if probes:
-        axes[3].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)

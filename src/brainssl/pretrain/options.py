@@ -1,0 +1,55 @@
+"""The training loop's options (:class:`LoopOptions`), one frozen value.
+
+Split from :mod:`brainssl.pretrain.loop` so that the knobs, which
+:mod:`brainssl.pretrain.methods` maps from the pretraining settings, are readable apart from
+the loop that uses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LoopOptions"]
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """Everything the loop needs besides the method, data and schedules.
+
+    Attributes:
+        epochs: training epochs.
+        batch_size: global images per optimizer step (all ranks and micro-batches).
+        accumulation: micro-batches per optimizer step.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (fp16 only on CUDA, with a grad scaler).
+        compile: wrap the student in ``torch.compile``.
+        channels_last: use channels-last memory format (CNNs).
+        optimizer: ``adamw`` or ``lars``.
+        clip_grad: per-parameter gradient-norm clip (DINO); 0 disables.
+        freeze_last_layer_epochs: epochs during which the method's ``last_layer`` gets no update.
+        checkpoint_every: write a checkpoint every this many optimizer steps (0: only at the end).
+        log_every: record train metrics every this many steps.
+        seed: data-order and augmentation seed.
+        workers: DataLoader worker processes.
+        img_size: probe input size.
+        knn_k: neighbours of the kNN probe.
+        knn_temperature: vote temperature of the kNN probe.
+        max_steps: stop (with a checkpoint) after this many steps in total; None runs to the end.
+    """
+
+    epochs: int
+    batch_size: int
+    accumulation: int = 1
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    optimizer: str = "adamw"
+    clip_grad: float = 0.0
+    freeze_last_layer_epochs: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 10
+    seed: int = 0
+    workers: int = 0
+    img_size: int = 224
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    max_steps: int | None = None
