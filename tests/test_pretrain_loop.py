@@ -176,10 +176,11 @@ def test_slurm_variables_become_torchrun_ones():
 
 def test_from_dict_rejects_unknown_keys():
     from brainssl.pretrain import PretrainSettings
+    from brainssl.settings import UnknownSettingError
 
-    with pytest.raises(ValueError, match="unknown pretrain keys \\['lr_typo'\\]"):
+    with pytest.raises(UnknownSettingError, match=r"pretrain\.lr_typo; allowed: \[.*'lr'"):
         PretrainSettings.from_dict({"method": "moco", "lr_typo": 1})
-    with pytest.raises(ValueError, match="unknown augment keys"):
+    with pytest.raises(UnknownSettingError, match=r"pretrain\.augment\.blurr"):
         PretrainSettings.from_dict({"augment": {"blurr": 1}})
     assert PretrainSettings.from_dict({"crop_scale": [0.3, 1.0]}).crop_scale == (0.3, 1.0)
 

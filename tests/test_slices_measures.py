@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from brainssl.settings import UnknownSettingError
 from brainssl.slices import (
     SliceSettings,
     brain_positions,
@@ -84,7 +85,7 @@ def test_square_resize_pads_centred_and_keeps_aspect() -> None:
 
 def test_settings_reject_unknown_keys_and_bad_values() -> None:
     assert SliceSettings.from_dict({"size": 64, "position_window": [0.2, 0.8]}).position_window == (0.2, 0.8)
-    with pytest.raises(KeyError, match="entropy_bin"):
+    with pytest.raises(UnknownSettingError, match=r"slices\.entropy_bin; allowed"):
         SliceSettings.from_dict({"entropy_bin": 8})
     with pytest.raises(ValueError, match="entropy_region"):
         SliceSettings(entropy_region="skull")

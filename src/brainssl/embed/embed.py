@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from brainssl.io import write_table
+from brainssl.settings import from_mapping
 from brainssl.slices.plan import LABEL_COLUMNS
 from brainssl.slices.store import KEY_COLUMNS, read_index
 
@@ -69,11 +70,8 @@ class EmbedSettings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EmbedSettings:
-        """Build from a config slice (unknown keys are an error)."""
-        values = dict(values)
-        if "pool_window" in values:
-            values["pool_window"] = tuple(float(v) for v in values["pool_window"])
-        return cls(**values)
+        """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
+        return from_mapping(cls, values, section="embed")
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:

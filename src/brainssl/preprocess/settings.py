@@ -7,10 +7,11 @@ that point every function takes explicit values.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from brainssl.settings import from_mapping
 
 __all__ = [
     "N4Settings",
@@ -117,7 +118,7 @@ class PreprocessSettings:
         spacing_mm: isotropic output voxel size.
         interpolation: ``linear`` or ``bspline`` for images (labels are always nearest).
         reference: modality whose grid and mask the session shares (first present one wins).
-        skull_strip: ``deepbet`` (T1w), ``atlas`` or ``none`` (already stripped).
+        skull_strip: ``atlas`` (default), ``deepbet`` (T1w) or ``none`` (already stripped).
         register_contrasts: rigidly register a contrast whose grid differs from the reference's.
         crop_margin_mm: margin around the brain bounding box.
         threads: SimpleITK / torch threads used by the steps.
@@ -133,7 +134,7 @@ class PreprocessSettings:
     spacing_mm: float = 1.0
     interpolation: str = "linear"
     reference: tuple[str, ...] = ("T1w", "T1ce", "T2w", "FLAIR", "PD")
-    skull_strip: str = "deepbet"
+    skull_strip: str = "atlas"
     register_contrasts: bool = True
     crop_margin_mm: float = 4.0
     threads: int = 1
@@ -158,32 +159,5 @@ class PreprocessSettings:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> PreprocessSettings:
-        """Build settings from a config slice (nested mappings for the step settings).
-
-        Raises:
-            KeyError: when the slice holds a key that no setting has.
-        """
-        nested = {
-            "n4": N4Settings,
-            "registration": RegistrationSettings,
-            "normalisation": NormalisationSettings,
-            "qc": QCRules,
-        }
-        kwargs: dict[str, Any] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key, value in config.items():
-            if key not in names:
-                raise KeyError(f"unknown preprocess setting {key!r}")
-            if key in nested:
-                kwargs[key] = _build(nested[key], value)
-            else:
-                kwargs[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**kwargs)
-
-
-def _build(kind: type, values: Mapping[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - names
-    if unknown:
-        raise KeyError(f"unknown {kind.__name__} setting(s) {sorted(unknown)}")
-    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
+        return from_mapping(cls, config, section="preprocess")

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from brainssl.settings import from_mapping
 
 __all__ = ["AugmentSettings", "MRIAugment", "random_resized_crop", "two_views", "multi_crop"]
 
@@ -52,7 +54,7 @@ class AugmentSettings:
 
     hflip: float = 0.5
     vflip: float = 0.0
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    ratio: tuple[float, float] = (0.75, 1.3333)  # (3/4, 4/3) to the schema's four decimals
     intensity_p: float = 0.8
     intensity_scale: tuple[float, float] = (0.75, 1.25)
     intensity_shift: tuple[float, float] = (-0.1, 0.1)
@@ -68,12 +70,8 @@ class AugmentSettings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AugmentSettings:
-        """Build from a config mapping, rejecting unknown keys (lists become tuples)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown augment keys {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
+        return from_mapping(cls, values, section="pretrain.augment")
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> torch.Tensor:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from brainssl.io import write_text
+from brainssl.settings import from_mapping
 
 from .augment import AugmentSettings, multi_crop, two_views
 from .backbones import ARCHS, build_encoder, is_vit
 from .distributed import DistEnv, init_distributed
 from .export import CARD_FILE, ENCODER_FILE, export_encoder
-from .loop import LoopOptions, Trainer
+from .loop import Trainer
 from .meta import DINO, MoCoV3
+from .options import LoopOptions
 from .probe import ProbeSet, run_probes
 from .schedules import build_schedules
 
@@ -170,15 +172,8 @@ class PretrainSettings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PretrainSettings:
-        """Build from a config mapping; unknown keys raise ``ValueError`` naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown pretrain keys {unknown}; known: {sorted(known)}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k != "augment"}
-        if "augment" in values:
-            kwargs["augment"] = AugmentSettings.from_dict(values["augment"])
-        return cls(**kwargs)
+        """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
+        return from_mapping(cls, values, section="pretrain")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

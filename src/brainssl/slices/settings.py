@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from brainssl.settings import from_mapping
+
 __all__ = [
     "ENTROPY_MODES",
     "ENTROPY_REGIONS",
@@ -113,17 +115,8 @@ class SliceSettings:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> SliceSettings:
-        """Build settings from the rule's config slice (lists become tuples).
-
-        Raises:
-            KeyError: when the slice holds a key that no setting has.
-            ValueError: when a value is out of range.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise KeyError(f"unknown slices setting(s) {unknown}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
+        return from_mapping(cls, config, section="slices")
 
     def to_dict(self, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
         """Return the settings (only ``keys`` when given) as plain JSON-able values."""

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from brainssl.embed import feature_columns
+from brainssl.settings import from_mapping
 
 from .figures import _figure, save_figure
 from .frozen import encoder_mode
@@ -51,8 +52,8 @@ class RepresentationSettings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RepresentationSettings:
-        """Build from the config subsection."""
-        return cls(**dict(values))
+        """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
+        return from_mapping(cls, values, section="tasks.representation")
 
 
 def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
