@@ -1,27 +1,21 @@
-# Frozen-feature tasks: light heads on pooled embeddings of every encoder, one job per task
-# (encoders, label fractions, seeds and subject-level folds loop inside), the representation
-# analysis of slice embeddings, and the merge of every task's results.tsv (dense tasks
-# included, via TASK_RESULTS) into results/tasks/results.tsv. Input functions in common.smk.
+# Frozen-feature tasks: light heads on pooled embeddings of every encoder, one job per task of
+# the registry (brainssl.tasks.registry; encoders, label fractions, seeds and subject-level
+# folds loop inside), the representation analysis of slice embeddings, and the merge of every
+# task's results.tsv (dense tasks included, via TASK_RESULTS) into results/tasks/results.tsv.
+# Input and params functions in common.smk.
 
 
-rule tasks_tumor4:
+rule tasks_frozen:
     input:
-        **scratch_inputs("tumor4"),
-        subjects=embed_files("subjects"),
+        unpack(frozen_task_inputs),
     output:
-        results="results/tasks/tumor4/results.tsv",
-        comparisons="results/tasks/tumor4/comparisons.tsv",
-        curves=report(
-            "results/tasks/tumor4/curves.png",
-            caption="../report/tasks_curves.rst",
-            category="Tasks",
-            labels={"task": "tumor4", "figure": "label-fraction curves"},
-        ),
-        prov="results/tasks/tumor4/provenance.json",
+        **frozen_task_outputs(),
     log:
-        "logs/tasks/tumor4.log",
+        "logs/tasks/{task}.log",
     benchmark:
-        "logs/tasks/tumor4.timing.tsv"
+        "logs/tasks/{task}.timing.tsv"
+    wildcard_constraints:
+        task=task_pattern(PLAIN_FROZEN_TASKS),
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
@@ -29,146 +23,29 @@ rule tasks_tumor4:
         mem_mb=4000,
         runtime=30,
     params:
-        **task_params("tumor4"),
-        task="tumor4",
+        shared=frozen_task_param("shared"),
+        settings=frozen_task_param("settings"),
+        task="{task}",
         encoders=list(EMBED_ENCODERS),
         seed=config["seed"],
-        scratch=scratch_params("tumor4"),
+        scratch=lambda wildcards: scratch_params(wildcards.task),
     script:
         "../scripts/tasks_frozen.py"
 
 
-use rule tasks_tumor4 as tasks_sequence with:
-    input:
-        **scratch_inputs("sequence"),
-        subjects=embed_files("subjects"),
-    output:
-        results="results/tasks/sequence/results.tsv",
-        comparisons="results/tasks/sequence/comparisons.tsv",
-        curves=report(
-            "results/tasks/sequence/curves.png",
-            caption="../report/tasks_curves.rst",
-            category="Tasks",
-            labels={"task": "sequence", "figure": "label-fraction curves"},
-        ),
-        prov="results/tasks/sequence/provenance.json",
-    log:
-        "logs/tasks/sequence.log",
-    benchmark:
-        "logs/tasks/sequence.timing.tsv"
-    params:
-        **task_params("sequence"),
-        task="sequence",
-        encoders=list(EMBED_ENCODERS),
-        seed=config["seed"],
-        scratch=scratch_params("sequence"),
-
-
-use rule tasks_tumor4 as tasks_neurodegeneration with:
-    input:
-        **scratch_inputs("neurodegeneration"),
-        subjects=embed_files("subjects"),
-    output:
-        results="results/tasks/neurodegeneration/results.tsv",
-        comparisons="results/tasks/neurodegeneration/comparisons.tsv",
-        curves=report(
-            "results/tasks/neurodegeneration/curves.png",
-            caption="../report/tasks_curves.rst",
-            category="Tasks",
-            labels={"task": "neurodegeneration", "figure": "label-fraction curves"},
-        ),
-        prov="results/tasks/neurodegeneration/provenance.json",
-    log:
-        "logs/tasks/neurodegeneration.log",
-    benchmark:
-        "logs/tasks/neurodegeneration.timing.tsv"
-    params:
-        **task_params("neurodegeneration"),
-        task="neurodegeneration",
-        encoders=list(EMBED_ENCODERS),
-        seed=config["seed"],
-        scratch=scratch_params("neurodegeneration"),
-
-
-use rule tasks_tumor4 as tasks_molecular with:
-    input:
-        **scratch_inputs("molecular"),
-        subjects=embed_files("subjects"),
-    output:
-        results="results/tasks/molecular/results.tsv",
-        comparisons="results/tasks/molecular/comparisons.tsv",
-        curves=report(
-            "results/tasks/molecular/curves.png",
-            caption="../report/tasks_curves.rst",
-            category="Tasks",
-            labels={"task": "molecular", "figure": "label-fraction curves"},
-        ),
-        prov="results/tasks/molecular/provenance.json",
-    log:
-        "logs/tasks/molecular.log",
-    benchmark:
-        "logs/tasks/molecular.timing.tsv"
-    params:
-        **task_params("molecular"),
-        task="molecular",
-        encoders=list(EMBED_ENCODERS),
-        seed=config["seed"],
-        scratch=scratch_params("molecular"),
-
-
-use rule tasks_tumor4 as tasks_brain_age with:
-    input:
-        **scratch_inputs("brain_age"),
-        subjects=embed_files("subjects"),
-    output:
-        results="results/tasks/brain_age/results.tsv",
-        comparisons="results/tasks/brain_age/comparisons.tsv",
-        curves=report(
-            "results/tasks/brain_age/curves.png",
-            caption="../report/tasks_curves.rst",
-            category="Tasks",
-            labels={"task": "brain_age", "figure": "label-fraction curves"},
-        ),
-        prov="results/tasks/brain_age/provenance.json",
-    log:
-        "logs/tasks/brain_age.log",
-    benchmark:
-        "logs/tasks/brain_age.timing.tsv"
-    params:
-        **task_params("brain_age"),
-        task="brain_age",
-        encoders=list(EMBED_ENCODERS),
-        seed=config["seed"],
-        scratch=scratch_params("brain_age"),
-
-
+# Survival-analysis tasks (registry figures: risk_groups): the Kaplan-Meier figure besides the
+# frozen outputs, and no scratch baseline (so no `scratch` param: Snakemake compares params).
 rule tasks_survival:
     input:
-        subjects=embed_files("subjects"),
-        manifests=expand(
-            "results/datasets/{dataset}/manifest.tsv",
-            dataset=config["tasks"]["survival"]["datasets"],
-        ),
+        unpack(frozen_task_inputs),
     output:
-        results="results/tasks/survival/results.tsv",
-        comparisons="results/tasks/survival/comparisons.tsv",
-        curves=report(
-            "results/tasks/survival/curves.png",
-            caption="../report/tasks_curves.rst",
-            category="Tasks",
-            labels={"task": "survival", "figure": "label-fraction curves"},
-        ),
-        risk_groups=report(
-            "results/tasks/survival/risk_groups.png",
-            caption="../report/tasks_risk_groups.rst",
-            category="Tasks",
-            labels={"task": "survival", "figure": "Kaplan-Meier risk groups"},
-        ),
-        prov="results/tasks/survival/provenance.json",
+        **frozen_task_outputs(figures=["risk_groups"]),
     log:
-        "logs/tasks/survival.log",
+        "logs/tasks/{task}.log",
     benchmark:
-        "logs/tasks/survival.timing.tsv"
+        "logs/tasks/{task}.timing.tsv"
+    wildcard_constraints:
+        task=task_pattern(RISK_GROUP_TASKS),
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
@@ -176,8 +53,9 @@ rule tasks_survival:
         mem_mb=4000,
         runtime=30,
     params:
-        **task_params("survival"),
-        task="survival",
+        shared=frozen_task_param("shared"),
+        settings=frozen_task_param("settings"),
+        task="{task}",
         encoders=list(EMBED_ENCODERS),
         seed=config["seed"],
     script:

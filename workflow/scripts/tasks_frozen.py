@@ -2,7 +2,8 @@ from threadpoolctl import threadpool_limits
 
 from brainssl.datasets import merge_manifests, read_manifest
 from brainssl.jobs import job_context
-from brainssl.tasks.frozen import TaskRun, run_task, write_task_outputs
+from brainssl.tasks.frozen import TaskRun, run_task
+from brainssl.tasks.outputs import write_task_outputs
 from brainssl.tasks.scratch import ScratchBaseline
 
 with job_context(snakemake) as job, threadpool_limits(limits=job.threads):

@@ -1,11 +1,13 @@
 """Run one task rule: every encoder x label fraction x seed x fold, scored with subject bootstrap CIs.
 
-:func:`run_task` is what a ``tasks_<name>`` rule calls. It reads each encoder's pooled
-table, builds the task's units, walks :func:`~brainssl.tasks.units.evaluation_plan`
-(out-of-fold predictions for every unit), scores them and compares every encoder with the
+:func:`run_task` is what the ``tasks_frozen`` rule calls for one task of
+:mod:`brainssl.tasks.registry`. It reads each encoder's pooled table, builds the task's
+units, walks :func:`~brainssl.tasks.units.evaluation_plan` (out-of-fold predictions for
+every unit), scores them and compares every encoder with the
 baselines (random initialisation, classical features, supervised from scratch) by a paired
 subject bootstrap. A task (or one encoder of it) whose labels are missing or degenerate
 yields ``skipped`` rows with the reason, and the other tasks and encoders go on.
+:mod:`brainssl.tasks.outputs` writes the rule's files.
 """
 
 from __future__ import annotations
@@ -490,50 +492,3 @@ def _run_encoder(
         rows += _survival_rows(spec, units, encoder, model, preds, grid, run)
         keep[encoder if model == run.settings["models"][0] else f"{encoder}:{model}"] = preds
     return rows, keep
-
-
-def risk_group_curves(outcome: TaskOutcome) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """Per encoder: the survival of tested subjects, their high-risk half and the log-rank p.
-
-    Uses the first survival model's out-of-fold risks at the largest label fraction, seed 0.
-    """
-    curves = {}
-    for (task, dataset, encoder), preds in sorted(outcome.predictions.items()):
-        if task != "survival" or ":" in encoder or not preds:
-            continue
-        key = max(k for k in preds if k[1] == 0)
-        pred, units = preds[key], outcome.units[(task, dataset)]
-        tested = pred.tested
-        try:
-            high, p_value = logrank_groups(units.target[tested], pred.values[tested])
-        except ValueError as err:
-            logger.warning("no risk groups for %s: %s", encoder, err)
-            continue
-        curves[f"{encoder} ({dataset})"] = (units.target[tested], high, p_value)
-    return curves
-
-
-def write_task_outputs(
-    outcome: TaskOutcome,
-    results: str | Path,
-    comparisons: str | Path,
-    curves: str | Path,
-    risk_groups: str | Path | None = None,
-) -> pd.DataFrame:
-    """Write a task's results table, paired comparisons and figures (all atomically).
-
-    Returns:
-        The results table as written.
-    """
-    from brainssl.io import write_table
-
-    from .figures import save_fraction_curves, save_risk_group_curves
-    from .results import write_results
-
-    table = write_results(outcome.rows, results)
-    frame = pd.DataFrame(outcome.comparisons, columns=list(COMPARISON_COLUMNS))
-    write_table(comparisons, frame.sort_values(list(COMPARISON_COLUMNS[:7]), kind="stable"))
-    save_fraction_curves(table, curves)
-    if risk_groups is not None:
-        save_risk_group_curves(risk_group_curves(outcome), risk_groups)
-    return table

@@ -20,6 +20,7 @@ import pandas as pd
 
 from brainssl.embed import feature_columns
 
+from .registry import TASKS, TaskSpec
 from .results import label_fraction_subjects
 
 __all__ = [
@@ -35,83 +36,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("multiclass", "binary", "regression", "survival")
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One prediction target on one dataset.
-
-    Attributes:
-        name: task name as written in the results table.
-        kind: ``multiclass``, ``binary``, ``regression`` or ``survival``.
-        dataset: dataset of the slice store.
-        target: label column (``modality`` for sequence classification; ``survival`` for the
-            survival table joined from the manifest).
-        metrics: metric names reported.
-        unit: ``subject`` or ``modality`` (one unit per subject and contrast).
-        modalities: contrasts whose pooled embeddings are averaged; empty for all.
-        positive: the positive class of a binary task.
-        controls_only: keep only units whose diagnosis is control or unknown (brain age).
-    """
-
-    name: str
-    kind: str
-    dataset: str
-    target: str
-    metrics: tuple[str, ...]
-    unit: str = "subject"
-    modalities: tuple[str, ...] = ()
-    positive: str = ""
-    controls_only: bool = False
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"task kind must be one of {KINDS}, got {self.kind!r}")
-        if self.unit not in ("subject", "modality"):
-            raise ValueError(f"unit must be 'subject' or 'modality', got {self.unit!r}")
-
 
 def task_specs(task: str, settings: Mapping[str, Any]) -> list[TaskSpec]:
-    """The specs one task rule runs, from its config subsection.
+    """The specs one frozen-feature task runs, from its config subsection (via the task registry).
 
     Raises:
-        ValueError: for an unknown task.
+        ValueError: for a task that is not a registered frozen-feature task.
     """
-    mods = tuple(settings.get("modalities", ()))
-    datasets = list(settings.get("datasets", ()))
-    if task == "tumor4":
-        metrics = ("accuracy", "balanced_accuracy", "macro_f1")
-        return [
-            TaskSpec("tumor4", "multiclass", d, "tumor_class", metrics, modalities=mods) for d in datasets
-        ]
-    if task == "sequence":
-        metrics = ("macro_auc", "accuracy")
-        return [TaskSpec("sequence", "multiclass", d, "modality", metrics, unit="modality") for d in datasets]
-    if task == "neurodegeneration":
-        return [
-            TaskSpec(
-                "neurodegeneration", "binary", d, "diagnosis", ("auc",), modalities=mods, positive="alzheimer"
-            )
-            for d in datasets
-        ]
-    if task == "molecular":
-        return [
-            TaskSpec(f"molecular_{target}", "binary", d, target, ("auc",), modalities=mods, positive=positive)
-            for d in datasets
-            for target, positive in (("idh", "mutant"), ("mgmt", "1"))
-        ]
-    if task == "brain_age":
-        metrics = ("mae", "mae_corrected", "gap_slope", "gap_slope_corrected")
-        controls = bool(settings.get("controls_only", True))
-        return [
-            TaskSpec("brain_age", "regression", d, "age", metrics, modalities=mods, controls_only=controls)
-            for d in datasets
-        ]
-    if task == "survival":
-        metrics = ("c_harrell", "c_uno", "ibs", "logrank_p")
-        return [TaskSpec("survival", "survival", d, "survival", metrics, modalities=mods) for d in datasets]
-    raise ValueError(f"unknown task {task!r}")
+    entry = TASKS.get(task)
+    if entry is None or entry.specs is None:
+        raise ValueError(f"unknown task {task!r}")
+    return entry.specs(settings)
 
 
 @dataclass
