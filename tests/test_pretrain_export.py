@@ -1,4 +1,5 @@
 import json
+import math
 import pickle
 
 import pandas as pd
@@ -63,15 +64,25 @@ def test_natural_image_weights_fold_rgb():
     assert torch.allclose(conv_rgb, conv_one, atol=1e-4)
 
 
-# Known failure, kept strict so that a fix shows up as XPASS: on toy data a random ViT is a
-# near-isometric projection of the pixels (kNN = pixel kNN), and MoCo's instance discrimination
-# on 64 images learns the cues the crops keep (object position), not shape; DINO collapses
-# towards the uniform distribution (loss -> ln K) at this scale. Measured (seeds 3-5): trained
-# 0.73-0.82 vs random 0.75-0.88. The real check is the demo's contrast/position probe.
+# Known limitation, kept strict so that a real improvement shows up as XPASS. On toy data a
+# random ViT is a near-isometric projection of the pixels (kNN = pixel kNN), and MoCo's instance
+# discrimination on 64 images learns the cues the crops keep (object position), not shape; DINO
+# drifts towards the uniform distribution at this scale. Measured (seed 3, 128 test images):
+# MoCo 0.742 vs random 0.750, DINO 0.766 vs random 0.750; seeds 3-5 earlier: trained 0.73-0.82
+# vs random 0.75-0.88. An accuracy on 128 images has a standard error of ~0.04, so the claim
+# asks for a margin of 0.05: a win inside the noise is not a win. Only the claim is an
+# ``assert`` (the expected AssertionError); a broken run fails through pytest.fail or its own
+# exception, which ``raises=AssertionError`` does not excuse. Loss curves are not compared:
+# DINO's loss rises while the teacher temperature warms up, MoCo's falls by 0.2 %. The real
+# check is the demo's contrast/position probe.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="SSL does not beat a random ViT on the toy probe (see comment)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="SSL does not beat a random ViT by a clear margin on the toy shape probe (see comment)",
+)
 @pytest.mark.parametrize("method", ["moco", "dino"])
-def test_loss_falls_and_knn_beats_random(tmp_path, method):
+def test_ssl_beats_a_random_vit_on_the_toy_shape_probe(tmp_path, method):
     torch.set_num_threads(1)
     data = list(scattered_blobs(64, 0)[0])
     train_x, train_y = scattered_blobs(128, 101)
@@ -90,8 +101,13 @@ def test_loss_falls_and_knn_beats_random(tmp_path, method):
     rows = [json.loads(line) for line in (tmp_path / "ssl" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r["kind"] == "train"]
     rand = export_random(s, probes, tmp_path / "rand")
-    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8
-    assert summary["knn"]["shape"] > rand["knn_probe"]["shape"], (summary["knn"], rand["knn_probe"])
+    trained, random_ = summary["knn"]["shape"], rand["knn_probe"]["shape"]
+    # preconditions: a run that did not happen must fail, not count as the expected failure
+    if len(losses) != 20 * 64 // 16 or not all(math.isfinite(x) for x in losses):
+        pytest.fail(f"the toy run did not train 80 finite steps: {losses}")
+    if not (0.0 <= trained <= 1.0 and 0.0 <= random_ <= 1.0):
+        pytest.fail(f"kNN accuracies out of range: {summary['knn']}, {rand['knn_probe']}")
+    assert trained >= random_ + 0.05, (summary["knn"], rand["knn_probe"])
 
 
 class _Payload:

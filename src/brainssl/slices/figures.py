@@ -84,8 +84,11 @@ def retention_table(stats: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def save_entropy_histogram(stats: pd.DataFrame, path: PathLike) -> None:
-    """One panel per dataset: entropy of kept and dropped slices, thresholds as dashed lines."""
+def save_entropy_histogram(stats: pd.DataFrame, path: PathLike) -> Any:
+    """One panel per dataset: entropy of kept and dropped slices, thresholds as dashed lines.
+
+    Returns the (closed) matplotlib figure, as do the other ``save_*`` figure functions here.
+    """
     plt = _pyplot()
     datasets = sorted(stats["dataset"].unique())
     fig, axes = plt.subplots(
@@ -122,9 +125,10 @@ def save_entropy_histogram(stats: pd.DataFrame, path: PathLike) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
+    return fig
 
 
-def save_retention_figure(stats: pd.DataFrame, path: PathLike) -> None:
+def save_retention_figure(stats: pd.DataFrame, path: PathLike) -> Any:
     """Kept fraction by dataset (bars) and by relative position bin (lines)."""
     plt = _pyplot()
     table = retention_table(stats)
@@ -150,6 +154,7 @@ def save_retention_figure(stats: pd.DataFrame, path: PathLike) -> None:
     right.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
+    return fig
 
 
 def _pick(frame: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -172,7 +177,7 @@ def _montage_rows(stats: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFra
     return _pick(pool[pool["kept"]], n), _pick(dropped, n)
 
 
-def save_slice_montage(stats: pd.DataFrame, settings: SliceSettings, path: PathLike) -> None:
+def save_slice_montage(stats: pd.DataFrame, settings: SliceSettings, path: PathLike) -> Any:
     """Kept slices (top row) against dropped slices (bottom row) of one volume (or of 2D images).
 
     The volume shown is the one with the most slices on both sides; slices are evenly spaced
@@ -208,6 +213,7 @@ def save_slice_montage(stats: pd.DataFrame, settings: SliceSettings, path: PathL
     fig.suptitle(f"{stats['dataset'].iloc[0]}: kept (top) vs dropped (bottom)", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
+    return fig
 
 
 def save_slice_figures(stats: pd.DataFrame, settings: SliceSettings, out_dir: PathLike) -> dict[str, Path]:

@@ -36,11 +36,14 @@ def save_figure(fig: Any, path: str | Path) -> None:
     plt.close(fig)
 
 
-def save_fraction_curves(results: pd.DataFrame, path: str | Path) -> None:
+def save_fraction_curves(results: pd.DataFrame, path: str | Path) -> Any:
     """Metric against label fraction, one line per encoder (mean over seeds, bars = seed range).
 
     One panel per (task, dataset, metric); skipped rows are left out, and a task with no
     ``ok`` row gets one panel that says so, so the figure always exists.
+
+    Returns:
+        The (closed) matplotlib figure, for inspection.
     """
     ok = results[results["status"] == "ok"]
     panels = sorted(ok.groupby(["task", "dataset", "metric"]).groups) if len(ok) else []
@@ -64,16 +67,20 @@ def save_fraction_curves(results: pd.DataFrame, path: str | Path) -> None:
     for ax in axes[len(panels) or 1 :]:
         ax.set_axis_off()
     save_figure(fig, path)
+    return fig
 
 
 def save_risk_group_curves(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path
-) -> None:
+) -> Any:
     """Kaplan-Meier curves of the high- and low-risk halves, one panel per encoder.
 
     Args:
         curves: encoder -> ``(survival structured array, high_risk mask, log-rank p)``.
         path: destination PNG.
+
+    Returns:
+        The (closed) matplotlib figure, for inspection.
     """
     from sksurv.nonparametric import kaplan_meier_estimator
 
@@ -95,3 +102,4 @@ def save_risk_group_curves(
     for ax in axes[len(curves) or 1 :]:
         ax.set_axis_off()
     save_figure(fig, path)
+    return fig
