@@ -31,6 +31,7 @@ from brainssl.preprocess.chunks import (  # noqa: E402
     training_rows,
     volume_rows,
 )
+from brainssl.tasks.registry import TASKS, task_datasets, tasks_of_kind  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -255,14 +256,34 @@ def pretrain_outputs(method):
     }
 
 
+# ---- tasks: every list below comes from the task registry (brainssl.tasks.registry)
+
+TASK_SHARED_KEYS = ["label_fractions", "seeds", "bootstrap", "evaluation", "folds"]
+
+
+def task_section(task):
+    """A task's `tasks.<task>` config section, or its registry defaults when the schema has none."""
+    return config["tasks"].get(task, TASKS[task].defaults)
+
+
+def task_enabled(task):
+    return bool(task_section(task).get("enabled", True))
+
+
 # ---- dense tasks: feature-map heads (segmentation, detection, reconstruction) on every encoder
+
+
+def dense_task_datasets(task):
+    """The datasets a dense task reads: fixed ones, or the preprocessed ones its config lists."""
+    datasets = task_datasets(task, task_section(task))
+    if TASKS[task].datasets_key:
+        return [d for d in datasets if d in PREPROCESS_ENABLED]
+    return datasets
+
 
 # task -> the datasets it reads (it runs only when they are preprocessed)
 DENSE_TASK_DATASETS = {
-    "tumor_segmentation": ["brats21"],
-    "hippocampus_segmentation": ["hippocampus"],
-    "tumor_detection": ["brats21"],
-    "reconstruction": ["fastmri_brain"],
+    task: dense_task_datasets(task) for task in tasks_of_kind("dense")
 }
 
 
@@ -270,33 +291,24 @@ def dense_task_params(task):
     """A dense task's subsection, its unset (null) keys taken from the shared `tasks` keys."""
     section = config["tasks"]
     shared = {key: section[key] for key in ("label_fractions", "seeds", "bootstrap")}
-    own = {key: value for key, value in section[task].items() if value is not None}
+    own = {key: value for key, value in task_section(task).items() if value is not None}
     merged = {**shared, **own}
     return {key: merged[key] for key in sorted(merged)}
 
 
 def hippocampus_task_datasets():
-    datasets = config["tasks"]["hippocampus_segmentation"]["datasets"]
-    return [d for d in datasets if d in PREPROCESS_ENABLED]
+    """The hippocampus task's datasets (the name tasks_dense.smk reads)."""
+    return DENSE_TASK_DATASETS["hippocampus_segmentation"]
 
 
 def dense_task_enabled(task):
-    needed = (
-        hippocampus_task_datasets()
-        if task == "hippocampus_segmentation"
-        else DENSE_TASK_DATASETS[task]
-    )
+    needed = DENSE_TASK_DATASETS[task]
     return (
-        config["tasks"][task]["enabled"]
-        and bool(needed)
-        and set(needed) <= set(PREPROCESS_ENABLED)
+        task_enabled(task) and bool(needed) and set(needed) <= set(PREPROCESS_ENABLED)
     )
 
 
 DENSE_TASKS = [task for task in DENSE_TASK_DATASETS if dense_task_enabled(task)]
-# task names whose results/tasks/<task>/results.tsv the merge rule reads (frozen-feature tasks add theirs)
-TASK_RESULTS = []
-TASK_RESULTS += DENSE_TASKS
 
 
 # ---- embed and frozen-feature tasks: one embed job per encoder, one job per task
@@ -310,21 +322,20 @@ EMBED_ENCODERS.update(
     }
 )
 EMBED_ENCODERS["classical"] = None
-FROZEN_TASKS = [
-    task
-    for task in (
-        "tumor4",
-        "sequence",
-        "neurodegeneration",
-        "molecular",
-        "brain_age",
-        "survival",
-    )
-    if config["tasks"][task]["enabled"]
+# frozen-feature tasks whose jobs write the Kaplan-Meier figure (rule tasks_survival) or not (tasks_frozen)
+RISK_GROUP_TASKS = [
+    t for t in tasks_of_kind("frozen") if "risk_groups" in TASKS[t].figures
 ]
-TASK_SHARED_KEYS = ["label_fractions", "seeds", "bootstrap", "evaluation", "folds"]
-REPRESENTATION_ENABLED = config["tasks"]["representation"]["enabled"]
-TASK_RESULTS += FROZEN_TASKS + (["representation"] if REPRESENTATION_ENABLED else [])
+PLAIN_FROZEN_TASKS = [t for t in tasks_of_kind("frozen") if t not in RISK_GROUP_TASKS]
+FROZEN_TASKS = [task for task in tasks_of_kind("frozen") if task_enabled(task)]
+ANALYSIS_TASKS = [task for task in tasks_of_kind("analysis") if task_enabled(task)]
+# task names whose results/tasks/<task>/results.tsv the merge rule reads
+TASK_RESULTS = DENSE_TASKS + FROZEN_TASKS + ANALYSIS_TASKS
+
+
+def task_pattern(tasks):
+    """A wildcard constraint matching exactly these task names."""
+    return "|".join(re.escape(task) for task in tasks) or "(?!)"
 
 
 wildcard_constraints:
@@ -343,16 +354,70 @@ def embed_files(kind):
 
 def task_params(task):
     """Shared `tasks` keys plus one task's subsection: what its job depends on."""
+    settings = (
+        stage_params(config, "tasks", keys=[task])[task]
+        if task in config["tasks"]
+        else stage_params({"task": task_section(task)}, "task")
+    )
     return {
         "shared": stage_params(config, "tasks", keys=TASK_SHARED_KEYS),
-        "settings": stage_params(config, "tasks", keys=[task])[task],
+        "settings": settings,
     }
+
+
+def frozen_task_inputs(wildcards):
+    """Input function of a frozen-feature task: scratch baseline files, pooled tables, manifests."""
+    task = wildcards.task
+    files = {**scratch_inputs(task), "subjects": embed_files("subjects")}
+    if TASKS[task].manifests:
+        files["manifests"] = expand(
+            "results/datasets/{dataset}/manifest.tsv",
+            dataset=task_datasets(task, task_section(task)),
+        )
+    return files
+
+
+def frozen_task_param(key):
+    """Params function: one key of a frozen-feature task's params (what its job depends on)."""
+
+    def param(wildcards):
+        return task_params(wildcards.task)[key]
+
+    return param
+
+
+def frozen_task_outputs(figures=()):
+    """Outputs of a frozen-feature task job: tables, label-fraction curves, extra figures."""
+    folder = "results/tasks/{task}"
+    outputs = {
+        "results": f"{folder}/results.tsv",
+        "comparisons": f"{folder}/comparisons.tsv",
+        "curves": report(
+            f"{folder}/curves.png",
+            caption="../report/tasks_curves.rst",
+            category="Tasks",
+            labels={"task": "{task}", "figure": "label-fraction curves"},
+        ),
+    }
+    for figure in figures:
+        outputs[figure] = report(
+            f"{folder}/{figure}.png",
+            caption=f"../report/tasks_{figure}.rst",
+            category="Tasks",
+            labels={"task": "{task}", "figure": TASK_FIGURE_LABELS[figure]},
+        )
+    outputs["prov"] = f"{folder}/provenance.json"
+    return outputs
+
+
+# report label of each extra figure a registry entry can declare
+TASK_FIGURE_LABELS = {"risk_groups": "Kaplan-Meier risk groups"}
 
 
 # ---- frozen-feature tasks: supervised-from-scratch baseline of the classification tasks
 
 # tasks whose rules also train scratch-<arch> networks (architectures of the random-* exports)
-SCRATCH_TASKS = ["tumor4", "sequence", "neurodegeneration", "molecular"]
+SCRATCH_TASKS = [task for task in tasks_of_kind("frozen") if TASKS[task].scratch]
 SCRATCH_ENCODERS = {
     name: path for name, path in ENCODERS.items() if name.startswith("random-")
 }
