@@ -129,7 +129,7 @@ rule datasets_montage:
         "../scripts/datasets_montage.py"
 
 
-rule manifest:
+rule datasets_all:
     input:
         "results/datasets/manifest.tsv",
         expand("results/datasets/{dataset}/montage.png", dataset=ENABLED_DATASETS),

@@ -84,7 +84,7 @@ rule pretrain_probe_table:
         table=report(
             "results/pretrain/probe.tsv",
             caption="../report/pretrain_probe.rst",
-            category="Pretraining",
+            category="4. Pretraining",
             labels={"figure": "kNN probe of every encoder"},
         ),
         prov="results/pretrain/probe.provenance.json",
