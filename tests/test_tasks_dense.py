@@ -2,18 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import h5py
+import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import REPO
 from scipy import ndimage
 
 from brainssl.pretrain.backbones import build_encoder
 from brainssl.pretrain.export import export_encoder
+from brainssl.settings import UnknownSettingError
+from brainssl.slices.measures import to_store_dtype
+from brainssl.slices.settings import SliceSettings
+from brainssl.slices.store import build_slice_shard, merge_slice_index, read_index
 from brainssl.synth.acquisition import simulate_kspace
-from brainssl.tasks.dense import DenseModel, VolumeSlices, dense_split, dense_variants
+from brainssl.tasks.dense_metrics import dice_score, hd95
+from brainssl.tasks.dense_networks import DenseModel
+from brainssl.tasks.dense_settings import (
+    SHARED_BOOTSTRAP,
+    SHARED_LABEL_FRACTIONS,
+    SHARED_SEEDS,
+    DenseTaskSettings,
+    HippocampusSegmentationSettings,
+    ReconstructionSettings,
+    TumorDetectionSettings,
+    TumorSegmentationSettings,
+)
+from brainssl.tasks.dense_slices import (
+    VolumeSlices,
+    dense_split,
+    load_hippocampus_cases,
+    slice_recipes,
+    store_percentiles,
+)
+from brainssl.tasks.dense_sweep import dense_variants
+from brainssl.tasks.dense_training import TrainSettings
 from brainssl.tasks.detection import boxes_from_mask, centernet_targets, coco_map, decode_detections, nms
 from brainssl.tasks.reconstruction import (
     cartesian_mask,
@@ -23,7 +52,7 @@ from brainssl.tasks.reconstruction import (
     ssim,
     zero_filled,
 )
-from brainssl.tasks.segmentation import SegmentationSpec, dice_score, hd95, run_segmentation
+from brainssl.tasks.segmentation import SegmentationSpec, run_segmentation
 
 MONAI_DEPRECATION = "ignore::FutureWarning"
 
@@ -161,18 +190,20 @@ def _case(i: int, with_tumour: bool = True) -> VolumeSlices:
 def test_tiny_segmentation_run_with_empty_masks(encoders):
     torch.set_num_threads(1)
     cases = [_case(i, with_tumour=i % 3 != 0) for i in range(6)]
-    params = {
-        "test_fraction": 0.4,
-        "modes": ["frozen", "finetune", "scratch"],
-        "label_fractions": [0.5, 1.0],
-        "seeds": 1,
-        "bootstrap": 10,
-        "max_train_slices": 64,
-        "epochs": 1,
-        "width": 8,
-    }
+    settings = TumorSegmentationSettings.from_dict(
+        {
+            "test_fraction": 0.4,
+            "modes": ["frozen", "finetune", "scratch"],
+            "label_fractions": [0.5, 1.0],
+            "seeds": 1,
+            "bootstrap": 10,
+            "max_train_slices": 64,
+            "epochs": 1,
+            "width": 8,
+        }
+    )
     spec = SegmentationSpec("tumor_segmentation", ("wt", "tc", "et"), multilabel=True)
-    rows, per_subject, example = run_segmentation(cases, spec, "brats21", encoders, {}, params, seed=1)
+    rows, per_subject, example = run_segmentation(cases, spec, "brats21", encoders, {}, settings, seed=1)
     variants = {(r["encoder"], r["mode"], r["label_fraction"]) for r in rows}
     assert ("scratch-vit_tiny", "scratch", 1.0) in variants and ("moco-vit_tiny", "finetune", 1.0) in variants
     assert ("moco-vit_tiny", "frozen", 0.5) in variants
@@ -180,7 +211,7 @@ def test_tiny_segmentation_run_with_empty_masks(encoders):
     assert all(r["status"] == "ok" and 0 <= r["value"] <= 1 for r in rows if r["metric"].startswith("dice"))
     assert set(per_subject["subject"]) <= {c.subject for c in cases}
     assert example["predictions"]
-    skipped, _, _ = run_segmentation(cases[:1], spec, "brats21", encoders, {}, params, seed=1)
+    skipped, _, _ = run_segmentation(cases[:1], spec, "brats21", encoders, {}, settings, seed=1)
     assert skipped and all(r["status"] == "skipped" and "two" in r["reason"] for r in skipped)
 
 
@@ -200,3 +231,109 @@ def test_untrained_residual_refiner_returns_its_input():
     plain = DenseModel(encoder, 1, 1, frozen=False, width=8).eval()
     with torch.no_grad():
         assert not torch.allclose(plain(images), images)
+
+
+def _t1_table(tmp_path) -> pd.DataFrame:
+    """One skull-stripped T1w volume with its brain mask, as a preprocessed table row."""
+    rng = np.random.default_rng(0)
+    grid = np.indices((20, 24, 18)).astype(np.float32)
+    centre = np.array([9.5, 11.5, 8.5])[:, None, None, None]
+    brain = (((grid - centre) / np.array([8.0, 10.0, 7.0])[:, None, None, None]) ** 2).sum(axis=0) < 1
+    volume = ndimage.gaussian_filter(rng.random(brain.shape), 1.0) * 800 + 200 * rng.random(brain.shape)
+    volume = np.where(brain, volume, 0).astype(np.float32)
+    paths = {"path": tmp_path / "t1.nii.gz", "mask_path": tmp_path / "brain.nii.gz"}
+    nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), paths["path"])
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), np.diag([2.0, 2.0, 2.0, 1.0])), paths["mask_path"])
+    row = {"dataset": "oasis3", "subject": "sub-000000000001", "session": "ses-01", "modality": "T1w"}
+    row.update({k: str(v) for k, v in paths.items()}, seg_path="", spacing_mm=2.0, split="train")
+    return pd.DataFrame([row])
+
+
+def _store(tmp_path, table: pd.DataFrame, settings: SliceSettings):
+    """Build a one-shard slice store of ``table`` the way the workflow does (shard, then dataset index)."""
+    out = tmp_path / "store"
+    out.mkdir()
+    files = [out / f"shard-0.{kind}" for kind in ("npy", "labels.npy", "index.parquet", "stats.parquet")]
+    build_slice_shard(table, settings, 0, *files)
+    merge_slice_index([files[2]], out / "index.parquet")
+    return out / "index.parquet", np.load(files[0]), read_index(files[2])
+
+
+@pytest.mark.parametrize("percentiles", [None, (5.0, 95.0)])
+def test_dense_slices_follow_the_store_recipe(tmp_path, percentiles):
+    """Dense inputs are cut with the percentiles the store recorded, and equal the store's own slices."""
+    table = _t1_table(tmp_path)
+    base = {"size": 32, "entropy_mode": "absolute", "entropy_threshold": 0.0, "min_area": 0.0, "step_mm": 0.0}
+    settings = (
+        SliceSettings(**base)
+        if percentiles is None
+        else SliceSettings(**base, intensity_percentiles=percentiles)
+    )
+    index_path, stored, index = _store(tmp_path, table, settings)
+    recipes = slice_recipes({"oasis3": index_path}, {"hippocampus": {"intensity_percentiles": [1, 99]}})
+    assert recipes == {"oasis3": settings.intensity_percentiles, "hippocampus": (1.0, 99.0)}
+    assert store_percentiles(index_path) == settings.intensity_percentiles
+    (case,), _ = load_hippocampus_cases(table, None, 32, 0, percentiles=recipes["oasis3"])
+    assert len(index) > 3
+    dense = to_store_dtype(case.images[index["slice_index"].to_numpy(), 0], settings.dtype)
+    np.testing.assert_array_equal(dense, stored[index["offset"].to_numpy()])
+    (default,), _ = load_hippocampus_cases(
+        table, None, 32, 0, percentiles=SliceSettings().intensity_percentiles
+    )
+    assert np.array_equal(case.images, default.images) == (percentiles is None)
+
+
+def test_store_without_a_recorded_recipe_is_refused(tmp_path):
+    path = tmp_path / "index.parquet"
+    pd.DataFrame({"dataset": ["oasis3"]}).to_parquet(path)
+    with pytest.raises(ValueError, match="records no intensity_percentiles"):
+        store_percentiles(path)
+
+
+DENSE_SETTINGS = {
+    "tumor_segmentation": TumorSegmentationSettings,
+    "hippocampus_segmentation": HippocampusSegmentationSettings,
+    "tumor_detection": TumorDetectionSettings,
+    "reconstruction": ReconstructionSettings,
+}
+
+
+def _schema_tasks() -> dict:
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    return schema["properties"]["tasks"]
+
+
+@pytest.mark.parametrize("task", sorted(DENSE_SETTINGS))
+def test_dense_settings_fields_are_the_schema_keys(task):
+    keys = set(_schema_tasks()["properties"][task]["properties"])
+    assert {f.name for f in dataclasses.fields(DENSE_SETTINGS[task])} == keys
+
+
+def test_null_overrides_fall_back_to_the_shared_schema_defaults():
+    shared = _schema_tasks()["properties"]
+    assert list(SHARED_LABEL_FRACTIONS) == shared["label_fractions"]["default"]
+    assert SHARED_SEEDS == shared["seeds"]["default"]
+    assert SHARED_BOOTSTRAP == shared["bootstrap"]["default"]
+    plain = DenseTaskSettings()
+    assert (plain.fractions, plain.n_seeds, plain.n_boot) == (
+        SHARED_LABEL_FRACTIONS,
+        SHARED_SEEDS,
+        SHARED_BOOTSTRAP,
+    )
+
+
+@pytest.mark.parametrize("task", sorted(DENSE_SETTINGS))
+def test_dense_settings_reject_an_unknown_key(task):
+    with pytest.raises(UnknownSettingError, match=rf"tasks\.{task}\.epoch\b.*allowed"):
+        DENSE_SETTINGS[task].from_dict({"epochs": 2, "epoch": 3})
+
+
+def test_dense_settings_build_tuples_and_the_training_subset():
+    settings = ReconstructionSettings.from_dict(
+        {"label_fractions": [1], "seeds": 2, "bootstrap": 5, "accelerations": [4], "lr": 0.01, "width": 8}
+    )
+    assert settings.fractions == (1.0,) and settings.accelerations == (4,)
+    assert settings.centre_fraction(4) == 0.08 and (settings.n_seeds, settings.n_boot) == (2, 5)
+    assert settings.train == TrainSettings(lr=0.01, width=8)
+    detection = TumorDetectionSettings.from_dict({"modes": ["frozen"], "contrasts": ["FLAIR"]})
+    assert detection.modes == ("frozen",) and detection.contrasts == ("FLAIR",)

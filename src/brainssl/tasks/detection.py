@@ -3,7 +3,7 @@
 Ground truth: every 8-connected component of the whole-tumour mask of a slice (at least
 ``min_box_pixels`` pixels) becomes one box of the single class ``tumor``. The head is
 anchor-free in the manner of CenterNet (Zhou et al. 2019, "Objects as Points"): the
-:class:`~brainssl.tasks.dense.DenseDecoder` predicts, at full slice resolution, a centre
+:class:`~brainssl.tasks.dense_networks.DenseDecoder` predicts, at full slice resolution, a centre
 heatmap (Gaussian peaks at box centres, trained with the penalty-reduced focal loss of the
 paper), the box width and height (fractions of the slice side) and the sub-pixel centre offset
 at the centres (L1).
@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from scipy import ndimage
 
-from .dense import SweepResult, TrainingSet, TrainSettings, VolumeSlices, dense_split, dense_variants, sweep
+from .dense_metrics import brats_regions
+from .dense_settings import TumorDetectionSettings
+from .dense_slices import VolumeSlices, dense_split
+from .dense_sweep import SweepResult, TrainingSet, dense_variants, sweep
 from .results import bootstrap_ci, result_row, skipped_rows
-from .segmentation import brats_regions
 
 __all__ = [
     "DETECTION_METRICS",
@@ -213,7 +215,7 @@ def run_detection(
     dataset: str,
     encoders: Mapping[str, str],
     table_split: Mapping[str, str],
-    params: Mapping[str, Any],
+    settings: TumorDetectionSettings,
     seed: int,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train and score every variant of tumour detection (BraTS whole-tumour boxes).
@@ -223,8 +225,8 @@ def run_detection(
         dataset: dataset name.
         encoders: ``{name: weights path}``.
         table_split: preprocessing split per subject.
-        params: task subsection + shared keys (see :func:`~brainssl.tasks.segmentation.run_segmentation`)
-            plus ``min_box_pixels``, ``max_detections``, ``score_threshold``, ``nms_iou``.
+        settings: the task's settings (see :func:`~brainssl.tasks.segmentation.run_segmentation`),
+            with the box and decoding settings.
         seed: workflow seed.
 
     Returns:
@@ -234,12 +236,12 @@ def run_detection(
     if len(labelled) < 2:
         reason = f"{len(labelled)} labelled subject(s); a subject-level train/test split needs two"
         return skipped_rows("tumor_detection", dataset, reason, DETECTION_METRICS), {}
-    split = dense_split([c.subject for c in labelled], table_split, seed, params["test_fraction"])
+    split = dense_split([c.subject for c in labelled], table_split, seed, settings.test_fraction)
     size = labelled[0].images.shape[-1]
 
     def slice_boxes(case: VolumeSlices, keep: np.ndarray) -> list[np.ndarray]:
         whole = brats_regions(case.labels[keep])[0]  # type: ignore[index]
-        return [boxes_from_mask(m, params["min_box_pixels"]) for m in whole]
+        return [boxes_from_mask(m, settings.min_box_pixels) for m in whole]
 
     train_parts, test_parts = [], []
     for case in labelled:
@@ -258,21 +260,21 @@ def run_detection(
         reason = "no tumour box in any test slice"
         return skipped_rows("tumor_detection", dataset, reason, DETECTION_METRICS), {}
     results = sweep(
-        dense_variants(encoders, params["modes"]),
+        dense_variants(encoders, settings.modes),
         train,
         test_images,
-        params["label_fractions"],
-        range(params["seeds"]),
-        TrainSettings.from_dict(params),
+        settings.fractions,
+        range(settings.n_seeds),
+        settings.train,
         5,
         centernet_loss,
-        max_train_slices=params["max_train_slices"],
+        max_train_slices=settings.max_train_slices,
         first_bias=HEATMAP_PRIOR_LOGIT,
     )
     rows = []
     for result in results:
         detections = decode_detections(
-            result.outputs, params["max_detections"], params["score_threshold"], params["nms_iou"]
+            result.outputs, settings.max_detections, settings.score_threshold, settings.nms_iou
         )
 
         memo: dict[tuple[int, ...], tuple[float, float]] = {}
@@ -289,7 +291,7 @@ def run_detection(
             low, high = bootstrap_ci(
                 lambda s, k=k: score(s)[k],
                 np.arange(len(test_parts)),
-                n_boot=params["bootstrap"],
+                n_boot=settings.n_boot,
                 seed=result.seed,
             )
             rows.append(
@@ -308,14 +310,14 @@ def run_detection(
                     n_test=len(test_parts),
                 )
             )
-    return rows, _overlay_example(results, test_images, test_truth, params)
+    return rows, _overlay_example(results, test_images, test_truth, settings)
 
 
 def _overlay_example(
     results: Sequence[SweepResult],
     images: np.ndarray,
     truth: Sequence[np.ndarray],
-    params: Mapping[str, Any],
+    settings: TumorDetectionSettings,
 ) -> dict[str, Any]:
     """The test slice with the largest true box and each variant's boxes (largest fraction, first seed)."""
     areas = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sum()) if len(b) else 0.0 for b in truth]
@@ -326,9 +328,9 @@ def _overlay_example(
         if r.fraction == top and r.seed == first_seed:
             boxes, scores = decode_detections(
                 r.outputs[index : index + 1],
-                params["max_detections"],
-                params["score_threshold"],
-                params["nms_iou"],
+                settings.max_detections,
+                settings.score_threshold,
+                settings.nms_iou,
             )[0]
             predictions[f"{r.variant.encoder} ({r.variant.mode})"] = (boxes, scores)
     return {"image": images[index, 0], "truth": truth[index], "predictions": predictions}
@@ -362,38 +364,44 @@ def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.
     save_figure(fig, path)
 
 
-
 def tumor_detection_task(
     table_path: Any,
     encoders: Mapping[str, str],
-    params: Mapping[str, Any],
+    settings: TumorDetectionSettings,
     seed: int,
     outputs: Mapping[str, Any],
+    *,
+    percentiles: tuple[float, float],
 ) -> Any:
     """Tumour detection on BraTS slices: results table and example boxes.
 
     Args:
         table_path: ``results/preprocess/brats21/table.tsv``.
         encoders: ``{name: weights path}``.
-        params: the ``tasks.tumor_detection`` subsection merged with the shared keys.
+        settings: the ``tasks.tumor_detection`` settings (merged with the shared keys).
         seed: workflow seed.
         outputs: paths ``results`` and ``overlays``.
+        percentiles: the slice store's intensity percentiles of ``brats21``
+            (:func:`~brainssl.tasks.dense_slices.slice_recipes`).
 
     Returns:
         The results table as written.
     """
     import pandas as pd
 
+    from .dense_slices import load_brats_cases
+    from .dense_sweep import encoder_side
     from .results import write_results
-    from .segmentation import encoder_side, load_brats_cases
 
     table = pd.read_csv(table_path, sep="\t", keep_default_na=False)
     side = encoder_side(encoders)
-    cases, problems = load_brats_cases(table, params["contrasts"], side, params["max_subjects"])
+    cases, problems = load_brats_cases(
+        table, settings.contrasts, side, settings.max_subjects, percentiles=percentiles
+    )
     for problem in problems:
         logger.warning("left out: %s", problem)
     split = dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
-    rows, example = run_detection(cases, "brats21", encoders, split, params, seed)
+    rows, example = run_detection(cases, "brats21", encoders, split, settings, seed)
     frame = write_results(rows, outputs["results"])
     plot_detections(example, outputs["overlays"])
     return frame

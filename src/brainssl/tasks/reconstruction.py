@@ -12,7 +12,7 @@ last axis of ``kspace``) plus
 The zero-filled image is the root-sum-of-squares over coils of the centred orthonormal
 inverse FFT of the masked k-space, centre-cropped to the RSS target. Networks see it (and the
 target) scaled by the zero-filled volume's maximum and resized to the encoder's side; a
-:class:`~brainssl.tasks.dense.DenseModel` (the encoder as its contracting path, the light
+:class:`~brainssl.tasks.dense_networks.DenseModel` (the encoder as its contracting path, the light
 decoder as its expanding one) learns a residual correction with an L1 loss, its encoder
 starting from pretrained weights (``finetune``/``frozen``) or at random (``scratch``).
 
@@ -49,7 +49,9 @@ from scipy import ndimage
 
 from brainssl.synth.acquisition import ifft2c
 
-from .dense import SweepResult, TrainingSet, TrainSettings, dense_variants, mean_or_nan, sweep
+from .dense_metrics import mean_or_nan
+from .dense_settings import ReconstructionSettings
+from .dense_sweep import SweepResult, TrainingSet, dense_variants, sweep
 from .results import bootstrap_ci, result_row, skipped_rows
 
 __all__ = [
@@ -264,7 +266,7 @@ def run_reconstruction(
     dataset: str,
     encoders: Mapping[str, str],
     table_split: Mapping[str, str],
-    params: Mapping[str, Any],
+    settings: ReconstructionSettings,
     seed: int,
     size: int,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
@@ -275,28 +277,28 @@ def run_reconstruction(
         dataset: dataset name.
         encoders: ``{name: weights path}``.
         table_split: split per subject (``test`` -> test, others train; re-split if a side is empty).
-        params: task subsection + shared keys, with ``masks``, ``accelerations``,
-            ``centre_fractions`` (``{acceleration: fraction}``).
+        settings: the task's settings (see :func:`~brainssl.tasks.segmentation.run_segmentation`),
+            with ``masks``, ``accelerations`` and ``centre_fractions``.
         seed: workflow seed.
         size: encoder input side.
 
     Returns:
         Results rows, per-volume metrics and an overlay example.
     """
-    from .dense import dense_split
+    from .dense_slices import dense_split
 
-    settings = [f"{k}_{a}x" for k in params["masks"] for a in params["accelerations"]]
-    metrics = [f"{m}_{s}" for s in settings for m in RECON_METRICS]
+    setting_names = [f"{k}_{a}x" for k in settings.masks for a in settings.accelerations]
+    metrics = [f"{m}_{s}" for s in setting_names for m in RECON_METRICS]
     if len({v.subject for v in volumes}) < 2:
         reason = f"{len(volumes)} readable volume(s); a subject-level train/test split needs two subjects"
         return skipped_rows("reconstruction", dataset, reason, metrics), pd.DataFrame(), {}
-    split = dense_split([v.subject for v in volumes], table_split, seed, params["test_fraction"])
+    split = dense_split([v.subject for v in volumes], table_split, seed, settings.test_fraction)
     train_volumes = [v for v in volumes if split[v.subject] == "train"]
     test_volumes = [v for v in volumes if split[v.subject] == "test"]
     rows, per_volume, example = [], [], {}
-    for kind in params["masks"]:
-        for acceleration in params["accelerations"]:
-            centre = float(params["centre_fractions"][str(acceleration)])
+    for kind in settings.masks:
+        for acceleration in settings.accelerations:
+            centre = settings.centre_fraction(acceleration)
             suffix = f"{kind}_{acceleration}x"
             train_prep = [_prepare(v, kind, acceleration, centre, size, seed) for v in train_volumes]
             test_prep = [_prepare(v, kind, acceleration, centre, size, seed) for v in test_volumes]
@@ -310,21 +312,21 @@ def run_reconstruction(
             test_inputs = np.concatenate([p.inputs for p in test_prep])
             baseline = [_volume_metrics(p.targets[:, 0], p.inputs[:, 0]) for p in test_prep]
             zero = {"encoder": "zero_filled", "mode": "none"}
-            rows += _rows(baseline, suffix, params, dataset, zero, 0, seed)
+            rows += _rows(baseline, suffix, settings, dataset, zero, 0, seed)
             per_volume += [
                 {"volume": v.name, "encoder": "zero_filled", "mode": "none", "setting": suffix, **m}
                 for v, m in zip(test_volumes, baseline, strict=True)
             ]
             results = sweep(
-                dense_variants(encoders, params["modes"]),
+                dense_variants(encoders, settings.modes),
                 train,
                 test_inputs,
-                params["label_fractions"],
-                range(params["seeds"]),
-                TrainSettings.from_dict(params),
+                settings.fractions,
+                range(settings.n_seeds),
+                settings.train,
                 1,
                 F.l1_loss,
-                max_train_slices=params["max_train_slices"],
+                max_train_slices=settings.max_train_slices,
                 residual=True,
             )
             for result in results:
@@ -335,7 +337,7 @@ def run_reconstruction(
                     "label_fraction": result.fraction,
                     "seed": result.seed,
                 }
-                rows += _rows(scores, suffix, params, dataset, columns, result.n_train, result.seed)
+                rows += _rows(scores, suffix, settings, dataset, columns, result.n_train, result.seed)
                 per_volume += [
                     {"volume": v.name, "setting": suffix, **columns, **m}
                     for v, m in zip(test_volumes, scores, strict=True)
@@ -356,7 +358,7 @@ def _score(result: SweepResult, prepared: Sequence[_Prepared]) -> list[dict[str,
 def _rows(
     scores: Sequence[Mapping[str, float]],
     suffix: str,
-    params: Mapping[str, Any],
+    settings: ReconstructionSettings,
     dataset: str,
     columns: Mapping[str, Any],
     n_train: int,
@@ -365,7 +367,7 @@ def _rows(
     rows = []
     for metric in RECON_METRICS:
         values = np.array([s[metric] for s in scores], dtype=float)
-        low, high = bootstrap_ci(mean_or_nan, values, n_boot=params["bootstrap"], seed=seed)
+        low, high = bootstrap_ci(mean_or_nan, values, n_boot=settings.n_boot, seed=seed)
         rows.append(
             result_row(
                 task="reconstruction",
@@ -419,7 +421,7 @@ def reconstruction_task(
     table_path: str | Path,
     manifest_path: str | Path,
     encoders: Mapping[str, str],
-    params: Mapping[str, Any],
+    settings: ReconstructionSettings,
     seed: int,
     outputs: Mapping[str, str | Path],
 ) -> pd.DataFrame:
@@ -429,7 +431,7 @@ def reconstruction_task(
         table_path: ``results/preprocess/fastmri_brain/table.tsv`` (subjects and their split).
         manifest_path: the fastMRI manifest (paths of the raw HDF5 files).
         encoders: ``{name: weights path}``.
-        params: the ``tasks.reconstruction`` subsection merged with the shared keys.
+        settings: the ``tasks.reconstruction`` settings (merged with the shared keys).
         seed: workflow seed.
         outputs: paths ``results``, ``volumes`` (per-volume metrics and skipped files), ``overlays``.
 
@@ -438,16 +440,16 @@ def reconstruction_task(
     """
     from brainssl.io import write_table
 
+    from .dense_sweep import encoder_side
     from .results import write_results
-    from .segmentation import encoder_side
 
     table = pd.read_csv(table_path, sep="\t", keep_default_na=False)
     split = dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
     manifest = pd.read_csv(manifest_path, sep="\t", keep_default_na=False)
     files = manifest[(manifest.dataset == "fastmri_brain") & manifest.subject.isin(split)]
     files = files.sort_values("path").drop_duplicates("path")
-    if params["max_subjects"]:
-        keep = sorted(files.subject.unique())[: params["max_subjects"]]
+    if settings.max_subjects:
+        keep = sorted(files.subject.unique())[: settings.max_subjects]
         files = files[files.subject.isin(keep)]
     volumes, skipped = [], []
     for row in files.itertuples():
@@ -457,7 +459,7 @@ def reconstruction_task(
             logger.warning("skipped: %s", err)
             skipped.append({"volume": Path(row.path).stem, "encoder": "", "mode": "", "reason": str(err)})
     rows, per_volume, example = run_reconstruction(
-        volumes, "fastmri_brain", encoders, split, params, seed, encoder_side(encoders)
+        volumes, "fastmri_brain", encoders, split, settings, seed, encoder_side(encoders)
     )
     frame = write_results(rows, outputs["results"])
     write_table(outputs["volumes"], pd.concat([per_volume, pd.DataFrame(skipped)], ignore_index=True))

@@ -33,10 +33,12 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from brainssl.embed import UNIT_COLUMNS, pool_units
+from brainssl.settings import from_mapping
 from brainssl.slices import SliceDataset
 from brainssl.slices.store import read_index
 
-from .dense import Variant, dense_variants, run_epochs, seeded_generator
+from .dense_sweep import Variant, dense_variants
+from .dense_training import run_epochs, seeded_generator
 from .frozen import Prediction
 from .units import EvaluationSettings, Fit, TaskSpec, TaskUnits
 
@@ -75,11 +77,8 @@ class ScratchSettings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ScratchSettings:
-        """Build from a config subsection (unknown keys are an error)."""
-        values = dict(values)
-        if "label_fractions" in values:
-            values["label_fractions"] = tuple(float(f) for f in values["label_fractions"])
-        return cls(**values)
+        """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
+        return from_mapping(cls, values, section="tasks.scratch")
 
 
 class ScratchClassifier(nn.Module):

@@ -1,150 +1,51 @@
 """Tumour (BraTS regions) and hippocampus segmentation on encoder feature maps, scored per subject in 3D.
 
-Slices of whole preprocessed volumes go through :class:`~brainssl.tasks.dense.DenseModel`;
+Slices of whole preprocessed volumes go through :class:`~brainssl.tasks.dense_networks.DenseModel`;
 the predicted slices of each test subject are stacked back into a volume on the slice grid
-and compared with the stacked truth:
+and compared with the stacked truth (:mod:`brainssl.tasks.dense_metrics`: Dice and HD95):
 
 - BraTS regions (Menze et al. 2015; BraTS 2021 evaluation): whole tumour ``WT`` (labels
   1, 2, 4), tumour core ``TC`` (1, 4) and enhancing tumour ``ET`` (4), predicted as three
   overlapping sigmoid channels;
 - hippocampus: one softmax class per label (Decathlon Task04: anterior, posterior; generator
   labels of OASIS-3/IXI: left, right).
-
-Metrics per subject and region: Dice ``2|P & T| / (|P| + |T|)`` and HD95, the larger of the
-two directed 95th percentiles of surface distances in mm (the definition of MONAI's
-``compute_hausdorff_distance(percentile=95)``, against which the tests check it). When
-truth and prediction are both empty the region is scored Dice 1 and HD95 0; when only one is
-empty, Dice 0 and HD95 NaN (a distance to nothing is undefined), counted in the
-per-subject table and left out of the HD95 mean.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F  # noqa: N812
-from scipy import ndimage
 
 from brainssl.io import write_table
 
-from .dense import (
-    SweepResult,
-    TrainingSet,
-    TrainSettings,
-    VolumeSlices,
-    cut_volume,
-    dense_split,
-    dense_variants,
-    mean_or_nan,
-    sweep,
-)
+from .dense_metrics import BRATS_REGIONS, brats_regions, mean_or_nan, subject_metrics
+from .dense_settings import DenseTaskSettings, HippocampusSegmentationSettings, TumorSegmentationSettings
+from .dense_slices import VolumeSlices, dense_split, load_brats_cases, load_hippocampus_cases
+from .dense_sweep import SweepResult, TrainingSet, dense_variants, encoder_side, sweep
 from .figures import save_figure
 from .results import bootstrap_ci, result_row, skipped_rows, write_results
 
 __all__ = [
-    "BRATS_REGIONS",
     "SegmentationSpec",
-    "brats_regions",
-    "dice_score",
-    "hd95",
-    "load_brats_cases",
-    "load_hippocampus_cases",
-    "resample_labels",
+    "hippocampus_segmentation_task",
+    "plot_overlays",
     "run_segmentation",
     "segmentation_loss",
-    "subject_metrics",
+    "tumor_segmentation_task",
+    "write_outputs",
 ]
 
 logger = logging.getLogger(__name__)
 
-BRATS_REGIONS = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)}
-"""BraTS evaluation regions as sets of labels (0 background, 1 necrosis, 2 oedema, 4 enhancing)."""
 PREDICTION_COLOURS = ("red", "orange", "yellow")
-
-
-# ------------------------------------------------------------------------- metrics
-
-
-def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice overlap of two boolean masks; 1.0 when both are empty."""
-    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
-    total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(pred, truth).sum()) / total
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Voxels of the mask with a face neighbour outside it (the array border counts as outside)."""
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
-
-
-def hd95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> float:
-    """95th-percentile symmetric Hausdorff distance between two masks' surfaces, in mm.
-
-    Args:
-        pred: boolean mask.
-        truth: boolean mask of the same shape.
-        spacing: voxel size per axis (mm).
-
-    Returns:
-        ``max(p95(d(P -> T)), p95(d(T -> P)))`` over surface voxels; 0 if both masks are
-        empty, NaN if exactly one is.
-
-    Raises:
-        ValueError: for different shapes or a spacing of the wrong length.
-    """
-    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
-    if len(spacing) != pred.ndim:
-        raise ValueError(f"spacing {list(spacing)} does not match {pred.ndim} dimensions")
-    if not pred.any() and not truth.any():
-        return 0.0
-    if not pred.any() or not truth.any():
-        return math.nan
-    pred_edge, truth_edge = _surface(pred), _surface(truth)
-    to_truth = ndimage.distance_transform_edt(~truth_edge, sampling=spacing)[pred_edge]
-    to_pred = ndimage.distance_transform_edt(~pred_edge, sampling=spacing)[truth_edge]
-    return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
-
-
-def brats_regions(labels: np.ndarray) -> np.ndarray:
-    """BraTS label map ``(...)`` -> boolean regions ``(3, ...)`` in the order WT, TC, ET."""
-    return np.stack([np.isin(labels, list(values)) for values in BRATS_REGIONS.values()])
-
-
-def subject_metrics(
-    pred_regions: np.ndarray, true_regions: np.ndarray, names: Sequence[str], spacing: Sequence[float]
-) -> dict[str, float]:
-    """Dice and HD95 of each region of one subject's stacked volume.
-
-    Args:
-        pred_regions: ``(K, Z, S, S)`` boolean predictions.
-        true_regions: ``(K, Z, S, S)`` boolean truth.
-        names: region names (``K``).
-        spacing: ``(slice, row, column)`` mm.
-
-    Returns:
-        ``{"dice_<name>": .., "hd95_<name>": ..}``.
-    """
-    out = {}
-    for k, name in enumerate(names):
-        out[f"dice_{name}"] = dice_score(pred_regions[k], true_regions[k])
-        out[f"hd95_{name}"] = hd95(pred_regions[k], true_regions[k], spacing)
-    return out
-
-
-# ------------------------------------------------------------------------ the task
 
 
 @dataclass(frozen=True)
@@ -215,7 +116,7 @@ def run_segmentation(
     dataset: str,
     encoders: Mapping[str, str],
     table_split: Mapping[str, str],
-    params: Mapping[str, Any],
+    settings: DenseTaskSettings,
     seed: int,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
     """Train and score every variant of a segmentation task on one dataset.
@@ -226,9 +127,8 @@ def run_segmentation(
         dataset: dataset name for the results.
         encoders: ``{name: weights path}``.
         table_split: preprocessing split per subject.
-        params: the task's config subsection merged with the shared ``tasks`` keys
-            (``label_fractions``, ``seeds``, ``bootstrap``, ``modes``, ``test_fraction``,
-            ``max_train_slices`` and the :class:`~brainssl.tasks.dense.TrainSettings` keys).
+        settings: the task's settings (label fractions, seeds, bootstrap, modes, test fraction,
+            training slices and the training subset :attr:`~DenseTaskSettings.train`).
         seed: workflow seed.
 
     Returns:
@@ -239,22 +139,22 @@ def run_segmentation(
     if len(labelled) < 2:
         reason = f"{len(labelled)} labelled subject(s); a subject-level train/test split needs two"
         return skipped_rows(spec.task, dataset, reason, metrics), pd.DataFrame(), {}
-    split = dense_split([c.subject for c in labelled], table_split, seed, params["test_fraction"])
+    split = dense_split([c.subject for c in labelled], table_split, seed, settings.test_fraction)
     train_cases = [c for c in labelled if split[c.subject] == "train"]
     test_cases = [c for c in labelled if split[c.subject] == "test"]
     train = _training_set(train_cases, spec)
     test_images = np.concatenate([c.images for c in test_cases])
-    variants = dense_variants(encoders, params["modes"])
+    variants = dense_variants(encoders, settings.modes)
     results = sweep(
         variants,
         train,
         test_images,
-        params["label_fractions"],
-        range(params["seeds"]),
-        TrainSettings.from_dict(params),
+        settings.fractions,
+        range(settings.n_seeds),
+        settings.train,
         spec.out_channels(),
         segmentation_loss(spec.multilabel),
-        max_train_slices=params["max_train_slices"],
+        max_train_slices=settings.max_train_slices,
     )
     rows, per_subject = [], []
     for result in results:
@@ -263,7 +163,7 @@ def run_segmentation(
         per_subject.append(frame.assign(**_run_columns(result)))
         for metric in metrics:
             values = frame[metric].to_numpy(dtype=float)
-            low, high = bootstrap_ci(mean_or_nan, values, n_boot=params["bootstrap"], seed=result.seed)
+            low, high = bootstrap_ci(mean_or_nan, values, n_boot=settings.n_boot, seed=result.seed)
             rows.append(
                 result_row(
                     task=spec.task,
@@ -330,7 +230,9 @@ def _overlay_example(
     top = max(r.fraction for r in results)
     first_seed = min(r.seed for r in results)
     predictions = {
-        f"{r.variant.encoder} ({r.variant.mode})": spec.predicted_regions(r.outputs[offset : offset + 1])[:, 0]  # noqa: E501
+        f"{r.variant.encoder} ({r.variant.mode})": spec.predicted_regions(r.outputs[offset : offset + 1])[
+            :, 0
+        ]  # noqa: E501
         for r in results
         if r.fraction == top and r.seed == first_seed
     }
@@ -341,107 +243,6 @@ def _overlay_example(
         "names": spec.region_names,
         "title": f"{case.subject} slice {slice_index}",
     }
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def _session_rows(table: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    return {key: group for key, group in table.groupby(["subject", "session"], sort=True)}
-
-
-def load_brats_cases(
-    table: pd.DataFrame, contrasts: Sequence[str], size: int, max_subjects: int
-) -> tuple[list[VolumeSlices], list[str]]:
-    """Cut the preprocessed BraTS sessions (first session per subject) into slices with their labels.
-
-    Args:
-        table: ``results/preprocess/brats21/table.tsv`` rows.
-        contrasts: modalities used as input channels, in order.
-        size: slice side.
-        max_subjects: at most this many subjects (sorted by id; 0 = all).
-
-    Returns:
-        The cases and one message per session that was left out (missing contrast or seg).
-    """
-    cases, problems = [], []
-    seen: set[str] = set()
-    for (subject, session), rows in _session_rows(table).items():
-        if subject in seen or (max_subjects and len(seen) >= max_subjects):
-            continue
-        by_modality = {r.modality: r for r in rows.itertuples()}
-        missing = [c for c in contrasts if c not in by_modality]
-        first = rows.iloc[0]
-        if missing or not isinstance(first.seg_path, str) or not first.seg_path:
-            problems.append(f"{subject}/{session}: missing {missing or 'segmentation'}")
-            continue
-        volumes = [np.asarray(nib.load(by_modality[c].path).dataobj, dtype=np.float32) for c in contrasts]
-        brain = np.asarray(nib.load(first.mask_path).dataobj) > 0
-        labels = np.asarray(nib.load(first.seg_path).dataobj).round().astype(np.uint8)
-        cases.append(cut_volume(subject, session, volumes, brain, labels, float(first.spacing_mm), size))
-        seen.add(subject)
-    return cases, problems
-
-
-def resample_labels(labels: nib.Nifti1Image, affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Nearest-neighbour resampling of a label image onto another grid through world coordinates.
-
-    Used for generator truth in the raw acquisition's space: preprocessing keeps world
-    coordinates (reorientation, resampling and cropping only), so the preprocessed grid's
-    affine locates each voxel in the raw label image.
-
-    Args:
-        labels: label image with its own affine.
-        affine: voxel-to-world matrix of the target grid.
-        shape: target grid shape.
-
-    Returns:
-        ``shape`` uint8 labels; 0 outside the source image.
-    """
-    to_source = np.linalg.inv(labels.affine) @ np.asarray(affine)
-    grid = np.indices(tuple(shape), dtype=np.float64).reshape(3, -1)
-    coords = to_source[:3, :3] @ grid + to_source[:3, 3:4]
-    data = np.asarray(labels.dataobj).astype(np.float32)
-    out = ndimage.map_coordinates(data, coords, order=0, mode="constant", cval=0.0)
-    return out.reshape(tuple(shape)).round().astype(np.uint8)
-
-
-def load_hippocampus_cases(
-    table: pd.DataFrame, truth: Mapping[tuple[str, str], str] | None, size: int, max_subjects: int
-) -> tuple[list[VolumeSlices], list[str]]:
-    """Cut preprocessed T1w sessions with hippocampus labels (first session per subject).
-
-    Args:
-        table: a preprocessed ``table.tsv``.
-        truth: ``{(subject, session): generator hippocampus label path}`` for datasets whose
-            labels are generator truth in raw space (OASIS-3, IXI); ``None`` for the Decathlon,
-            whose labels are the preprocessed ``seg_path``.
-        size: slice side.
-        max_subjects: at most this many labelled subjects (0 = all).
-
-    Returns:
-        The cases (unlabelled subjects included with ``labels=None``) and problems found.
-    """
-    cases, problems = [], []
-    seen: set[str] = set()
-    for (subject, session), rows in _session_rows(table).items():
-        t1 = rows[rows.modality == "T1w"]
-        if subject in seen or t1.empty or (max_subjects and len(seen) >= max_subjects):
-            continue
-        row = t1.iloc[0]
-        image = nib.load(row.path)
-        volume = np.asarray(image.dataobj, dtype=np.float32)
-        labels = None
-        if truth is None and isinstance(row.seg_path, str) and row.seg_path:
-            labels = np.asarray(nib.load(row.seg_path).dataobj).round().astype(np.uint8)
-        elif truth is not None and truth.get((subject, session)):
-            labels = resample_labels(nib.load(truth[(subject, session)]), image.affine, volume.shape)
-        if labels is None:
-            problems.append(f"{subject}/{session}: no hippocampus labels")
-        brain = np.asarray(nib.load(row.mask_path).dataobj) > 0
-        cases.append(cut_volume(subject, session, [volume], brain, labels, float(row.spacing_mm), size))
-        seen.add(subject)
-    return cases, problems
 
 
 def write_outputs(
@@ -493,16 +294,6 @@ def plot_overlays(examples: Sequence[dict[str, Any]], path: str | Path) -> None:
 # ---------------------------------------------------------------------- entry points
 
 
-def encoder_side(encoders: Mapping[str, str]) -> int:
-    """Input side of the encoders (all of one task share it); slices are cut at this size."""
-    from .dense import Variant
-
-    sides = {int(Variant(n, "frozen", p).build(0).config["img_size"]) for n, p in encoders.items()}
-    if len(sides) != 1:
-        raise ValueError(f"encoders of one dense task must share img_size, got {sorted(sides)}")
-    return sides.pop()
-
-
 def _table_split(table: pd.DataFrame) -> dict[str, str]:
     return dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
 
@@ -510,18 +301,22 @@ def _table_split(table: pd.DataFrame) -> dict[str, str]:
 def tumor_segmentation_task(
     table_path: str | Path,
     encoders: Mapping[str, str],
-    params: Mapping[str, Any],
+    settings: TumorSegmentationSettings,
     seed: int,
     outputs: Mapping[str, str | Path],
+    *,
+    percentiles: tuple[float, float],
 ) -> pd.DataFrame:
     """BraTS whole tumour, tumour core and enhancing tumour segmentation (results, subjects, overlays).
 
     Args:
         table_path: ``results/preprocess/brats21/table.tsv``.
         encoders: ``{name: weights path}``.
-        params: the ``tasks.tumor_segmentation`` subsection merged with the shared keys.
+        settings: the ``tasks.tumor_segmentation`` settings (merged with the shared keys).
         seed: workflow seed.
         outputs: paths ``results``, ``subjects``, ``overlays``.
+        percentiles: the slice store's intensity percentiles of ``brats21``
+            (:func:`~brainssl.tasks.dense_slices.slice_recipes`).
 
     Returns:
         The results table as written.
@@ -529,11 +324,13 @@ def tumor_segmentation_task(
     spec = SegmentationSpec("tumor_segmentation", tuple(BRATS_REGIONS), multilabel=True)
     table = pd.read_csv(table_path, sep="\t", keep_default_na=False)
     side = encoder_side(encoders)
-    cases, problems = load_brats_cases(table, params["contrasts"], side, params["max_subjects"])
+    cases, problems = load_brats_cases(
+        table, settings.contrasts, side, settings.max_subjects, percentiles=percentiles
+    )
     for problem in problems:
         logger.warning("left out: %s", problem)
     split = _table_split(table)
-    rows, per_subject, example = run_segmentation(cases, spec, "brats21", encoders, split, params, seed)
+    rows, per_subject, example = run_segmentation(cases, spec, "brats21", encoders, split, settings, seed)
     return write_outputs(rows, per_subject, [example], **outputs)
 
 
@@ -541,9 +338,11 @@ def hippocampus_segmentation_task(
     tables: Mapping[str, str | Path],
     manifests: Mapping[str, str | Path],
     encoders: Mapping[str, str],
-    params: Mapping[str, Any],
+    settings: HippocampusSegmentationSettings,
     seed: int,
     outputs: Mapping[str, str | Path],
+    *,
+    percentiles: Mapping[str, tuple[float, float]],
 ) -> pd.DataFrame:
     """Hippocampus segmentation per dataset (Decathlon labels, or generator labels of OASIS-3/IXI).
 
@@ -553,9 +352,11 @@ def hippocampus_segmentation_task(
             other than ``hippocampus``; each dataset's own, so another dataset's new subject
             does not re-run this task.
         encoders: ``{name: weights path}``.
-        params: the ``tasks.hippocampus_segmentation`` subsection merged with the shared keys.
+        settings: the ``tasks.hippocampus_segmentation`` settings (merged with the shared keys).
         seed: workflow seed.
         outputs: paths ``results``, ``subjects``, ``overlays``.
+        percentiles: ``{dataset: the slice store's intensity percentiles}``
+            (:func:`~brainssl.tasks.dense_slices.slice_recipes`).
 
     Returns:
         The results table as written.
@@ -570,10 +371,12 @@ def hippocampus_segmentation_task(
         else:
             spec = SegmentationSpec("hippocampus_segmentation", ("left", "right"), False, (1, 2))
             truth = _generator_truth(manifests.get(dataset), dataset)
-        cases, problems = load_hippocampus_cases(table, truth, side, params["max_subjects"])
+        cases, problems = load_hippocampus_cases(
+            table, truth, side, settings.max_subjects, percentiles=percentiles[dataset]
+        )
         logger.info("%s: %d subjects, %d without labels", dataset, len(cases), len(problems))
         split = _table_split(table)
-        found, frame, example = run_segmentation(cases, spec, dataset, encoders, split, params, seed)
+        found, frame, example = run_segmentation(cases, spec, dataset, encoders, split, settings, seed)
         rows += found
         frames.append(frame.assign(dataset=dataset))
         examples.append(example)

@@ -1,0 +1,222 @@
+"""The variants of a dense task (frozen, fine-tuned, scratch) trained at every label fraction and seed.
+
+Each task compares :class:`Variant` s of one architecture: every encoder ``frozen``
+(encoder in eval mode, no gradients, features computed once and cached), every pretrained
+encoder ``finetune`` d end to end, and the same architecture trained from ``scratch``
+(fresh random weights, trained end to end).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from brainssl.pretrain.backbones import build_encoder
+from brainssl.pretrain.export import encoder_spec, load_encoder
+
+from .dense_networks import DenseModel, encode_slices
+from .dense_training import TrainSettings, predict, seeded_generator, train_dense
+from .results import label_fraction_subjects
+
+__all__ = ["MODES", "SweepResult", "TrainingSet", "Variant", "dense_variants", "encoder_side", "sweep"]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("frozen", "finetune", "scratch")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of using an encoder in a dense task.
+
+    Attributes:
+        encoder: results-table name (``moco-vit_tiny``, or ``scratch-vit_tiny`` for scratch).
+        mode: ``frozen``, ``finetune`` or ``scratch``.
+        path: encoder weights (for scratch: the weights whose architecture is rebuilt).
+    """
+
+    encoder: str
+    mode: str
+    path: str
+
+    def build(self, seed: int, device: str | torch.device = "cpu") -> nn.Module:
+        """Load (or, for scratch, freshly initialise from ``seed``) the variant's encoder."""
+        encoder = load_encoder(self.path, device)
+        if self.mode != "scratch":
+            return encoder
+        spec = encoder_spec(encoder)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = build_encoder(spec.pop("arch"), **spec)
+        return fresh.to(device)
+
+
+def dense_variants(encoders: Mapping[str, str], modes: Sequence[str]) -> list[Variant]:
+    """List the variants of a task: frozen encoders, fine-tuned pretrained ones, scratch per architecture.
+
+    Encoders named ``random-<arch>`` are random initialisations: they are used frozen (the
+    baseline every pretrained encoder must beat) and define the architecture of
+    ``scratch-<arch>``; fine-tuning one would be scratch training again.
+
+    Args:
+        encoders: ``{name: path}`` as ``ENCODERS`` in the workflow.
+        modes: which of :data:`MODES` to run.
+
+    Raises:
+        ValueError: for an unknown mode.
+    """
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise ValueError(f"unknown dense modes {unknown}; choose from {list(MODES)}")
+    variants = []
+    if "frozen" in modes:
+        variants += [Variant(name, "frozen", str(path)) for name, path in sorted(encoders.items())]
+    if "finetune" in modes:
+        variants += [
+            Variant(name, "finetune", str(path))
+            for name, path in sorted(encoders.items())
+            if not name.startswith("random-")
+        ]
+    if "scratch" in modes:
+        by_arch: dict[str, str] = {}
+        for name, path in sorted(encoders.items()):
+            by_arch.setdefault(name.split("-", 1)[-1], str(path))
+        variants += [Variant(f"scratch-{arch}", "scratch", path) for arch, path in sorted(by_arch.items())]
+    return variants
+
+
+def encoder_side(encoders: Mapping[str, str]) -> int:
+    """Input side of the encoders (all of one task share it); slices are cut at this size."""
+    sides = {int(Variant(n, "frozen", p).build(0).config["img_size"]) for n, p in encoders.items()}
+    if len(sides) != 1:
+        raise ValueError(f"encoders of one dense task must share img_size, got {sorted(sides)}")
+    return sides.pop()
+
+
+@dataclass
+class TrainingSet:
+    """Training slices of every training subject (the label fractions choose among the subjects).
+
+    Attributes:
+        subjects: ``(N,)`` subject of each slice.
+        images: ``(N, C, S, S)`` inputs.
+        targets: ``(N, ...)`` targets.
+    """
+
+    subjects: np.ndarray
+    images: np.ndarray
+    targets: np.ndarray
+
+
+@dataclass
+class SweepResult:
+    """The outputs of one trained variant on the test slices.
+
+    Attributes:
+        variant: encoder and mode.
+        fraction: label fraction.
+        seed: seed of subject choice, initialisation and shuffling.
+        n_train: training subjects used.
+        outputs: ``(M, K, S, S)`` raw outputs on the test slices.
+        history: training loss per epoch.
+    """
+
+    variant: Variant
+    fraction: float
+    seed: int
+    n_train: int
+    outputs: torch.Tensor
+    history: list[float]
+
+
+def sweep(
+    variants: Sequence[Variant],
+    train: TrainingSet,
+    test_images: np.ndarray,
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    settings: TrainSettings,
+    out_channels: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    max_train_slices: int,
+    residual: bool = False,
+    first_bias: float | None = None,
+) -> list[SweepResult]:
+    """Train every variant at every label fraction and seed; predict the test slices.
+
+    Frozen encoders run at every fraction with their maps computed once and cached; the
+    variants that train the encoder (fine-tune, scratch) run only at the largest fraction,
+    where they are the upper reference, because they cost an encoder's backward pass per step.
+
+    Args:
+        variants: from :func:`dense_variants`.
+        train: all training slices.
+        test_images: ``(M, C, S, S)`` test slices.
+        fractions: label fractions (share of training subjects).
+        seeds: seeds.
+        settings: training settings.
+        out_channels: decoder outputs.
+        loss_fn: training loss.
+        max_train_slices: cap on training slices per run (a seeded random subset).
+        residual: see :class:`DenseModel`.
+        first_bias: initial bias of output channel 0 (a heatmap's prior logit, as in CenterNet).
+
+    Returns:
+        One result per trained network.
+    """
+    subjects = np.unique(train.subjects)
+    results = []
+    for variant in variants:
+        encoder = variant.build(seed=0)
+        frozen = variant.mode == "frozen"
+        train_feats = encode_slices(encoder, train.images) if frozen else None
+        test_feats = encode_slices(encoder, test_images) if frozen else None
+        for fraction in fractions if frozen else [max(fractions)]:
+            for seed in seeds:
+                chosen = label_fraction_subjects(subjects, None, fraction, seed)
+                rows = np.flatnonzero(np.isin(train.subjects, chosen))
+                if len(rows) > max_train_slices:
+                    rows = np.sort(np.random.default_rng(seed).choice(rows, max_train_slices, replace=False))
+                model_encoder = encoder if frozen else variant.build(seed=seed)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = DenseModel(
+                        model_encoder,
+                        train.images.shape[1],
+                        out_channels,
+                        frozen=frozen,
+                        width=settings.width,
+                        residual=residual,
+                    )
+                if first_bias is not None:
+                    with torch.no_grad():
+                        model.decoder.head[-1].bias[0] = first_bias
+                feats = None if train_feats is None else [f[torch.from_numpy(rows)] for f in train_feats]
+                history = train_dense(
+                    model,
+                    train.images[rows],
+                    train.targets[rows],
+                    loss_fn,
+                    settings,
+                    seeded_generator(seed),
+                    feats,
+                )
+                outputs = predict(model, test_images, test_feats)
+                run = SweepResult(variant, float(fraction), int(seed), len(chosen), outputs, history)
+                results.append(run)
+                logger.info(
+                    "%s %s fraction %.3g seed %d: %d subjects, %d slices",
+                    variant.encoder,
+                    variant.mode,
+                    fraction,
+                    seed,
+                    len(chosen),
+                    len(rows),
+                )
+    return results

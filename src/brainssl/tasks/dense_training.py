@@ -1,0 +1,140 @@
+"""Training and inference of a dense network on slices, seeded apart from the global RNG."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .dense_networks import DenseModel
+
+__all__ = ["TrainSettings", "predict", "run_epochs", "seeded_generator", "train_dense"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How long and how fast a dense head (or whole network) trains.
+
+    The training subset of a dense task's settings
+    (:attr:`brainssl.tasks.dense_settings.DenseTaskSettings.train`).
+
+    Attributes:
+        epochs: passes over the training slices.
+        batch_size: slices per step.
+        lr: AdamW learning rate of the decoder.
+        encoder_lr: learning rate of a trained encoder (fine-tune / scratch).
+        weight_decay: AdamW weight decay.
+        width: decoder width.
+    """
+
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    weight_decay: float = 1e-4
+    width: int = 32
+
+
+def run_epochs(
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    n_samples: int,
+    epochs: int,
+    batch_size: int,
+    optimiser: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> list[float]:
+    """Shuffled mini-batch epochs over ``n_samples``; returns the mean loss of each epoch.
+
+    ``batch_loss(indices)`` computes one batch's loss. A last batch of one sample is skipped
+    (BatchNorm needs two), and a non-finite loss raises ``ValueError`` naming the epoch.
+    """
+    history = []
+    for epoch in range(epochs):
+        order = torch.randperm(n_samples, generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, n_samples, batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2 and n_samples > 1:
+                continue
+            loss = batch_loss(idx)
+            if not torch.isfinite(loss):
+                raise ValueError(f"non-finite training loss at epoch {epoch}")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        history.append(total / max(count, 1))
+    return history
+
+
+def train_dense(
+    model: DenseModel,
+    images: np.ndarray,
+    targets: np.ndarray,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    settings: TrainSettings,
+    generator: torch.Generator,
+    features: Sequence[torch.Tensor] | None = None,
+) -> list[float]:
+    """Train ``model`` on slices; return the mean loss of each epoch.
+
+    Args:
+        model: the network (its encoder frozen or not).
+        images: ``(N, C, S, S)`` float32 inputs.
+        targets: ``(N, ...)`` targets ``loss_fn`` understands.
+        loss_fn: ``loss_fn(output, target) -> scalar``.
+        settings: epochs, batch size, learning rates.
+        generator: shuffling order.
+        features: cached encoder maps of ``images`` (frozen encoders only).
+
+    Raises:
+        ValueError: for no training slices, mismatched lengths or a non-finite loss.
+    """
+    if len(images) == 0 or len(images) != len(targets):
+        raise ValueError(f"need matching, non-empty images and targets, got {len(images)} and {len(targets)}")
+    groups = [{"params": list(model.decoder.parameters()), "lr": settings.lr}]
+    if not model.frozen:
+        groups.append({"params": list(model.encoder.parameters()), "lr": settings.encoder_lr})
+    optimiser = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    image_t, target_t = torch.from_numpy(images), torch.from_numpy(targets)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        batch_features = None if features is None else [f[idx] for f in features]
+        return loss_fn(model(image_t[idx], batch_features), target_t[idx])
+
+    model.train()
+    history = run_epochs(batch_loss, len(images), settings.epochs, settings.batch_size, optimiser, generator)
+    logger.info("trained %d epochs on %d slices: loss %s", settings.epochs, len(images), _fmt(history))
+    return history
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return " ".join(f"{v:.4f}" for v in values) if values else "-"
+
+
+@torch.no_grad()
+def predict(
+    model: DenseModel,
+    images: np.ndarray,
+    features: Sequence[torch.Tensor] | None = None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Run ``model`` in eval mode over ``(N, C, S, S)`` slices; return the raw outputs ``(N, K, S, S)``."""
+    model.eval()
+    outs = []
+    for start in range(0, len(images), batch_size):
+        stop = start + batch_size
+        batch_features = None if features is None else [f[start:stop] for f in features]
+        outs.append(model(torch.from_numpy(images[start:stop]), batch_features))
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator for shuffling (never the global RNG)."""
+    return torch.Generator().manual_seed(int(seed))
