@@ -8,7 +8,7 @@ PYTHON ?= python3
 # Jobs find the venv's python and snakemake first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo report test lint pytest clean
+.PHONY: install demo report test test-fast lint pytest clean
 
 # The stamp is rebuilt when the dependency lists change; otherwise install is skipped.
 $(BIN)/.brainssl-installed: pyproject.toml constraints.txt
@@ -33,6 +33,7 @@ report: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint --cores 1
 
@@ -40,6 +41,11 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint pytest
+
+# The fast lane while editing: lint, then every test not marked slow (no workflow run, no SLURM,
+# no long training). `make test` still runs everything.
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 clean:
 	rm -rf results logs .snakemake

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _pretrain_tiny import dataset, settings  # noqa: E402
+from _pretrain_tiny import dataset, settings
 
-from brainssl.pretrain import train  # noqa: E402
+from brainssl.pretrain import train
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

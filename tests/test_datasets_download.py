@@ -53,7 +53,7 @@ class _FileServer(http.server.HTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _FileServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:

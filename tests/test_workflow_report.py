@@ -39,9 +39,21 @@ def test_report_renders_and_shows_the_stages(finished_run):
         quiet = ["--disable-quic", "--no-first-run", "--disable-background-networking"]
         quiet += ["--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
         shot = subprocess.run(
-            ["timeout", "-k", "5", "120", _chromium(), "--headless", "--no-sandbox", "--disable-gpu", *quiet,
-             "--window-size=1400,1000", "--virtual-time-budget=15000", f"--screenshot={SCREENSHOT}",
-             report.as_uri()],
+            [
+                "timeout",
+                "-k",
+                "5",
+                "120",
+                _chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                *quiet,
+                "--window-size=1400,1000",
+                "--virtual-time-budget=15000",
+                f"--screenshot={SCREENSHOT}",
+                report.as_uri(),
+            ],
             capture_output=True,
             text=True,
         )

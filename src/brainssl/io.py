@@ -40,7 +40,6 @@ def _current_umask() -> int:
     return mask
 
 
-
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.

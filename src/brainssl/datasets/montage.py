@@ -24,7 +24,7 @@ from brainssl.datasets.manifest import MODALITIES
 from brainssl.io import atomic_path
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+import matplotlib.pyplot as plt
 
 __all__ = ["save_montage", "display_slice"]
 

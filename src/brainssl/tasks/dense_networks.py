@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["DenseDecoder", "DenseModel", "encode_contrasts", "encode_slices"]

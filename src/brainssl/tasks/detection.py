@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from scipy import ndimage
 
 from .dense_metrics import brats_regions

@@ -44,7 +44,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from scipy import ndimage
 
 from brainssl.synth.acquisition import ifft2c

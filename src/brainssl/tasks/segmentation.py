@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from brainssl.io import write_table
 
@@ -91,7 +91,7 @@ class SegmentationSpec:
         return np.stack([classes == index for index in range(1, len(self.region_names) + 1)])
 
 
-def segmentation_loss(multilabel: bool):  # noqa: ANN201 - returns a loss closure
+def segmentation_loss(multilabel: bool):
     """Cross-entropy (BCE for overlapping regions) plus soft Dice over the foreground channels."""
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -232,7 +232,7 @@ def _overlay_example(
     predictions = {
         f"{r.variant.encoder} ({r.variant.mode})": spec.predicted_regions(r.outputs[offset : offset + 1])[
             :, 0
-        ]  # noqa: E501
+        ]
         for r in results
         if r.fraction == top and r.seed == first_seed
     }
