@@ -91,3 +91,24 @@ def _differences(node: dict[str, Any], cls: type, where: str) -> list[str]:
 @pytest.mark.parametrize(("path", "cls"), SECTIONS, ids=[".".join(p) for p, _ in SECTIONS])
 def test_schema_defaults_equal_settings_defaults(path: tuple[str, ...], cls: type) -> None:
     assert _differences(_section(path), cls, ".".join(path)) == []
+
+
+def test_schema_enums_are_the_registries() -> None:
+    """Every list the schema enumerates is the package registry's, in the registry's order."""
+    from brainssl.architectures import ARCHS, METHODS
+    from brainssl.datasets import DATASETS
+    from brainssl.preprocess.chunks import PREPROCESS_DATASETS
+    from brainssl.preprocess.settings import NORMALISATION_METHODS, SKULL_STRIP_METHODS
+    from brainssl.tasks.registry import TASKS
+
+    pretrain = _section(("pretrain",))["properties"]
+    assert pretrain["archs"]["items"]["enum"] == list(ARCHS)
+    assert pretrain["methods"]["items"]["enum"] == list(METHODS)
+    assert SCHEMA["$defs"]["pp_skull_strip"]["enum"] == list(SKULL_STRIP_METHODS)
+    assert SCHEMA["$defs"]["pp_norm_method"]["enum"] == list(NORMALISATION_METHODS)
+    datasets = _section(("datasets",))["properties"]
+    assert [name for name in datasets if name in DATASETS] == list(DATASETS)
+    assert list(_section(("slices", "per_dataset"))["properties"]) == list(DATASETS)
+    assert list(_section(("preprocess", "per_dataset"))["properties"]) == list(PREPROCESS_DATASETS)
+    tasks = _section(("tasks",))["properties"]
+    assert sorted(name for name in tasks if name in TASKS) == sorted(TASKS)

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainssl.architectures import ARCHS
+
 __all__ = [
     "ARCHS",
     "VisionTransformer",
@@ -42,15 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Architecture name -> constructor arguments. ViT sizes follow Touvron et al. 2021 (DeiT).
-ARCHS: dict[str, dict[str, Any]] = {
-    "vit_tiny": {"family": "vit", "embed_dim": 192, "depth": 12, "num_heads": 3},
-    "vit_small": {"family": "vit", "embed_dim": 384, "depth": 12, "num_heads": 6},
-    "vit_base": {"family": "vit", "embed_dim": 768, "depth": 12, "num_heads": 12},
-    "resnet18": {"family": "resnet", "block": "basic", "layers": (2, 2, 2, 2)},
-    "resnet50": {"family": "resnet", "block": "bottleneck", "layers": (3, 4, 6, 3)},
-}
 
 
 def is_vit(arch: str) -> bool:

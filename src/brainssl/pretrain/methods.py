@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
+from brainssl.architectures import METHODS
 from brainssl.io import write_text
 from brainssl.settings import from_mapping
 
@@ -41,7 +42,6 @@ __all__ = ["PretrainSettings", "build_method", "build_trainer", "train", "export
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("moco", "dino")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
