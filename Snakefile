@@ -28,10 +28,10 @@ include: "workflow/rules/tasks_dense.smk"
 
 
 onsuccess:
-    print(final_output_message())
+    print(wiring.final_output_message(config))
 
 
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        wiring.final_outputs(config),

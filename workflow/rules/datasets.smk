@@ -14,7 +14,7 @@ rule datasets_generate:
         subjects=chunk_subjects,
         seed=config["seed"],
         grid_mm=config["datasets"]["grid_mm"],
-        raw_root=lambda wc: raw_root(wc.dataset),
+        raw_root=lambda wc: wiring.raw_root(config, wc.dataset),
     script:
         "../scripts/datasets_generate.py"
 
@@ -24,7 +24,7 @@ rule datasets_finalize:
         tables=lambda wc: expand(
             "results/datasets/{dataset}/chunks/chunk-{chunk}.tsv",
             dataset=wc.dataset,
-            chunk=dataset_chunks(wc.dataset),
+            chunk=wiring.dataset_chunks(config, wc.dataset),
         ),
     output:
         prov="results/datasets/{dataset}/raw.done.json",
@@ -36,7 +36,7 @@ rule datasets_finalize:
         mem_mb=1000,
         runtime=10,
     params:
-        raw_root=lambda wc: raw_root(wc.dataset),
+        raw_root=lambda wc: wiring.raw_root(config, wc.dataset),
     script:
         "../scripts/datasets_finalize.py"
 
@@ -54,9 +54,9 @@ rule datasets_fetch_ixi:
         mem_mb=1000,
         runtime=600,
     params:
-        dest=lambda wc: dataset_setting(wc.dataset, "path"),
-        base_url=lambda wc: dataset_setting(wc.dataset, "base_url"),
-        modalities=lambda wc: dataset_setting(wc.dataset, "modalities"),
+        dest=lambda wc: config["datasets"][wc.dataset]["path"],
+        base_url=lambda wc: config["datasets"][wc.dataset]["base_url"],
+        modalities=lambda wc: config["datasets"][wc.dataset]["modalities"],
     script:
         "../scripts/datasets_fetch_ixi.py"
 
@@ -77,8 +77,8 @@ checkpoint datasets_manifest:
         mem_mb=2000,
         runtime=60,
     params:
-        raw_root=lambda wc: raw_root(wc.dataset),
-        source=lambda wc: dataset_setting(wc.dataset, "source"),
+        raw_root=lambda wc: wiring.raw_root(config, wc.dataset),
+        source=lambda wc: config["datasets"][wc.dataset]["source"],
     script:
         "../scripts/datasets_manifest.py"
 

@@ -1,7 +1,7 @@
 # Embed: one job per encoder (pretrained, random-initialised, user-named, and the classical
 # histogram/shape baseline) embeds every slice of the merged store and pools per unit.
 # Outputs: results/embed/{encoder}/{slices,subjects}.parquet. EMBED_ENCODERS and the input
-# functions live in common.smk.
+# functions live in common.smk (the encoder list comes from brainssl.wiring).
 
 
 rule embed_encoder:

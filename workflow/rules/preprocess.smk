@@ -19,7 +19,7 @@ rule preprocess_landmarks:
         mem_mb=4000,
         runtime=120,
     params:
-        settings=lambda wc: preprocess_settings(wc.dataset),
+        settings=lambda wc: wiring.preprocess_settings(config, wc.dataset),
         rows=lambda wc: chunk_records(preprocess_training_rows(wc)),
         seed=config["seed"],
     script:
@@ -42,7 +42,7 @@ rule preprocess_chunk:
         mem_mb=4000,
         runtime=120,
     params:
-        settings=lambda wc: preprocess_settings(wc.dataset),
+        settings=lambda wc: wiring.preprocess_settings(config, wc.dataset),
         rows=lambda wc: chunk_records(preprocess_chunk_rows(wc)),
         seed=config["seed"],
         out_dir=lambda wc: f"results/preprocess/{wc.dataset}/sessions",

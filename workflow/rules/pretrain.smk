@@ -19,21 +19,21 @@ rule pretrain_moco:
         "logs/pretrain/moco-{arch}.timing.tsv"
     wildcard_constraints:
         arch="|".join(PRETRAIN_ARCHS),
-    retries: pretrain_resource("retries")
+    retries: PRETRAIN_RESOURCES["retries"]
     conda:
         "../../envs/train.yaml"
-    threads: pretrain_resource("threads")
+    threads: PRETRAIN_RESOURCES["threads"]
     # `gpu` (and `gpu_model`): snakemake-executor-plugin-slurm requests --gpus=[model:]N
     resources:
-        **pretrain_gpu_resources(),
-        mem_mb=pretrain_resource("mem_mb"),
-        runtime=pretrain_resource("runtime"),
+        **wiring.pretrain_gpu_resources(config),
+        mem_mb=PRETRAIN_RESOURCES["mem_mb"],
+        runtime=PRETRAIN_RESOURCES["runtime"],
     params:
         settings=pretrain_settings("moco"),
-        probe=pretrain_probe(),
+        probe=wiring.pretrain_probe(config),
         seed=config["seed"],
         # one DDP process per GPU on the node (not a rerun trigger of the weights' values)
-        processes=max(1, pretrain_resource("gpus")),
+        processes=max(1, PRETRAIN_RESOURCES["gpus"]),
     script:
         "../scripts/pretrain_ssl.py"
 
@@ -47,9 +47,9 @@ use rule pretrain_moco as pretrain_dino with:
         "logs/pretrain/dino-{arch}.timing.tsv"
     params:
         settings=pretrain_settings("dino"),
-        probe=pretrain_probe(),
+        probe=wiring.pretrain_probe(config),
         seed=config["seed"],
-        processes=max(1, pretrain_resource("gpus")),
+        processes=max(1, PRETRAIN_RESOURCES["gpus"]),
 
 
 rule pretrain_random:
@@ -71,7 +71,7 @@ rule pretrain_random:
         runtime=20,
     params:
         settings=pretrain_settings("random"),
-        probe=pretrain_probe(),
+        probe=wiring.pretrain_probe(config),
         seed=config["seed"],
     script:
         "../scripts/pretrain_random.py"

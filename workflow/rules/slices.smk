@@ -1,13 +1,13 @@
 # Slices: axial slices cut from preprocessed volumes (and the 2D tumour image set), filtered by
 # entropy and position, stored per dataset in shards of subjects (memory-mappable .npy + Parquet
 # index). A checkpoint plans each dataset's shards from its table, so changing one dataset
-# rebuilds only that dataset's shards. Input functions (slices_table, slices_shard_files) and
-# SLICE_DATASETS live in common.smk.
+# rebuilds only that dataset's shards. The shard input function
+# (slices_shard_files) lives in common.smk, SLICE_DATASETS comes from brainssl.wiring.
 
 
 checkpoint slices_plan:
     input:
-        table=slices_table,
+        table=lambda wc: wiring.slices_table(wc.dataset),
     output:
         plan="results/slices/{dataset}/plan.tsv",
         prov="results/slices/{dataset}/plan.provenance.json",
@@ -31,7 +31,7 @@ checkpoint slices_plan:
 
 rule slices_shard:
     input:
-        table=slices_table,
+        table=lambda wc: wiring.slices_table(wc.dataset),
         plan="results/slices/{dataset}/plan.tsv",
         manifest="results/datasets/{dataset}/manifest.tsv",
     output:

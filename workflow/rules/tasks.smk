@@ -2,7 +2,7 @@
 # the registry (brainssl.tasks.registry; encoders, label fractions, seeds and subject-level
 # folds loop inside), the representation analysis of slice embeddings, and the merge of every
 # task's results.tsv (dense tasks included, via TASK_RESULTS) into results/tasks/results.tsv.
-# Input and params functions in common.smk.
+# Input and params functions in common.smk, task lists from brainssl.wiring.
 
 
 rule tasks_frozen:
@@ -15,7 +15,7 @@ rule tasks_frozen:
     benchmark:
         "logs/tasks/{task}.timing.tsv"
     wildcard_constraints:
-        task=task_pattern(PLAIN_FROZEN_TASKS),
+        task=wiring.task_pattern(wiring.plain_frozen_tasks()),
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
@@ -28,7 +28,7 @@ rule tasks_frozen:
         task="{task}",
         encoders=list(EMBED_ENCODERS),
         seed=config["seed"],
-        scratch=lambda wildcards: scratch_params(wildcards.task),
+        scratch=lambda wildcards: wiring.scratch_params(config, wildcards.task),
     script:
         "../scripts/tasks_frozen.py"
 
@@ -45,7 +45,7 @@ rule tasks_survival:
     benchmark:
         "logs/tasks/{task}.timing.tsv"
     wildcard_constraints:
-        task=task_pattern(RISK_GROUP_TASKS),
+        task=wiring.task_pattern(wiring.risk_group_tasks()),
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
@@ -70,7 +70,7 @@ rule tasks_representation:
         maps=report(
             "results/tasks/representation/maps.png",
             caption="../report/tasks_representation.rst",
-            category="Representations",
+            category="6. Representations",
             labels={"figure": "PCA and t-SNE maps of slice embeddings"},
         ),
         prov="results/tasks/representation/provenance.json",
@@ -103,7 +103,7 @@ rule tasks_merge:
         results=report(
             "results/tasks/results.tsv",
             caption="../report/tasks_results.rst",
-            category="Tasks",
+            category="5. Tasks",
             labels={"figure": "results table of every task"},
         ),
         comparisons="results/tasks/comparisons.tsv",

@@ -1,19 +1,24 @@
 # Dense tasks: light decoders on the feature maps of every encoder (frozen), the same network
 # fine-tuned end to end and trained from scratch. One job per task; the label fractions, seeds
 # and variants loop inside. Outputs: results/tasks/<task>/{results.tsv, figures}.
+# Slices are cut with the slice store's recipe: the intensity percentiles the store's index
+# recorded for the dataset, or, for a dataset the store does not hold (the Decathlon
+# hippocampus crops), the same effective per-dataset `slices` settings slices_shard gets.
+# The dense_slice_* names (common.smk) bind brainssl.wiring to the config.
 
 
 rule tasks_tumor_segmentation:
     input:
         table="results/preprocess/brats21/table.tsv",
         encoders=list(ENCODERS.values()),
+        slice_indexes=dense_slice_indexes(["brats21"]),
     output:
         results="results/tasks/tumor_segmentation/results.tsv",
         subjects="results/tasks/tumor_segmentation/subjects.tsv",
         overlays=report(
             "results/tasks/tumor_segmentation/overlays.png",
             caption="../report/tasks_tumor_segmentation.rst",
-            category="Tasks",
+            category="5. Tasks",
             labels={"task": "tumor segmentation"},
         ),
         prov="results/tasks/tumor_segmentation/provenance.json",
@@ -30,6 +35,8 @@ rule tasks_tumor_segmentation:
     params:
         settings=dense_task_params("tumor_segmentation"),
         encoders=ENCODERS,
+        slice_stores=dense_slice_stores(["brats21"]),
+        slice_settings=dense_slice_settings(["brats21"]),
         seed=config["seed"],
     script:
         "../scripts/tasks_dense_tumor_segmentation.py"
@@ -46,13 +53,14 @@ rule tasks_hippocampus_segmentation:
             dataset=hippocampus_task_datasets(),
         ),
         encoders=list(ENCODERS.values()),
+        slice_indexes=dense_slice_indexes(hippocampus_task_datasets()),
     output:
         results="results/tasks/hippocampus_segmentation/results.tsv",
         subjects="results/tasks/hippocampus_segmentation/subjects.tsv",
         overlays=report(
             "results/tasks/hippocampus_segmentation/overlays.png",
             caption="../report/tasks_hippocampus_segmentation.rst",
-            category="Tasks",
+            category="5. Tasks",
             labels={"task": "hippocampus segmentation"},
         ),
         prov="results/tasks/hippocampus_segmentation/provenance.json",
@@ -70,6 +78,8 @@ rule tasks_hippocampus_segmentation:
         settings=dense_task_params("hippocampus_segmentation"),
         datasets=hippocampus_task_datasets(),
         encoders=ENCODERS,
+        slice_stores=dense_slice_stores(hippocampus_task_datasets()),
+        slice_settings=dense_slice_settings(hippocampus_task_datasets()),
         seed=config["seed"],
     script:
         "../scripts/tasks_dense_hippocampus_segmentation.py"
@@ -79,12 +89,13 @@ rule tasks_tumor_detection:
     input:
         table="results/preprocess/brats21/table.tsv",
         encoders=list(ENCODERS.values()),
+        slice_indexes=dense_slice_indexes(["brats21"]),
     output:
         results="results/tasks/tumor_detection/results.tsv",
         overlays=report(
             "results/tasks/tumor_detection/overlays.png",
             caption="../report/tasks_tumor_detection.rst",
-            category="Tasks",
+            category="5. Tasks",
             labels={"task": "tumor detection"},
         ),
         prov="results/tasks/tumor_detection/provenance.json",
@@ -101,6 +112,8 @@ rule tasks_tumor_detection:
     params:
         settings=dense_task_params("tumor_detection"),
         encoders=ENCODERS,
+        slice_stores=dense_slice_stores(["brats21"]),
+        slice_settings=dense_slice_settings(["brats21"]),
         seed=config["seed"],
     script:
         "../scripts/tasks_dense_tumor_detection.py"
@@ -117,7 +130,7 @@ rule tasks_reconstruction:
         overlays=report(
             "results/tasks/reconstruction/overlays.png",
             caption="../report/tasks_reconstruction.rst",
-            category="Tasks",
+            category="5. Tasks",
             labels={"task": "reconstruction"},
         ),
         prov="results/tasks/reconstruction/provenance.json",

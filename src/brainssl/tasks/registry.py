@@ -1,8 +1,9 @@
 """The one registry of downstream tasks: what each task is, reads, and predicts.
 
 Every task has one :class:`Task` entry in :data:`TASKS`. The workflow derives its task lists
-from it at parse time (``workflow/rules/common.smk``: frozen-feature tasks, dense tasks, which
-tasks train the supervised-from-scratch baseline, which datasets a task reads), and
+from it at parse time (:mod:`brainssl.wiring`, bound in ``workflow/rules/common.smk``:
+frozen-feature tasks, dense tasks, which tasks train the supervised-from-scratch baseline,
+which datasets a task reads), and
 :func:`brainssl.tasks.units.task_specs` looks a frozen-feature task's prediction targets up
 here. Adding a frozen-feature task is one :func:`register` call with a spec builder.
 

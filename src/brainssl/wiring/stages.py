@@ -1,0 +1,181 @@
+"""Parse-time decisions of the data and model stages: datasets, preprocess, slices, pretrain, embed.
+
+Pure functions of the validated config (see :mod:`brainssl.wiring`), and the default target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from brainssl.architectures import ARCHS
+from brainssl.config import chunk_indices, n_chunks, stage_params
+from brainssl.datasets.catalog import DATASETS
+from brainssl.preprocess.chunks import PREPROCESS_DATASETS
+
+Config = Mapping[str, Any]
+
+#: Keys of the `preprocess` section one dataset's preprocessing jobs depend on.
+PREPROCESS_SETTINGS = (
+    "spacing_mm",
+    "interpolation",
+    "skull_strip",
+    "register_contrasts",
+    "crop_margin_mm",
+    "max_spacing_mm",
+    "n4",
+    "registration",
+    "normalisation",
+    "qc",
+)
+#: 2D image sets: their slices come straight from their manifest, not from preprocessing.
+SLICE_IMAGE_DATASETS = ("tumor4",)
+#: Architectures a pretraining run can have (the `arch` wildcard).
+PRETRAIN_ARCHS = tuple(ARCHS)
+
+
+# ---- datasets
+
+
+def enabled_datasets(config: Config) -> list[str]:
+    """The datasets the config enables, in registry order."""
+    return [d for d in DATASETS if config["datasets"][d]["enabled"]]
+
+
+def dataset_chunks(config: Config, dataset: str) -> range:
+    """The generation chunks of a dataset (`datasets.shard_size` subjects each)."""
+    size = config["datasets"]["shard_size"]
+    return range(n_chunks(config["datasets"][dataset]["subjects"], size))
+
+
+def chunk_subjects(config: Config, dataset: str, chunk: int) -> list[int]:
+    """The subject indices one generation chunk of a dataset makes."""
+    size = config["datasets"]["shard_size"]
+    return chunk_indices(config["datasets"][dataset]["subjects"], size, chunk)
+
+
+def raw_root(config: Config, dataset: str) -> str:
+    """Where a dataset's native tree lives: generated under results/, else its `path`."""
+    if config["datasets"][dataset]["source"] == "synthetic":
+        return f"results/datasets/{dataset}/raw"
+    return str(config["datasets"][dataset]["path"])
+
+
+def raw_ready(config: Config, dataset: str) -> str | None:
+    """The file that says a dataset's native tree is complete (None for local data)."""
+    source = config["datasets"][dataset]["source"]
+    if source == "synthetic":
+        return f"results/datasets/{dataset}/raw.done.json"
+    if source == "download":
+        return f"results/datasets/{dataset}/download.done.json"
+    return None
+
+
+# ---- preprocess and slices
+
+
+def preprocess_enabled(config: Config) -> list[str]:
+    """The enabled datasets that are preprocessed (3D volumes)."""
+    return [d for d in enabled_datasets(config) if d in PREPROCESS_DATASETS]
+
+
+def preprocess_settings(config: Config, dataset: str) -> dict[str, Any]:
+    """The config slice one dataset's preprocessing jobs depend on."""
+    return stage_params(config, "preprocess", dataset, list(PREPROCESS_SETTINGS))
+
+
+def nyul_landmarks(config: Config, dataset: str) -> str | None:
+    """The Nyúl landmarks file a dataset's chunk jobs read (None unless normalised with nyul)."""
+    if preprocess_settings(config, dataset)["normalisation"]["method"] != "nyul":
+        return None
+    return f"results/preprocess/{dataset}/nyul_landmarks.json"
+
+
+def slice_datasets(config: Config) -> list[str]:
+    """The datasets of the slice store: preprocessed ones and the 2D image sets.
+
+    The Decathlon hippocampus crops are not whole-brain axial slices: they feed the dense
+    segmentation task, not pretraining.
+    """
+    preprocessed = preprocess_enabled(config)
+    return [
+        d
+        for d in enabled_datasets(config)
+        if (d in preprocessed and d != "hippocampus") or d in SLICE_IMAGE_DATASETS
+    ]
+
+
+def slices_table(dataset: str) -> str:
+    """The table a dataset's slices are cut from: its manifest (2D sets) or preprocessed table."""
+    if dataset in SLICE_IMAGE_DATASETS:
+        return f"results/datasets/{dataset}/manifest.tsv"
+    return f"results/preprocess/{dataset}/table.tsv"
+
+
+# ---- pretrain and embed
+
+
+def pretrain_runs(config: Config) -> list[str]:
+    """One run per (method, arch), and the random-initialised baseline per arch."""
+    section = config["pretrain"]
+    return [f"{method}-{arch}" for method in [*section["methods"], "random"] for arch in section["archs"]]
+
+
+def encoders(config: Config) -> dict[str, str]:
+    """Every exported encoder downstream stages read: run name -> weights file."""
+    return {run: f"results/pretrain/{run}/encoder.safetensors" for run in pretrain_runs(config)}
+
+
+def pretrain_probe(config: Config) -> dict[str, Any]:
+    """The kNN probe settings every run's export is scored with."""
+    probe: dict[str, Any] = stage_params(config, "pretrain", keys=["probe"])["probe"]
+    return probe
+
+
+def pretrain_gpu_resources(config: Config) -> dict[str, Any]:
+    """GPU requests for the SLURM plugin (`gpu`, optional `gpu_model`); none for CPU runs."""
+    resources = config["pretrain"]["resources"]
+    if not resources["gpus"]:
+        return {}
+    model = resources["gpu_model"]
+    return {"gpu": resources["gpus"], **({"gpu_model": model} if model else {})}
+
+
+def embed_encoders(config: Config) -> dict[str, dict[str, str] | None]:
+    """Encoder name -> what embeds with it: a brainssl export, user weights, or None (classical)."""
+    specs: dict[str, dict[str, str] | None] = {
+        name: {"weights": path} for name, path in encoders(config).items()
+    }
+    for spec in config.get("embed", {}).get("extra", []):
+        specs[spec["name"]] = {"weights": spec["weights"], "arch": spec.get("arch", "")}
+    specs["classical"] = None
+    return specs
+
+
+# ---- the default target
+
+
+def final_outputs(config: Config) -> list[str]:
+    """The files rule `all` asks for."""
+    outputs = ["results/datasets/manifest.tsv"]
+    outputs += [f"results/datasets/{d}/montage.png" for d in enabled_datasets(config)]
+    outputs += [
+        f"results/preprocess/{d}/{name}"
+        for d in preprocess_enabled(config)
+        for name in ("table.tsv", "qc.tsv", "qc_summary.png")
+    ]
+    outputs += ["results/slices/index.parquet", "results/slices/retained.png"]
+    outputs += [
+        f"results/slices/{d}/{figure}.png"
+        for d in slice_datasets(config)
+        for figure in ("entropy", "retained", "montage")
+    ]
+    outputs += list(encoders(config).values())
+    outputs += ["results/pretrain/probe.tsv"]
+    outputs += ["results/tasks/results.tsv", "results/tasks/comparisons.tsv"]
+    return outputs
+
+
+def final_output_message(config: Config) -> str:
+    """What the workflow prints when it succeeds."""
+    return "\n".join(["brainssl finished. Results:", *(f"  {path}" for path in final_outputs(config))])
