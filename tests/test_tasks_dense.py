@@ -334,6 +334,8 @@ def test_dense_settings_build_tuples_and_the_training_subset():
     )
     assert settings.fractions == (1.0,) and settings.accelerations == (4,)
     assert settings.centre_fraction(4) == 0.08 and (settings.n_seeds, settings.n_boot) == (2, 5)
-    assert settings.train == TrainSettings(lr=0.01, width=8)
+    assert settings.train == TrainSettings(
+        epochs=20, batch_size=32, lr=0.01, encoder_lr=1e-4, weight_decay=1e-4, width=8
+    )
     detection = TumorDetectionSettings.from_dict({"modes": ["frozen"], "contrasts": ["FLAIR"]})
     assert detection.modes == ("frozen",) and detection.contrasts == ("FLAIR",)

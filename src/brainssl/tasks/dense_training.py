@@ -21,7 +21,7 @@ class TrainSettings:
     """How long and how fast a dense head (or whole network) trains.
 
     The training subset of a dense task's settings
-    (:attr:`brainssl.tasks.dense_settings.DenseTaskSettings.train`).
+    (:attr:`brainssl.tasks.dense_settings.DenseTaskSettings.train`), whose defaults it takes.
 
     Attributes:
         epochs: passes over the training slices.
@@ -32,12 +32,12 @@ class TrainSettings:
         width: decoder width.
     """
 
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    encoder_lr: float = 1e-4
-    weight_decay: float = 1e-4
-    width: int = 32
+    epochs: int
+    batch_size: int
+    lr: float
+    encoder_lr: float
+    weight_decay: float
+    width: int
 
 
 def run_epochs(
