@@ -127,6 +127,7 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(tmp_path):
     assert "signal 15 received" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["moco", "dino"])
 def test_two_gloo_processes_stay_identical(tmp_path, method):
     port = 29500 + (os.getpid() + len(method)) % 2000
