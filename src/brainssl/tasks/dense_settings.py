@@ -3,7 +3,7 @@
 Each class's fields and defaults are the keys and defaults of its schema section
 (``workflow/schemas/config.schema.yaml``). The workflow hands every dense job its subsection
 merged with the shared ``tasks`` keys ``label_fractions``, ``seeds`` and ``bootstrap``
-(``dense_task_params`` in ``workflow/rules/common.smk``); the adapter turns that mapping into
+(:func:`brainssl.wiring.dense_task_params`); the adapter turns that mapping into
 the class here with :meth:`DenseTaskSettings.from_dict` (:func:`brainssl.settings.from_mapping`),
 so an unknown key is an :class:`~brainssl.settings.UnknownSettingError`.
 """
