@@ -3,6 +3,9 @@
 Every stage's settings class is built through :func:`from_mapping`, so an unknown key is the same
 error everywhere (:class:`UnknownSettingError`, naming the key and the allowed ones), lists become
 tuples where a field is a tuple, and nested sections become their own settings classes.
+
+Each field is declared once with :func:`setting`: its default, a one-line description and its
+JSON-schema constraints. The workflow's config schema is generated from these declarations.
 """
 
 from __future__ import annotations
@@ -13,13 +16,46 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-__all__ = ["UnknownSettingError", "from_mapping"]
+__all__ = ["SCHEMA_KEY", "UnknownSettingError", "from_mapping", "setting"]
 
 T = TypeVar("T")
 
 
+#: The field-metadata key holding a setting's description and JSON-schema constraints.
+SCHEMA_KEY = "brainssl.schema"
+
+
 class UnknownSettingError(ValueError):
     """A config mapping holds a key that its settings class has no field for."""
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    description: str = "",
+    *,
+    factory: Any = dataclasses.MISSING,
+    **constraints: Any,
+) -> Any:
+    """Declare one setting as the dataclass field that the config schema is generated from.
+
+    A setting has its default (or ``factory`` for a nested section), what it means and its range.
+    ``constraints`` are JSON-schema keywords in snake case (``minimum``, ``exclusive_maximum``,
+    ``enum``, ``min_items``, ``items={"minimum": 0}``, ...); the type comes from the annotation.
+    """
+    if not description:
+        raise ValueError("a setting needs a description")
+    schema = {"description": description, **{_camel(k): v for k, v in constraints.items()}}
+    if isinstance(schema.get("items"), Mapping):
+        schema["items"] = {_camel(k): v for k, v in schema["items"].items()}
+    metadata = {SCHEMA_KEY: schema}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any], section: str | None = None) -> T:
