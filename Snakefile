@@ -1,9 +1,9 @@
 # brainssl: self-supervised brain MRI foundation encoders.
 #
 # Results layout (one folder per stage):
-#   results/datasets/<dataset>/{raw/,chunks/,manifest.tsv,failures.tsv,montage.png}
+#   results/datasets/<dataset>/{raw/,shards/,manifest.tsv,failures.tsv,montage.png}
 #   results/datasets/manifest.tsv           merged manifest of all datasets
-#   results/preprocess/<dataset>/{sessions/,chunks/,table.tsv,failures.tsv,qc.tsv,qc_summary.png}
+#   results/preprocess/<dataset>/{sessions/,shards/,table.tsv,failures.tsv,qc.tsv,qc_summary.png}
 #   results/slices/{<dataset>/,index.parquet,stats.parquet,retained.png}
 #   results/pretrain/<method>-<arch>/{encoder.safetensors,model_card.json,metrics.csv,curves.png}
 #   results/embed/<encoder>/{slices,subjects}.parquet   slice embeddings and per-unit means

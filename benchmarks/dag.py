@@ -11,8 +11,8 @@ The manifests (``checkpoint datasets_manifest``) and the slice plans (``checkpoi
 are checkpoints, and a dry-run stops at a checkpoint that is still to run. So the whole DAG is
 measured in two dry-runs, as a user at that scale would see them:
 
-- ``ingested``: what is left after the ingest (preprocessing chunks, merges, the slice plans);
-- ``preprocessed``: the same folder after preprocessing (chunk tables, merged tables, Nyul
+- ``ingested``: what is left after the ingest (preprocessing shards, merges, the slice plans);
+- ``preprocessed``: the same folder after preprocessing (shard tables, merged tables, Nyul
   landmarks and slice plans also written, each tier newer than the one before), which lists
   the slice shards and everything after them; this DAG still walks every preprocessing job.
 
@@ -44,7 +44,7 @@ from brainssl.config import stage_params
 from brainssl.datasets import DATASETS
 from brainssl.datasets.manifest import check_manifest, failures_frame, make_row, pseudonymize, rows_to_frame
 from brainssl.io import write_json, write_table
-from brainssl.preprocess.chunks import PREPROCESS_DATASETS, chunk_count, volume_rows
+from brainssl.preprocess.shards import PREPROCESS_DATASETS, shard_count, volume_rows
 from brainssl.slices import plan_shards
 from brainssl.splits import subject_split
 
@@ -120,7 +120,7 @@ def write_ingest(workdir: Path, n_subjects: int) -> dict[str, pd.DataFrame]:
 
 def write_preprocessed(workdir: Path, manifests: dict[str, pd.DataFrame], config: dict) -> None:
     """Add what preprocessing and the slice plans would have written (stand-ins, newer per tier)."""
-    chunk_tier, merged_tier, plan_tier = [], [], []
+    shard_tier, merged_tier, plan_tier = [], [], []
     fractions, seed = config["datasets"]["split"], config["seed"]
     tables = {"tumor4": manifests["tumor4"]}
     for dataset in PREPROCESS_DATASETS:
@@ -128,10 +128,10 @@ def write_preprocessed(workdir: Path, manifests: dict[str, pd.DataFrame], config
         rows = volume_rows(manifests[dataset])
         settings = stage_params(config, "preprocess", dataset, ["normalisation"])
         if settings["normalisation"]["method"] == "nyul":
-            chunk_tier += [folder / "nyul_landmarks.json", folder / "nyul_landmarks.provenance.json"]
-        for chunk in range(chunk_count(rows, config["preprocess"]["shard_size"])):
+            shard_tier += [folder / "nyul_landmarks.json", folder / "nyul_landmarks.provenance.json"]
+        for shard in range(shard_count(rows, config["preprocess"]["shard_size"])):
             kinds = ("tsv", "failures.tsv", "provenance.json")
-            chunk_tier += [folder / f"chunks/chunk-{chunk}.{kind}" for kind in kinds]
+            shard_tier += [folder / f"shards/shard-{shard}.{kind}" for kind in kinds]
         splits = {s: subject_split(s, seed, fractions, "") for s in rows["subject"].unique()}
         tables[dataset] = rows.assign(split=rows["subject"].map(splits))
         write_table(folder / "table.tsv", tables[dataset])
@@ -142,7 +142,7 @@ def write_preprocessed(workdir: Path, manifests: dict[str, pd.DataFrame], config
         shard_size = stage_params(config, "slices", dataset, ["shard_size"])["shard_size"]
         write_table(folder / "plan.tsv", plan_shards(tables[dataset], shard_size, fractions, seed))
         plan_tier += [folder / "plan.tsv", folder / "plan.provenance.json"]
-    for rank, tier in enumerate((chunk_tier, merged_tier, plan_tier), start=2):
+    for rank, tier in enumerate((shard_tier, merged_tier, plan_tier), start=2):
         _touch(tier)
         _age(tier, rank)
 

@@ -97,8 +97,8 @@ def test_schema_enums_are_the_registries() -> None:
     """Every list the schema enumerates is the package registry's, in the registry's order."""
     from brainssl.architectures import ARCHS, METHODS
     from brainssl.datasets import DATASETS
-    from brainssl.preprocess.chunks import PREPROCESS_DATASETS
     from brainssl.preprocess.settings import NORMALISATION_METHODS, SKULL_STRIP_METHODS
+    from brainssl.preprocess.shards import PREPROCESS_DATASETS
     from brainssl.tasks.registry import TASKS
 
     pretrain = _section(("pretrain",))["properties"]

@@ -1,6 +1,6 @@
 import pytest
 
-from brainssl.config import chunk_indices, n_chunks, pretrain_run_settings, stage_params
+from brainssl.config import n_shards, pretrain_run_settings, shard_indices, stage_params
 
 CONFIG = {
     "slices": {
@@ -37,15 +37,15 @@ def test_stage_params_names_missing_keys():
         stage_params(CONFIG, "pretrain")
 
 
-def test_chunks_cover_items_once_and_appending_changes_only_the_last():
+def test_shards_cover_items_once_and_appending_changes_only_the_last():
     for n in (1, 15, 16, 17, 33):
-        chunks = [chunk_indices(n, 16, c) for c in range(n_chunks(n, 16))]
-        assert sorted(i for chunk in chunks for i in chunk) == list(range(n))
-    before = [chunk_indices(33, 16, c) for c in range(n_chunks(33, 16))]
-    after = [chunk_indices(34, 16, c) for c in range(n_chunks(34, 16))]
+        shards = [shard_indices(n, 16, c) for c in range(n_shards(n, 16))]
+        assert sorted(i for shard in shards for i in shard) == list(range(n))
+    before = [shard_indices(33, 16, c) for c in range(n_shards(33, 16))]
+    after = [shard_indices(34, 16, c) for c in range(n_shards(34, 16))]
     assert before[:-1] == after[:-1] and before[-1] != after[-1]
     with pytest.raises(ValueError):
-        chunk_indices(10, 16, 1)
+        shard_indices(10, 16, 1)
 
 
 def test_stage_params_do_not_depend_on_the_order_of_keys():

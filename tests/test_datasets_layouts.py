@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainssl.datasets import DATASETS, DatasetLayoutError, build_manifest, finalize_demo, generate_demo_chunk
+from brainssl.datasets import DATASETS, DatasetLayoutError, build_manifest, finalize_demo, generate_demo_shard
 from brainssl.datasets.catalog import LAYOUTS, subject_seed
 from brainssl.datasets.layouts import brats, ixi
 from brainssl.io import write_table
@@ -24,12 +24,12 @@ N_SUBJECTS = 4
 
 
 def _build(root: Path, dataset: str, n: int = N_SUBJECTS) -> Path:
-    chunks = []
+    shards = []
     for part, indices in enumerate((range(0, n, 2), range(1, n, 2))):
-        table = generate_demo_chunk(dataset, root / dataset, list(indices), SEED, GRID)
-        chunks.append(root / f"{dataset}.chunk{part}.tsv")
-        write_table(chunks[-1], table)
-    finalize_demo(dataset, root / dataset, chunks)
+        table = generate_demo_shard(dataset, root / dataset, list(indices), SEED, GRID)
+        shards.append(root / f"{dataset}.shard{part}.tsv")
+        write_table(shards[-1], table)
+    finalize_demo(dataset, root / dataset, shards)
     return root / dataset
 
 

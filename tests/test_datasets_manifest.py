@@ -1,4 +1,4 @@
-"""Manifest: schema checks, pseudonymous ids, merging, demo ids and chunking, montage."""
+"""Manifest: schema checks, pseudonymous ids, merging, demo ids and sharding, montage."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from brainssl.datasets import (
     check_manifest,
     demo_subject_ids,
     finalize_demo,
-    generate_demo_chunk,
+    generate_demo_shard,
     merge_manifests,
     pseudonymize,
     save_montage,
@@ -33,7 +33,7 @@ def manifests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFram
     root = tmp_path_factory.mktemp("demo")
     out = {}
     for dataset in DATASETS:
-        table = generate_demo_chunk(dataset, root / dataset, [0, 1, 2], SEED, GRID)
+        table = generate_demo_shard(dataset, root / dataset, [0, 1, 2], SEED, GRID)
         write_table(root / f"{dataset}.tsv", table)
         finalize_demo(dataset, root / dataset, [root / f"{dataset}.tsv"])
         out[dataset], failures = build_manifest(dataset, root / dataset)
@@ -140,19 +140,19 @@ def test_demo_subject_ids_stable_and_unique() -> None:
         demo_subject_ids("adni", 3)
 
 
-def test_subject_files_do_not_depend_on_chunking(tmp_path: Path) -> None:
-    alone = generate_demo_chunk("tumor4", tmp_path / "a", [2], SEED, GRID)
-    together = generate_demo_chunk("tumor4", tmp_path / "b", [0, 1, 2], SEED, GRID)
+def test_subject_files_do_not_depend_on_sharding(tmp_path: Path) -> None:
+    alone = generate_demo_shard("tumor4", tmp_path / "a", [2], SEED, GRID)
+    together = generate_demo_shard("tumor4", tmp_path / "b", [0, 1, 2], SEED, GRID)
     assert alone.iloc[0].drop("files").equals(together.iloc[2].drop("files"))
     name = alone.iloc[0]["files"]
     assert sha256_file(tmp_path / "a" / name) == sha256_file(tmp_path / "b" / name)
 
 
-def test_finalize_rejects_overlapping_chunks(tmp_path: Path) -> None:
-    table = generate_demo_chunk("tumor4", tmp_path / "t", [0], SEED, GRID)
+def test_finalize_rejects_overlapping_shards(tmp_path: Path) -> None:
+    table = generate_demo_shard("tumor4", tmp_path / "t", [0], SEED, GRID)
     write_table(tmp_path / "c0.tsv", table)
     write_table(tmp_path / "c1.tsv", table)
-    with pytest.raises(ValueError, match="appears in two chunk tables"):
+    with pytest.raises(ValueError, match="appears in two shard tables"):
         finalize_demo("tumor4", tmp_path / "t", [tmp_path / "c0.tsv", tmp_path / "c1.tsv"])
 
 

@@ -11,14 +11,14 @@ import pytest
 from brainssl.datasets.layouts.base import SubjectError
 from brainssl.datasets.layouts.fastmri import load_rss, rss_affine
 from brainssl.io import write_table
-from brainssl.preprocess import FAILURE_COLUMNS, TABLE_COLUMNS, PreprocessSettings, preprocess_chunk
+from brainssl.preprocess import FAILURE_COLUMNS, TABLE_COLUMNS, PreprocessSettings, preprocess_shard
 from brainssl.preprocess.cohort import (
     QC_COLUMNS,
     fit_landmarks,
     load_landmarks,
-    merge_chunks,
+    merge_shards,
     plot_qc_summary,
-    read_chunk_table,
+    read_shard_table,
     save_landmarks,
 )
 
@@ -26,7 +26,7 @@ FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 PLAIN = {"spacing_mm": 2.0, "skull_strip": "none", "n4": {"enabled": False}}
 
 
-def _chunk_table(subjects: dict[str, str]) -> pd.DataFrame:
+def _shard_table(subjects: dict[str, str]) -> pd.DataFrame:
     rows = []
     for subject, flags in subjects.items():
         for modality in ("T1w", "T2w"):
@@ -53,16 +53,16 @@ MANIFEST = pd.DataFrame({"subject": ["sub-a", "sub-b", "sub-c"], "split_group": 
 
 @pytest.mark.parametrize("exclude", [True, False])
 def test_flagged_session_is_excluded_only_when_the_switch_is_on(tmp_path: Path, exclude: bool) -> None:
-    chunks = [_chunk_table({"sub-a": "", "sub-b": "brain volume 300 ml outside [800, 2400] ml"})]
-    chunks.append(_chunk_table({"sub-c": ""}))
+    shards = [_shard_table({"sub-a": "", "sub-b": "brain volume 300 ml outside [800, 2400] ml"})]
+    shards.append(_shard_table({"sub-c": ""}))
     # through files, as the workflow passes them (an empty flag must read back as "")
     paths = []
-    for index, frame in enumerate(chunks):
-        write_table(tmp_path / f"chunk-{index}.tsv", frame)
-        paths.append(tmp_path / f"chunk-{index}.tsv")
+    for index, frame in enumerate(shards):
+        write_table(tmp_path / f"shard-{index}.tsv", frame)
+        paths.append(tmp_path / f"shard-{index}.tsv")
     failures = [pd.DataFrame(columns=list(FAILURE_COLUMNS))]
-    table, merged_failures, qc = merge_chunks(
-        [read_chunk_table(p) for p in paths],
+    table, merged_failures, qc = merge_shards(
+        [read_shard_table(p) for p in paths],
         failures,
         MANIFEST,
         exclude_flagged=exclude,
@@ -109,9 +109,9 @@ def test_landmarks_are_fitted_per_modality_and_round_trip(tmp_path: Path) -> Non
     assert list(landmarks) == ["T1w"] and landmarks["T1w"].n_train == 3
     save_landmarks(tmp_path / "landmarks.json", landmarks)
     assert load_landmarks(tmp_path / "landmarks.json") == landmarks
-    # and a chunk normalises with them
+    # and a shard normalises with them
     nyul = PreprocessSettings.from_dict({**PLAIN, "normalisation": {"method": "nyul"}})
-    table, failures = preprocess_chunk(pd.DataFrame(rows[:1]), tmp_path / "out", nyul, landmarks=landmarks)
+    table, failures = preprocess_shard(pd.DataFrame(rows[:1]), tmp_path / "out", nyul, landmarks=landmarks)
     assert failures.empty and len(table) == 1
 
 
@@ -145,7 +145,7 @@ def test_fastmri_rss_loads_with_a_header_affine(tmp_path: Path) -> None:
         load_rss(tmp_path / "bad.h5")
 
 
-def test_fastmri_rows_run_through_a_chunk(tmp_path: Path) -> None:
+def test_fastmri_rows_run_through_a_shard(tmp_path: Path) -> None:
     head = np.asarray(_blob_head(0, 1.0, shape=(12, 40, 36)).dataobj)
     path = tmp_path / "file_brain_AXT2_201_600001.h5"
     _write_fastmri(path, head, spacing=(2.0, 2.0, 6.0))
@@ -154,7 +154,7 @@ def test_fastmri_rows_run_through_a_chunk(tmp_path: Path) -> None:
           "path": str(path), "format": "fastmri_h5"}]
     )  # fmt: skip
     settings = PreprocessSettings.from_dict(PLAIN)
-    table, failures = preprocess_chunk(rows, tmp_path / "out", settings)
+    table, failures = preprocess_shard(rows, tmp_path / "out", settings)
     assert failures.empty, failures["reason"].tolist()
     out = nib.load(table["path"].iloc[0])
     assert nib.aff2axcodes(out.affine) == ("R", "A", "S") and np.allclose(out.header.get_zooms(), 2.0)

@@ -1,4 +1,4 @@
-"""N4, skull stripping, the session chain and the chunk driver on perturbed ICBM152 heads.
+"""N4, skull stripping, the session chain and the shard driver on perturbed ICBM152 heads.
 
 ``brainssl.synth.generate_subject`` is not available yet, so test heads are built here from
 the ICBM152 2009c template: posed (rotation, anisotropic scale, shift), sampled on a
@@ -24,14 +24,14 @@ from brainssl.preprocess import (
     NormalisationSettings,
     PreprocessSettings,
     QCRules,
-    chunk_job,
     dice,
     load_template,
     n4_correct,
-    preprocess_chunk,
     preprocess_session,
+    preprocess_shard,
     qc_flags,
     resample_to_grid,
+    shard_job,
     strip_atlas,
     strip_deepbet,
     to_original_space,
@@ -233,7 +233,7 @@ def _row(subject: str, path: str, **extra: str) -> dict[str, str]:
     return base
 
 
-def test_chunk_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypatch) -> None:
+def test_shard_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypatch) -> None:
     head = make_head((3.0, 3.0, 3.0), seed=4)
     affine = head.image.affine
     good = _save(tmp_path / "good.nii.gz", np.asarray(head.image.dataobj), affine)
@@ -264,7 +264,7 @@ def test_chunk_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypa
         ]
     )
     out = tmp_path / "out"
-    table, failures = preprocess_chunk(rows, out, _fast_settings())
+    table, failures = preprocess_shard(rows, out, _fast_settings())
     reasons = dict(zip(failures["subject"], failures["reason"], strict=True))
     assert set(reasons) == {f"sub-00000000000{i}" for i in range(2, 8)}
     assert "unreadable" in reasons["sub-000000000002"]
@@ -287,8 +287,8 @@ def test_chunk_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypa
     def explode(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(chunk_job, "qc_png", explode)
-    table2, failures2 = preprocess_chunk(
+    monkeypatch.setattr(shard_job, "qc_png", explode)
+    table2, failures2 = preprocess_shard(
         rows.iloc[:1].assign(subject="sub-00000000000a"), out, _fast_settings()
     )
     assert table2.empty and "disk full" in failures2.loc[0, "reason"]

@@ -1,4 +1,4 @@
-"""Shard plan: sorted subject chunks, one split per subject, the image set's own test group."""
+"""Shard plan: sorted subject shards, one split per subject, the image set's own test group."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from brainssl.slices import plan_shards, subject_labels
 from brainssl.splits import DEFAULT_FRACTIONS, subject_split
 
 
-def test_plan_shards_sorted_chunks_and_existing_split() -> None:
+def test_plan_shards_sorted_shards_and_existing_split() -> None:
     table = pd.DataFrame(
         {"subject": ["c", "a", "b", "a", "d", "e"], "split": ["val", "train", "test", "train", "val", "val"]}
     )

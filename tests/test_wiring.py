@@ -45,9 +45,9 @@ def test_datasets_preprocess_and_slice_store(config):
     assert "brats21" not in wiring.enabled_datasets(off) + wiring.slice_datasets(off)
 
 
-def test_generation_chunks_and_raw_trees(config):
-    assert list(wiring.dataset_chunks(config, "tumor4")) == [0, 1, 2, 3]  # 8 subjects, shards of 2
-    assert wiring.chunk_subjects(config, "ixi", 1) == [2]
+def test_generation_shards_and_raw_trees(config):
+    assert list(wiring.dataset_shards(config, "tumor4")) == [0, 1, 2, 3]  # 8 subjects, shards of 2
+    assert wiring.shard_subjects(config, "ixi", 1) == [2]
     assert wiring.raw_root(config, "ixi") == "results/datasets/ixi/raw"
     assert wiring.raw_ready(config, "ixi") == "results/datasets/ixi/raw.done.json"
     local = edited(config, "datasets", "ixi", "source", value="local")
@@ -60,7 +60,7 @@ def test_preprocess_settings_apply_per_dataset_overrides(config):
     assert set(wiring.preprocess_settings(config, "ixi")) == set(wiring.PREPROCESS_SETTINGS)
     assert wiring.preprocess_settings(config, "brats21")["skull_strip"] == "none"
     assert wiring.preprocess_settings(config, "ixi")["skull_strip"] == "atlas"
-    # only oasis3 is normalised with nyul (test.yaml), so only its chunks read landmarks
+    # only oasis3 is normalised with nyul (test.yaml), so only its shards read landmarks
     assert wiring.nyul_landmarks(config, "oasis3") == "results/preprocess/oasis3/nyul_landmarks.json"
     assert wiring.nyul_landmarks(config, "ixi") is None
 

@@ -31,20 +31,20 @@ def test_dry_run_plans_every_stage(tmp_path):
     jobs = _jobs_in_dry_run(result.stdout)
     assert jobs["datasets_generate"] == 2 + 2 + 1 + 2 + 4 + 2  # shard_size 2
     assert jobs["datasets_manifest"] == 6 and jobs["datasets_merge"] == 1 and jobs["datasets_montage"] == 6
-    # preprocess: one merge per 3D dataset (tumor4 skips); the chunk jobs come from the manifests
+    # preprocess: one merge per 3D dataset (tumor4 skips); the shard jobs come from the manifests
     # (checkpoints), so a fresh dry run cannot list them yet; the Nyul landmarks only for oasis3
-    assert jobs["preprocess_merge"] == 5 and "preprocess_chunk" not in jobs
+    assert jobs["preprocess_merge"] == 5 and "preprocess_shard" not in jobs
     assert "checkpoint" in result.stdout
 
 
-def test_dry_run_after_the_manifests_lists_one_job_per_chunk(finished_run):
+def test_dry_run_after_the_manifests_lists_one_job_per_shard(finished_run):
     workdir, config, _ = finished_run
     result = run_snakemake(
-        "-n", "--configfile", str(config), "--forcerun", "preprocess_chunk", workdir=workdir, timeout=120
+        "-n", "--configfile", str(config), "--forcerun", "preprocess_shard", workdir=workdir, timeout=120
     )
     jobs = _jobs_in_dry_run(result.stdout)
     # shard_size 2 over 3, 3, 2, 3, 3 subjects (ixi, brats21, fastmri_brain, oasis3, hippocampus)
-    assert jobs["preprocess_chunk"] == 2 + 2 + 1 + 2 + 2, result.stdout
+    assert jobs["preprocess_shard"] == 2 + 2 + 1 + 2 + 2, result.stdout
 
 
 def test_full_run_writes_every_output_with_provenance(finished_run):
@@ -64,7 +64,7 @@ def test_full_run_writes_every_output_with_provenance(finished_run):
         assert all((workdir / p).is_file() for p in table["path"]), dataset
         assert (folder / "qc_summary.png").stat().st_size > 10_000
         assert len(qc) >= table.groupby(["subject", "session"]).ngroups
-        prov = json.loads((folder / "chunks/chunk-0.provenance.json").read_text())
+        prov = json.loads((folder / "shards/shard-0.provenance.json").read_text())
         assert prov["stage"] == "preprocess" and "skull_strip" in prov["config"]["settings"]
     assert not (workdir / "results/preprocess/tumor4").exists()
     assert (workdir / "results/preprocess/oasis3/nyul_landmarks.json").is_file()
@@ -81,11 +81,11 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run,
     workdir, config = _copy_of_finished_run(finished_run, tmp_path)
     hashes_before = _provenance_hashes(workdir)
     cfg = yaml.safe_load(config.read_text())
-    cfg["datasets"]["hippocampus"]["subjects"] += 1  # 3 -> 4: only chunk 1 changes
+    cfg["datasets"]["hippocampus"]["subjects"] += 1  # 3 -> 4: only shard 1 changes
     config.write_text(yaml.safe_dump(cfg))
     dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
     jobs = _jobs_in_dry_run(dry.stdout)
-    # the hippocampus manifest (a checkpoint) runs again, so its chunk list is known only then
+    # the hippocampus manifest (a checkpoint) runs again, so its shard list is known only then
     assert jobs == {
         "datasets_generate": 1,
         "datasets_finalize": 1,
@@ -100,16 +100,16 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run,
     result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    chunk_jobs = re.findall(r"rule preprocess_chunk:.*?wildcards: ([^\n]*)", log, flags=re.S)
-    assert chunk_jobs == ["dataset=hippocampus, chunk=1"], chunk_jobs
+    shard_jobs = re.findall(r"rule preprocess_shard:.*?wildcards: ([^\n]*)", log, flags=re.S)
+    assert shard_jobs == ["dataset=hippocampus, shard=1"], shard_jobs
     hashes_after = _provenance_hashes(workdir)
     changed = {key for key in hashes_before if hashes_before[key] != hashes_after[key]}
     assert changed == {
-        "datasets/hippocampus/chunks/chunk-1.provenance.json",
+        "datasets/hippocampus/shards/shard-1.provenance.json",
         "datasets/hippocampus/raw.done.json",
         "datasets/hippocampus/manifest.provenance.json",
         "datasets/manifest.provenance.json",
-        "preprocess/hippocampus/chunks/chunk-1.provenance.json",
+        "preprocess/hippocampus/shards/shard-1.provenance.json",
         "preprocess/hippocampus/table.provenance.json",
         # the task re-runs; its hash changes only if the new subject's volume reached its table
     } | ({"tasks/hippocampus_segmentation/provenance.json", "tasks/results.provenance.json"} & changed)
@@ -181,7 +181,7 @@ def test_entropy_percentile_reruns_the_slice_filter_and_nothing_upstream(finishe
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs = _planned_jobs(dry.stdout)
     assert not _upstream(jobs), dry.stdout
-    shards = {(wc["dataset"], int(wc["chunk"])) for rule, wc in jobs if rule == "slices_shard"}
+    shards = {(wc["dataset"], int(wc["shard"])) for rule, wc in jobs if rule == "slices_shard"}
     assert _slice_shards(workdir, percentile) <= shards, shards
     for rule in ("slices_merge_dataset", "slices_figures"):
         assert set(percentile) <= {wc["dataset"] for r, wc in jobs if r == rule}, rule
@@ -201,7 +201,7 @@ def test_one_datasets_entropy_threshold_reruns_only_its_slice_shards(finished_ru
     dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
     jobs = _planned_jobs(dry.stdout)
     assert not _upstream(jobs), dry.stdout
-    assert {(wc["dataset"], int(wc["chunk"])) for r, wc in jobs if r == "slices_shard"} == _slice_shards(
+    assert {(wc["dataset"], int(wc["shard"])) for r, wc in jobs if r == "slices_shard"} == _slice_shards(
         workdir, ["tumor4"]
     )
     for rule in ("slices_merge_dataset", "slices_figures"):
@@ -213,7 +213,7 @@ def test_one_datasets_entropy_threshold_reruns_only_its_slice_shards(finished_ru
     assert result.returncode == 0, result.stderr[-3000:]
     ran = _planned_jobs(result.stdout + result.stderr)
     assert not _upstream(ran)
-    assert {(wc["dataset"], int(wc["chunk"])) for r, wc in ran if r == "slices_shard"} == _slice_shards(
+    assert {(wc["dataset"], int(wc["shard"])) for r, wc in ran if r == "slices_shard"} == _slice_shards(
         workdir, ["tumor4"]
     )
     changed = {key for key, value in _provenance_hashes(workdir).items() if hashes_before.get(key) != value}

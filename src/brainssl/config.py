@@ -11,7 +11,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["chunk_indices", "n_chunks", "pretrain_run_settings", "stage_params"]
+__all__ = ["shard_indices", "n_shards", "pretrain_run_settings", "stage_params"]
 
 PER_DATASET_KEY = "per_dataset"
 # keys of the `pretrain` section that organise runs rather than set one run's values
@@ -100,20 +100,20 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def n_chunks(n_items: int, chunk_size: int) -> int:
-    """Return how many chunks of ``chunk_size`` cover ``n_items`` (at least one)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return max(1, -(-n_items // chunk_size))
+def n_shards(n_items: int, shard_size: int) -> int:
+    """Return how many shards of ``shard_size`` cover ``n_items`` (at least one)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return max(1, -(-n_items // shard_size))
 
 
-def chunk_indices(n_items: int, chunk_size: int, chunk: int) -> list[int]:
-    """Return the item indices of one chunk.
+def shard_indices(n_items: int, shard_size: int, shard: int) -> list[int]:
+    """Return the item indices of one shard.
 
-    Items keep their chunk when more are added, so appending one subject to a
-    dataset changes only the last chunk and Snakemake re-runs only that one.
+    Items keep their shard when more are added, so appending one subject to a
+    dataset changes only the last shard and Snakemake re-runs only that one.
     """
-    if not 0 <= chunk < n_chunks(n_items, chunk_size):
-        raise ValueError(f"chunk {chunk} out of range for {n_items} items in chunks of {chunk_size}")
-    start = chunk * chunk_size
-    return list(range(start, min(start + chunk_size, n_items)))
+    if not 0 <= shard < n_shards(n_items, shard_size):
+        raise ValueError(f"shard {shard} out of range for {n_items} items in shards of {shard_size}")
+    start = shard * shard_size
+    return list(range(start, min(start + shard_size, n_items)))

@@ -20,8 +20,8 @@ os.environ.update(
 from brainssl import wiring  # noqa: E402
 from brainssl.config import pretrain_run_settings, stage_params  # noqa: E402
 from brainssl.datasets import DATASETS, read_manifest  # noqa: E402
-from brainssl.preprocess import chunks  # noqa: E402
-from brainssl.preprocess.chunks import chunk_files, chunk_records  # noqa: E402
+from brainssl.preprocess import shards  # noqa: E402
+from brainssl.preprocess.shards import shard_files, shard_records  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -32,7 +32,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    chunk=r"\d+",
+    shard=r"\d+",
 
 
 ENABLED_DATASETS = wiring.enabled_datasets(config)
@@ -53,8 +53,8 @@ wildcard_constraints:
     encoder="|".join(re.escape(name) for name in EMBED_ENCODERS),
 
 
-def chunk_subjects(wildcards):
-    return wiring.chunk_subjects(config, wildcards.dataset, int(wildcards.chunk))
+def shard_subjects(wildcards):
+    return wiring.shard_subjects(config, wildcards.dataset, int(wildcards.shard))
 
 
 def raw_ready(wildcards):
@@ -62,7 +62,7 @@ def raw_ready(wildcards):
     return wiring.raw_ready(config, wildcards.dataset) or []
 
 
-# ---- preprocess: chunks come from the dataset's manifest (a checkpoint)
+# ---- preprocess: shards come from the dataset's manifest (a checkpoint)
 
 _CACHE = {}
 
@@ -77,26 +77,26 @@ def volume_manifest(dataset):
     """The dataset's 3D manifest rows (cached per manifest version)."""
     key = manifest_version(dataset)
     if key not in _CACHE:
-        _CACHE[key] = chunks.volume_rows(read_manifest(key[0]))
+        _CACHE[key] = shards.volume_rows(read_manifest(key[0]))
     return _CACHE[key]
 
 
-def preprocess_chunks(dataset):
-    """The 3D rows cut once per manifest version (chunk jobs ask often; see benchmarks/dag.py)."""
-    key = ("chunks", *manifest_version(dataset))
+def preprocess_shards(dataset):
+    """The 3D rows cut once per manifest version (shard jobs ask often; see benchmarks/dag.py)."""
+    key = ("shards", *manifest_version(dataset))
     if key not in _CACHE:
         size = config["preprocess"]["shard_size"]
-        _CACHE[key] = chunks.SubjectChunks(volume_manifest(dataset), size)
+        _CACHE[key] = shards.SubjectShards(volume_manifest(dataset), size)
     return _CACHE[key]
 
 
-def preprocess_chunk_rows(wildcards):
-    return preprocess_chunks(wildcards.dataset).rows(int(wildcards.chunk))
+def preprocess_shard_rows(wildcards):
+    return preprocess_shards(wildcards.dataset).rows(int(wildcards.shard))
 
 
-def preprocess_chunk_inputs(wildcards):
-    """A chunk's own raw files (never the whole manifest, whose mtime every new subject changes)."""
-    files = {"images": chunk_files(preprocess_chunk_rows(wildcards))}
+def preprocess_shard_inputs(wildcards):
+    """A shard's own raw files (never the whole manifest, whose mtime every new subject changes)."""
+    files = {"images": shard_files(preprocess_shard_rows(wildcards))}
     landmarks = wiring.nyul_landmarks(config, wildcards.dataset)
     return {**files, "landmarks": landmarks} if landmarks else files
 
@@ -104,13 +104,13 @@ def preprocess_chunk_inputs(wildcards):
 def preprocess_training_rows(wildcards):
     rows = volume_manifest(wildcards.dataset)
     split, fit = config["datasets"]["split"], config["preprocess"]["nyul_fit_subjects"]
-    return chunks.training_rows(rows, config["seed"], split, fit)
+    return shards.training_rows(rows, config["seed"], split, fit)
 
 
-def preprocess_chunk_tables(wildcards, kind):
-    folder = f"results/preprocess/{wildcards.dataset}/chunks"
-    n = len(preprocess_chunks(wildcards.dataset))
-    return [f"{folder}/chunk-{chunk}.{kind}" for chunk in range(n)]
+def preprocess_shard_tables(wildcards, kind):
+    folder = f"results/preprocess/{wildcards.dataset}/shards"
+    n = len(preprocess_shards(wildcards.dataset))
+    return [f"{folder}/shard-{shard}.{kind}" for shard in range(n)]
 
 
 def slices_shard_files(kind):
@@ -123,7 +123,7 @@ def slices_shard_files(kind):
             rows = [line.split("\t") for line in handle if line.strip()]
         shards = sorted({int(row[column]) for row in rows})
         folder = f"results/slices/{wildcards.dataset}"
-        return [f"{folder}/shard-{chunk}.{kind}" for chunk in shards]
+        return [f"{folder}/shard-{shard}.{kind}" for shard in shards]
 
     return files
 

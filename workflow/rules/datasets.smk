@@ -1,9 +1,9 @@
 rule datasets_generate:
     output:
-        table="results/datasets/{dataset}/chunks/chunk-{chunk}.tsv",
-        prov="results/datasets/{dataset}/chunks/chunk-{chunk}.provenance.json",
+        table="results/datasets/{dataset}/shards/shard-{shard}.tsv",
+        prov="results/datasets/{dataset}/shards/shard-{shard}.provenance.json",
     log:
-        "logs/datasets/{dataset}/generate-{chunk}.log",
+        "logs/datasets/{dataset}/generate-{shard}.log",
     conda:
         "../../envs/preprocess.yaml"
     threads: 1
@@ -11,7 +11,7 @@ rule datasets_generate:
         mem_mb=2000,
         runtime=30,
     params:
-        subjects=chunk_subjects,
+        subjects=shard_subjects,
         seed=config["seed"],
         grid_mm=config["datasets"]["grid_mm"],
         raw_root=lambda wc: wiring.raw_root(config, wc.dataset),
@@ -22,9 +22,9 @@ rule datasets_generate:
 rule datasets_finalize:
     input:
         tables=lambda wc: expand(
-            "results/datasets/{dataset}/chunks/chunk-{chunk}.tsv",
+            "results/datasets/{dataset}/shards/shard-{shard}.tsv",
             dataset=wc.dataset,
-            chunk=wiring.dataset_chunks(config, wc.dataset),
+            shard=wiring.dataset_shards(config, wc.dataset),
         ),
     output:
         prov="results/datasets/{dataset}/raw.done.json",

@@ -1,12 +1,12 @@
-# Preprocessing: one job per chunk of `preprocess.shard_size` subjects of a dataset.
-# The chunk lists come from the dataset's manifest (checkpoint datasets_manifest), but a chunk
+# Preprocessing: one job per shard of `preprocess.shard_size` subjects of a dataset.
+# The shard lists come from the dataset's manifest (checkpoint datasets_manifest), but a shard
 # job's inputs are only its own subjects' files and its params only its own rows, so adding a
-# subject re-runs the chunk it lands in (the last one) and the dataset aggregates, nothing else.
+# subject re-runs the shard it lands in (the last one) and the dataset aggregates, nothing else.
 
 
 rule preprocess_landmarks:
     input:
-        images=lambda wc: chunk_files(preprocess_training_rows(wc)),
+        images=lambda wc: shard_files(preprocess_training_rows(wc)),
     output:
         landmarks="results/preprocess/{dataset}/nyul_landmarks.json",
         prov="results/preprocess/{dataset}/nyul_landmarks.provenance.json",
@@ -20,21 +20,21 @@ rule preprocess_landmarks:
         runtime=120,
     params:
         settings=lambda wc: wiring.preprocess_settings(config, wc.dataset),
-        rows=lambda wc: chunk_records(preprocess_training_rows(wc)),
+        rows=lambda wc: shard_records(preprocess_training_rows(wc)),
         seed=config["seed"],
     script:
         "../scripts/preprocess_landmarks.py"
 
 
-rule preprocess_chunk:
+rule preprocess_shard:
     input:
-        unpack(preprocess_chunk_inputs),
+        unpack(preprocess_shard_inputs),
     output:
-        table="results/preprocess/{dataset}/chunks/chunk-{chunk}.tsv",
-        failures="results/preprocess/{dataset}/chunks/chunk-{chunk}.failures.tsv",
-        prov="results/preprocess/{dataset}/chunks/chunk-{chunk}.provenance.json",
+        table="results/preprocess/{dataset}/shards/shard-{shard}.tsv",
+        failures="results/preprocess/{dataset}/shards/shard-{shard}.failures.tsv",
+        prov="results/preprocess/{dataset}/shards/shard-{shard}.provenance.json",
     log:
-        "logs/preprocess/{dataset}/chunk-{chunk}.log",
+        "logs/preprocess/{dataset}/shard-{shard}.log",
     conda:
         "../../envs/preprocess.yaml"
     threads: config["preprocess"]["threads"]
@@ -43,17 +43,17 @@ rule preprocess_chunk:
         runtime=120,
     params:
         settings=lambda wc: wiring.preprocess_settings(config, wc.dataset),
-        rows=lambda wc: chunk_records(preprocess_chunk_rows(wc)),
+        rows=lambda wc: shard_records(preprocess_shard_rows(wc)),
         seed=config["seed"],
         out_dir=lambda wc: f"results/preprocess/{wc.dataset}/sessions",
     script:
-        "../scripts/preprocess_chunk.py"
+        "../scripts/preprocess_shard.py"
 
 
 rule preprocess_merge:
     input:
-        tables=lambda wc: preprocess_chunk_tables(wc, "tsv"),
-        failures=lambda wc: preprocess_chunk_tables(wc, "failures.tsv"),
+        tables=lambda wc: preprocess_shard_tables(wc, "tsv"),
+        failures=lambda wc: preprocess_shard_tables(wc, "failures.tsv"),
         manifest="results/datasets/{dataset}/manifest.tsv",
     output:
         table="results/preprocess/{dataset}/table.tsv",

@@ -35,15 +35,15 @@ rule slices_shard:
         plan="results/slices/{dataset}/plan.tsv",
         manifest="results/datasets/{dataset}/manifest.tsv",
     output:
-        array="results/slices/{dataset}/shard-{chunk}.npy",
-        labels="results/slices/{dataset}/shard-{chunk}.labels.npy",
-        index="results/slices/{dataset}/shard-{chunk}.index.parquet",
-        stats="results/slices/{dataset}/shard-{chunk}.stats.parquet",
-        prov="results/slices/{dataset}/shard-{chunk}.provenance.json",
+        array="results/slices/{dataset}/shard-{shard}.npy",
+        labels="results/slices/{dataset}/shard-{shard}.labels.npy",
+        index="results/slices/{dataset}/shard-{shard}.index.parquet",
+        stats="results/slices/{dataset}/shard-{shard}.stats.parquet",
+        prov="results/slices/{dataset}/shard-{shard}.provenance.json",
     log:
-        "logs/slices/{dataset}/shard-{chunk}.log",
+        "logs/slices/{dataset}/shard-{shard}.log",
     benchmark:
-        "logs/slices/{dataset}/shard-{chunk}.timing.tsv"
+        "logs/slices/{dataset}/shard-{shard}.timing.tsv"
     conda:
         "../../envs/preprocess.yaml"
     threads: 1

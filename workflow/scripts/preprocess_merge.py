@@ -1,12 +1,12 @@
 from brainssl.datasets import read_manifest
 from brainssl.io import write_table
 from brainssl.jobs import job_context
-from brainssl.preprocess.cohort import merge_chunks, plot_qc_summary, read_chunk_table
+from brainssl.preprocess.cohort import merge_shards, plot_qc_summary, read_shard_table
 
 with job_context(snakemake) as job:
-    table, failures, qc = merge_chunks(
-        [read_chunk_table(p) for p in snakemake.input.tables],
-        [read_chunk_table(p) for p in snakemake.input.failures],
+    table, failures, qc = merge_shards(
+        [read_shard_table(p) for p in snakemake.input.tables],
+        [read_shard_table(p) for p in snakemake.input.failures],
         read_manifest(snakemake.input.manifest),
         exclude_flagged=snakemake.params.exclude_flagged,
         seed=snakemake.params.seed,

@@ -9,7 +9,7 @@ from brainssl.datasets.catalog import (
     build_manifest,
     demo_subject_ids,
     finalize_demo,
-    generate_demo_chunk,
+    generate_demo_shard,
     subject_seed,
 )
 from brainssl.datasets.download import fetch_ixi
@@ -36,7 +36,7 @@ __all__ = [
     "demo_subject_ids",
     "fetch_ixi",
     "finalize_demo",
-    "generate_demo_chunk",
+    "generate_demo_shard",
     "merge_manifests",
     "pseudonymize",
     "read_manifest",

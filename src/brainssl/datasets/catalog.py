@@ -24,10 +24,10 @@ from brainssl.datasets.manifest import check_manifest, failures_frame, rows_to_f
 __all__ = [
     "DATASETS",
     "LAYOUTS",
-    "CHUNK_COLUMNS",
+    "SHARD_COLUMNS",
     "demo_subject_ids",
     "subject_seed",
-    "generate_demo_chunk",
+    "generate_demo_shard",
     "finalize_demo",
     "build_manifest",
 ]
@@ -55,7 +55,7 @@ META_COLUMNS = (
     "survival_days",
     "event",
 )
-CHUNK_COLUMNS: tuple[str, ...] = (
+SHARD_COLUMNS: tuple[str, ...] = (
     "dataset",
     "index",
     "native_id",
@@ -117,7 +117,7 @@ def _maker(dataset: str, index: int, native_id: str, seed: int, grid_mm: float) 
     return make
 
 
-def generate_demo_chunk(
+def generate_demo_shard(
     dataset: str, raw_root: Path, subject_indices: Sequence[int], seed: int, grid_mm: float
 ) -> pd.DataFrame:
     """Write some demo subjects' native files (and ``_truth``) under ``raw_root``.
@@ -126,12 +126,12 @@ def generate_demo_chunk(
         dataset: dataset key.
         raw_root: the dataset root (created if needed).
         subject_indices: which demo subjects (0-based); subject ``i`` is the
-            same for any chunking.
+            same for any sharding.
         seed: run seed; each subject's seed is :func:`subject_seed`.
         grid_mm: synthetic acquisition grid spacing in mm.
 
     Returns:
-        The chunk table, one row per subject, columns :data:`CHUNK_COLUMNS`:
+        The shard table, one row per subject, columns :data:`SHARD_COLUMNS`:
         native id, subject seed, files written (``;``-joined, relative to
         ``raw_root``), the subject's meta values, and ``extra``/``meta`` as JSON.
 
@@ -167,7 +167,7 @@ def generate_demo_chunk(
             }
         )
         logger.info("%s %s written in %.2f s", dataset, nid, time.perf_counter() - start)
-    return pd.DataFrame(rows, columns=list(CHUNK_COLUMNS))
+    return pd.DataFrame(rows, columns=list(SHARD_COLUMNS))
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -177,8 +177,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep=sep, keep_default_na=False, na_values=[""])
 
 
-def finalize_demo(dataset: str, raw_root: Path, chunk_tables: Sequence[Path]) -> list[Path]:
-    """Write a demo dataset's dataset-level tables from its chunk tables.
+def finalize_demo(dataset: str, raw_root: Path, shard_tables: Sequence[Path]) -> list[Path]:
+    """Write a demo dataset's dataset-level tables from its shard tables.
 
     IXI: ``IXI.csv``; BraTS: ``train_labels.csv``, ``survival_info.csv``,
     ``brats20_to_brats21.csv``, ``molecular_labels.csv``; OASIS-3:
@@ -188,23 +188,23 @@ def finalize_demo(dataset: str, raw_root: Path, chunk_tables: Sequence[Path]) ->
     Args:
         dataset: dataset key.
         raw_root: the dataset root.
-        chunk_tables: the tables returned by :func:`generate_demo_chunk`, saved
+        shard_tables: the tables returned by :func:`generate_demo_shard`, saved
             as ``.tsv``, ``.csv`` or ``.parquet``.
 
     Returns:
         The paths written.
 
     Raises:
-        ValueError: for an unknown dataset, no chunk tables, or a native id listed twice.
+        ValueError: for an unknown dataset, no shard tables, or a native id listed twice.
     """
     layout = _layout(dataset)
-    if not chunk_tables:
-        raise ValueError(f"{dataset}: no chunk tables given")
-    chunk = pd.concat([_read_table(Path(p)) for p in chunk_tables], ignore_index=True)
-    duplicated = chunk["native_id"][chunk["native_id"].duplicated()]
+    if not shard_tables:
+        raise ValueError(f"{dataset}: no shard tables given")
+    shard = pd.concat([_read_table(Path(p)) for p in shard_tables], ignore_index=True)
+    duplicated = shard["native_id"][shard["native_id"].duplicated()]
     if not duplicated.empty:
-        raise ValueError(f"{dataset}: native id {duplicated.iloc[0]!r} appears in two chunk tables")
-    return list(layout.finalize(Path(raw_root), chunk.sort_values("index", kind="stable")))
+        raise ValueError(f"{dataset}: native id {duplicated.iloc[0]!r} appears in two shard tables")
+    return list(layout.finalize(Path(raw_root), shard.sort_values("index", kind="stable")))
 
 
 def build_manifest(dataset: str, raw_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,36 +1,36 @@
 """Preprocessing: RAS resampling, N4, skull stripping, intensity normalisation, crop, QC.
 
 Each step is a pure function on nibabel images / numpy arrays (SimpleITK inside);
-:func:`preprocess_session` chains them for one session and :func:`preprocess_chunk`
-runs a chunk of manifest rows to disk.
+:func:`preprocess_session` chains them for one session and :func:`preprocess_shard`
+runs a shard of manifest rows to disk.
 """
 
 from .bias import head_mask, n4_correct
-from .chunk_job import FAILURE_COLUMNS, TABLE_COLUMNS, preprocess_chunk
-from .chunks import (
-    PREPROCESS_DATASETS,
-    assign_chunks,
-    chunk_count,
-    chunk_files,
-    chunk_records,
-    chunk_rows,
-    subject_order,
-    training_rows,
-    volume_rows,
-)
 from .cohort import (
     QC_COLUMNS,
     fit_landmarks,
     load_landmarks,
-    merge_chunks,
+    merge_shards,
     plot_qc_summary,
-    read_chunk_table,
+    read_shard_table,
     save_landmarks,
 )
 from .intensity import NyulLandmarks, apply_nyul, clip_percentiles, fit_nyul, whitestripe, zscore
 from .qc import bias_strength, dice, qc_flags, qc_png, qc_record, snr_estimate, touches_fov
 from .session import PreprocessError, PreprocessResult, preprocess_session, validate_image
 from .settings import N4Settings, NormalisationSettings, PreprocessSettings, QCRules, RegistrationSettings
+from .shard_job import FAILURE_COLUMNS, TABLE_COLUMNS, preprocess_shard
+from .shards import (
+    PREPROCESS_DATASETS,
+    assign_shards,
+    shard_count,
+    shard_files,
+    shard_records,
+    shard_rows,
+    subject_order,
+    training_rows,
+    volume_rows,
+)
 from .skullstrip import (
     SkullStripResult,
     load_template,
@@ -69,16 +69,16 @@ __all__ = [
     "SkullStripResult",
     "TransformRecord",
     "apply_nyul",
-    "assign_chunks",
-    "chunk_count",
-    "chunk_files",
-    "chunk_records",
-    "chunk_rows",
+    "assign_shards",
+    "shard_count",
+    "shard_files",
+    "shard_records",
+    "shard_rows",
     "fit_landmarks",
     "load_landmarks",
-    "merge_chunks",
+    "merge_shards",
     "plot_qc_summary",
-    "read_chunk_table",
+    "read_shard_table",
     "save_landmarks",
     "subject_order",
     "training_rows",
@@ -93,7 +93,7 @@ __all__ = [
     "head_mask",
     "load_template",
     "n4_correct",
-    "preprocess_chunk",
+    "preprocess_shard",
     "preprocess_session",
     "qc_flags",
     "qc_png",

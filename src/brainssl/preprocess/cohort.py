@@ -1,10 +1,10 @@
-"""Dataset-level steps around the chunk jobs: Nyúl landmarks, merged tables, cohort QC.
+"""Dataset-level steps around the shard jobs: Nyúl landmarks, merged tables, cohort QC.
 
 * :func:`fit_landmarks` fits Nyúl landmarks on the training subjects' preprocessed
   (bias-corrected, stripped, clipped) intensities; the workflow gives it the rows of
-  training subjects only (:func:`brainssl.preprocess.chunks.training_rows`), so an
+  training subjects only (:func:`brainssl.preprocess.shards.training_rows`), so an
   evaluation subject can never move them.
-* :func:`merge_chunks` joins the chunk tables into the dataset's ``table.tsv``,
+* :func:`merge_shards` joins the shard tables into the dataset's ``table.tsv``,
   ``failures.tsv`` and the cohort QC table ``qc.tsv`` (one row per session, flags and
   whether the session was excluded).
 * :func:`plot_qc_summary` draws the cohort QC distributions.
@@ -26,20 +26,20 @@ import pandas as pd
 from brainssl.io import atomic_path, write_json
 from brainssl.splits import subject_split
 
-from .chunk_job import FAILURE_COLUMNS, TABLE_COLUMNS
 from .inputs import _session_inputs, _text
 from .intensity import NyulLandmarks, fit_nyul
 from .session import preprocess_session
 from .settings import PreprocessSettings
+from .shard_job import FAILURE_COLUMNS, TABLE_COLUMNS
 
 __all__ = [
     "QC_COLUMNS",
     "fit_landmarks",
     "save_landmarks",
     "load_landmarks",
-    "merge_chunks",
+    "merge_shards",
     "plot_qc_summary",
-    "read_chunk_table",
+    "read_shard_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def load_landmarks(path: str | os.PathLike[str]) -> dict[str, NyulLandmarks]:
     return {modality: NyulLandmarks.from_dict(marks) for modality, marks in data.items()}
 
 
-def merge_chunks(
+def merge_shards(
     tables: Sequence[pd.DataFrame],
     failures: Sequence[pd.DataFrame],
     manifest: pd.DataFrame,
@@ -118,11 +118,11 @@ def merge_chunks(
     seed: int,
     fractions: Mapping[str, float],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Merge the chunk outputs of one dataset into its stage tables.
+    """Merge the shard outputs of one dataset into its stage tables.
 
     Args:
-        tables: chunk tables (:data:`TABLE_COLUMNS`).
-        failures: chunk failure tables (:data:`FAILURE_COLUMNS`).
+        tables: shard tables (:data:`TABLE_COLUMNS`).
+        failures: shard failure tables (:data:`FAILURE_COLUMNS`).
         manifest: the dataset's manifest (for each subject's ``split_group``).
         exclude_flagged: drop the volumes of sessions with QC flags from the table.
         seed: master seed of the subject split.
@@ -227,7 +227,7 @@ def _reasons(flags: Any) -> list[str]:
     return [r.strip() for r in text.split(";") if len(r.strip().split(" ")) >= 2]
 
 
-def read_chunk_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_shard_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a stage table written by :func:`brainssl.io.write_table` (strings stay strings)."""
     frame = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""], dtype={"session": str})
     for column in ("qc_flags", "session", "seg_path", "native_id", "split"):

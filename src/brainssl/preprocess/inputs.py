@@ -1,7 +1,7 @@
 """A session's input images, read from its manifest rows (:func:`_session_inputs`).
 
-Split from :mod:`brainssl.preprocess.session` because both the chunk job
-(:mod:`brainssl.preprocess.chunk_job`) and the landmark fit (:mod:`brainssl.preprocess.cohort`)
+Split from :mod:`brainssl.preprocess.session` because both the shard job
+(:mod:`brainssl.preprocess.shard_job`) and the landmark fit (:mod:`brainssl.preprocess.cohort`)
 read sessions the same way: NIfTI or fastMRI HDF5 images, an optional ground-truth brain mask
 and optional segmentations. An unreadable file becomes a :class:`PreprocessError` naming it.
 """

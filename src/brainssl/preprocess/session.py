@@ -5,8 +5,8 @@ bring the other contrasts onto that grid (rigid registration when their grid dif
 N4 per contrast; skull strip the reference; QC numbers; crop to the brain box; clip and
 normalise intensities within the shared mask.
 
-Reading a session's files is :mod:`brainssl.preprocess.inputs`; running a chunk of
-sessions to disk is :mod:`brainssl.preprocess.chunk_job`.
+Reading a session's files is :mod:`brainssl.preprocess.inputs`; running a shard of
+sessions to disk is :mod:`brainssl.preprocess.shard_job`.
 """
 
 from __future__ import annotations

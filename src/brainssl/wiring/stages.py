@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from brainssl.architectures import ARCHS
-from brainssl.config import chunk_indices, n_chunks, stage_params
+from brainssl.config import n_shards, shard_indices, stage_params
 from brainssl.datasets.catalog import DATASETS
-from brainssl.preprocess.chunks import PREPROCESS_DATASETS
+from brainssl.preprocess.shards import PREPROCESS_DATASETS
 
 Config = Mapping[str, Any]
 
@@ -42,16 +42,16 @@ def enabled_datasets(config: Config) -> list[str]:
     return [d for d in DATASETS if config["datasets"][d]["enabled"]]
 
 
-def dataset_chunks(config: Config, dataset: str) -> range:
-    """The generation chunks of a dataset (`datasets.shard_size` subjects each)."""
+def dataset_shards(config: Config, dataset: str) -> range:
+    """The generation shards of a dataset (`datasets.shard_size` subjects each)."""
     size = config["datasets"]["shard_size"]
-    return range(n_chunks(config["datasets"][dataset]["subjects"], size))
+    return range(n_shards(config["datasets"][dataset]["subjects"], size))
 
 
-def chunk_subjects(config: Config, dataset: str, chunk: int) -> list[int]:
-    """The subject indices one generation chunk of a dataset makes."""
+def shard_subjects(config: Config, dataset: str, shard: int) -> list[int]:
+    """The subject indices one generation shard of a dataset makes."""
     size = config["datasets"]["shard_size"]
-    return chunk_indices(config["datasets"][dataset]["subjects"], size, chunk)
+    return shard_indices(config["datasets"][dataset]["subjects"], size, shard)
 
 
 def raw_root(config: Config, dataset: str) -> str:
@@ -85,7 +85,7 @@ def preprocess_settings(config: Config, dataset: str) -> dict[str, Any]:
 
 
 def nyul_landmarks(config: Config, dataset: str) -> str | None:
-    """The Nyúl landmarks file a dataset's chunk jobs read (None unless normalised with nyul)."""
+    """The Nyúl landmarks file a dataset's shard jobs read (None unless normalised with nyul)."""
     if preprocess_settings(config, dataset)["normalisation"]["method"] != "nyul":
         return None
     return f"results/preprocess/{dataset}/nyul_landmarks.json"

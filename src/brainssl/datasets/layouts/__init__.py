@@ -2,7 +2,7 @@
 
 Each layout module offers the same names: ``INFO`` (what and where), ``native_id(index)``,
 ``subject_params(index, grid_mm)``, ``write_subject(root, index, native_id, make)``,
-``finalize(root, chunk)`` and ``read(root) -> (rows, failures)``.
+``finalize(root, shard)`` and ``read(root) -> (rows, failures)``.
 """
 
 from brainssl.datasets.layouts import brats, fastmri, hippocampus, ixi, oasis, tumor4

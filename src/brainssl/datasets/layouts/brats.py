@@ -103,9 +103,9 @@ def brats20_id(index: int) -> str:
     return f"BraTS20_Training_{index + 1:03d}"
 
 
-def finalize(root: Path, chunk: pd.DataFrame) -> list[Path]:
+def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
     """Write train_labels.csv, survival_info.csv, brats20_to_brats21.csv and molecular_labels.csv."""
-    records = sorted(chunk.to_dict("records"), key=lambda r: int(r["index"]))
+    records = sorted(shard.to_dict("records"), key=lambda r: int(r["index"]))
     mgmt, survival, mapping, molecular = [], [], [], []
     for record in records:
         number = int(_FOLDER.match(record["native_id"]).group(1))  # type: ignore[union-attr]

@@ -146,9 +146,9 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
     return {"native_id": nid, "files": files, "meta": meta, "extra": {"test": test}}
 
 
-def finalize(root: Path, chunk: pd.DataFrame) -> list[Path]:
+def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
     """Write the MSD ``dataset.json`` listing the training and test cases."""
-    records = sorted(chunk.to_dict("records"), key=lambda r: str(r["native_id"]))
+    records = sorted(shard.to_dict("records"), key=lambda r: str(r["native_id"]))
     training, test = [], []
     for record in records:
         nid = record["native_id"]

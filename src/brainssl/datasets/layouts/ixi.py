@@ -82,7 +82,7 @@ def image_path(root: Path, nid: str, modality: str) -> Path:
 
 
 def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) -> dict[str, Any]:
-    """Write one synthetic subject in the IXI layout (+ truth); return its chunk record."""
+    """Write one synthetic subject in the IXI layout (+ truth); return its shard record."""
     subject = make()
     files = []
     sequence = {}
@@ -97,9 +97,9 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
     return {"native_id": nid, "files": files, "meta": meta, "extra": {}}
 
 
-def finalize(root: Path, chunk: pd.DataFrame) -> list[Path]:
-    """Write ``IXI.csv`` (the real IXI.xls columns) from the chunk records."""
-    rows = [_demographics_row(record) for record in chunk.to_dict("records")]
+def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
+    """Write ``IXI.csv`` (the real IXI.xls columns) from the shard records."""
+    rows = [_demographics_row(record) for record in shard.to_dict("records")]
     table = pd.DataFrame(rows).sort_values("IXI_ID", kind="stable")
     path = root / "IXI.csv"
     write_table(path, table)

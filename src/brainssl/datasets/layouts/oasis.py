@@ -136,10 +136,10 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
     return {"native_id": nid, "files": files, "meta": first_meta, "extra": {"visits": visits}}
 
 
-def finalize(root: Path, chunk: pd.DataFrame) -> list[Path]:
-    """Write the clinical table (one visit per MR session) from the chunk records."""
+def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
+    """Write the clinical table (one visit per MR session) from the shard records."""
     rows = []
-    for record in chunk.to_dict("records"):
+    for record in shard.to_dict("records"):
         for visit in json.loads(record["extra"])["visits"]:
             cdr = visit["cdr"]
             rows.append(

@@ -101,7 +101,7 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
     return {"native_id": nid, "files": [rel(root, path)], "meta": meta, "extra": {"tumor_class": cls}}
 
 
-def finalize(root: Path, chunk: pd.DataFrame) -> list[Path]:
+def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
     """The 4-class set has no dataset-level tables; nothing to write."""
     return []
 

@@ -1,8 +1,8 @@
-"""One chunk job: manifest rows in, one folder per session and the chunk's tables out.
+"""One shard job: manifest rows in, one folder per session and the shard's tables out.
 
 Split from :mod:`brainssl.preprocess.session`, which preprocesses one session in memory; this
-module reads the sessions of a chunk (:mod:`brainssl.preprocess.inputs`), writes each one
-atomically and records failures. Which rows a chunk gets is :mod:`brainssl.preprocess.chunks`.
+module reads the sessions of a shard (:mod:`brainssl.preprocess.inputs`), writes each one
+atomically and records failures. Which rows a shard gets is :mod:`brainssl.preprocess.shards`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .qc import qc_png
 from .session import PreprocessError, PreprocessResult, preprocess_session
 from .settings import PreprocessSettings
 
-__all__ = ["preprocess_chunk", "TABLE_COLUMNS", "FAILURE_COLUMNS"]
+__all__ = ["preprocess_shard", "TABLE_COLUMNS", "FAILURE_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +121,14 @@ def _write_session(result: PreprocessResult, folder: Path, key: dict[str, str]) 
     ]
 
 
-def preprocess_chunk(
+def preprocess_shard(
     rows: pd.DataFrame,
     out_dir: str | os.PathLike[str],
     settings: PreprocessSettings,
     *,
     landmarks: Mapping[str, NyulLandmarks] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Preprocess the sessions in a chunk of manifest rows, writing one folder per session.
+    """Preprocess the sessions in a shard of manifest rows, writing one folder per session.
 
     Writes ``<out>/<subject>/<session>/`` (session ``ses-none`` when empty) with
     ``<modality>.nii.gz``, ``mask.nii.gz``, ``seg.nii.gz`` (when a seg is given),
@@ -167,7 +167,7 @@ def preprocess_chunk(
             result = preprocess_session(images, settings, truth, labels, landmarks=landmarks)
             written.extend(_write_session(result, out / key["subject"] / key["session"], key))
             logger.info("%s %s: done in %.1f s", subject, key["session"], result.qc["seconds_total"])
-        except Exception as err:  # one bad session must not stop the chunk; the reason is recorded
+        except Exception as err:  # one bad session must not stop the shard; the reason is recorded
             reason = str(err) if isinstance(err, PreprocessError) else f"{type(err).__name__}: {err}"
             logger.warning("%s %s failed: %s", subject, key["session"], reason)
             native = group["native_id"].iloc[0] if "native_id" in group.columns else ""

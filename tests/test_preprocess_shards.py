@@ -1,14 +1,14 @@
-"""Chunk assignment of the preprocess stage: stable under appends, complete, file lists."""
+"""Shard assignment of the preprocess stage: stable under appends, complete, file lists."""
 
 import pandas as pd
 import pytest
 
-from brainssl.preprocess.chunks import (
-    assign_chunks,
-    chunk_count,
-    chunk_files,
-    chunk_records,
-    chunk_rows,
+from brainssl.preprocess.shards import (
+    assign_shards,
+    shard_count,
+    shard_files,
+    shard_records,
+    shard_rows,
     training_rows,
     volume_rows,
 )
@@ -38,55 +38,55 @@ def _manifest(n: int, start: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _chunks(manifest: pd.DataFrame, size: int) -> list[list[str]]:
+def _shards(manifest: pd.DataFrame, size: int) -> list[list[str]]:
     return [
-        sorted(chunk_rows(manifest, size, c)["subject"].unique()) for c in range(chunk_count(manifest, size))
+        sorted(shard_rows(manifest, size, c)["subject"].unique()) for c in range(shard_count(manifest, size))
     ]
 
 
-def test_appending_a_subject_keeps_every_earlier_chunk():
+def test_appending_a_subject_keeps_every_earlier_shard():
     before = _manifest(33)
     after = pd.concat([before, _manifest(1, start=33)], ignore_index=True)
-    chunks_before, chunks_after = _chunks(before, 16), _chunks(after, 16)
-    assert len(chunks_before) == len(chunks_after) == 3
-    assert chunks_before[:-1] == chunks_after[:-1]
-    assert chunks_before[-1] != chunks_after[-1]
-    # the rows (the chunk jobs' params) and files (their inputs) of earlier chunks are identical
+    shards_before, shards_after = _shards(before, 16), _shards(after, 16)
+    assert len(shards_before) == len(shards_after) == 3
+    assert shards_before[:-1] == shards_after[:-1]
+    assert shards_before[-1] != shards_after[-1]
+    # the rows (the shard jobs' params) and files (their inputs) of earlier shards are identical
     for c in range(2):
-        assert chunk_records(chunk_rows(before, 16, c)) == chunk_records(chunk_rows(after, 16, c))
-        assert chunk_files(chunk_rows(before, 16, c)) == chunk_files(chunk_rows(after, 16, c))
+        assert shard_records(shard_rows(before, 16, c)) == shard_records(shard_rows(after, 16, c))
+        assert shard_files(shard_rows(before, 16, c)) == shard_files(shard_rows(after, 16, c))
 
 
 def test_row_order_in_the_manifest_does_not_matter():
     manifest = _manifest(20)
     shuffled = manifest.sample(frac=1.0, random_state=0)
-    assert _chunks(manifest, 6) == _chunks(shuffled, 6)
-    assert chunk_records(chunk_rows(manifest, 6, 1)) == chunk_records(chunk_rows(shuffled, 6, 1))
+    assert _shards(manifest, 6) == _shards(shuffled, 6)
+    assert shard_records(shard_rows(manifest, 6, 1)) == shard_records(shard_rows(shuffled, 6, 1))
 
 
-def test_chunks_cover_every_subject_once_and_keep_sessions_together():
+def test_shards_cover_every_subject_once_and_keep_sessions_together():
     manifest = _manifest(17)
-    assignment = assign_chunks(manifest, 5)
+    assignment = assign_shards(manifest, 5)
     assert sorted(assignment) == sorted(manifest["subject"].unique())
     assert sorted(set(assignment.values())) == [0, 1, 2, 3]
     for c in range(4):
-        rows = chunk_rows(manifest, 5, c)
+        rows = shard_rows(manifest, 5, c)
         assert set(rows["subject"]) == {s for s, k in assignment.items() if k == c}
         assert len(rows) == 2 * rows["subject"].nunique()  # both contrasts of each subject
-    assert chunk_count(manifest.iloc[:0], 5) == 0
+    assert shard_count(manifest.iloc[:0], 5) == 0
 
 
-def test_chunk_files_and_bad_chunk():
-    rows = chunk_rows(_manifest(3), 2, 1)
-    assert chunk_files(rows) == [
+def test_shard_files_and_bad_shard():
+    rows = shard_rows(_manifest(3), 2, 1)
+    assert shard_files(rows) == [
         "/raw/IXI002-T1w.nii.gz",
         "/raw/IXI002-T2w.nii.gz",
         "/raw/_truth/IXI002/brain_mask.nii.gz",
     ]
     with pytest.raises(ValueError, match="out of range"):
-        chunk_rows(_manifest(3), 2, 2)
+        shard_rows(_manifest(3), 2, 2)
     with pytest.raises(ValueError, match="shard_size"):
-        assign_chunks(_manifest(3), 0)
+        assign_shards(_manifest(3), 0)
 
 
 def test_volume_rows_drop_2d_images():
@@ -104,7 +104,7 @@ def test_training_rows_hold_training_subjects_only_and_ignore_evaluation_subject
     evaluation = next(s for s in manifest["subject"] if subject_split(s, 9, fractions) != "train")
     changed = manifest.copy()
     changed.loc[changed["subject"] == evaluation, "path"] = "/raw/replaced.nii.gz"
-    assert chunk_records(training_rows(changed, 9, fractions)) == chunk_records(train)
+    assert shard_records(training_rows(changed, 9, fractions)) == shard_records(train)
     # a dataset-prescribed test subject never trains
     fixed = manifest.assign(split_group="test")
     assert training_rows(fixed, 9, fractions).empty

@@ -1,15 +1,15 @@
-"""Which manifest rows each preprocessing job gets: subjects in fixed-size chunks.
+"""Which manifest rows each preprocessing job gets: subjects in fixed-size shards.
 
-The workflow runs one job per chunk of ``shard_size`` subjects, so 10,000 subjects at 32
+The workflow runs one job per shard of ``shard_size`` subjects, so 10,000 subjects at 32
 make 313 jobs. Subjects are ordered by their native id (then pseudonymous id) and cut
 into consecutive blocks. Native ids of real and demo datasets grow as subjects are added
 (``IXI002…``, ``OAS30001``, ``hippocampus_025``), so appending a subject changes only
-the last chunk and Snakemake re-runs only that job. (The pseudonymous ids are hashes:
-ordering by them would drop a new subject into a random chunk and shift every chunk
+the last shard and Snakemake re-runs only that job. (The pseudonymous ids are hashes:
+ordering by them would drop a new subject into a random shard and shift every shard
 after it.)
 
-A chunk job's rerun triggers are the files of its own subjects (:func:`chunk_files`)
-and its rows (:func:`chunk_records`, passed as ``params``), never the dataset manifest
+A shard job's rerun triggers are the files of its own subjects (:func:`shard_files`)
+and its rows (:func:`shard_records`, passed as ``params``), never the dataset manifest
 as a whole.
 """
 
@@ -28,12 +28,12 @@ __all__ = [
     "ROW_COLUMNS",
     "volume_rows",
     "subject_order",
-    "chunk_count",
-    "assign_chunks",
-    "chunk_rows",
-    "SubjectChunks",
-    "chunk_records",
-    "chunk_files",
+    "shard_count",
+    "assign_shards",
+    "shard_rows",
+    "SubjectShards",
+    "shard_records",
+    "shard_files",
     "training_rows",
 ]
 
@@ -52,7 +52,7 @@ ROW_COLUMNS = (
     "truth_brain_mask",
     "split_group",
 )
-"""The manifest columns a chunk job reads (and whose change re-runs it)."""
+"""The manifest columns a shard job reads (and whose change re-runs it)."""
 _FILE_COLUMNS = ("path", "seg_path", "truth_brain_mask")
 
 
@@ -76,22 +76,22 @@ def subject_order(rows: pd.DataFrame) -> list[str]:
     return [subject for _, subject in sorted(pairs.itertuples(index=False, name=None))]
 
 
-def chunk_count(rows: pd.DataFrame, shard_size: int) -> int:
-    """Number of chunks (0 when the rows hold no subject)."""
+def shard_count(rows: pd.DataFrame, shard_size: int) -> int:
+    """Number of shards (0 when the rows hold no subject)."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     return -(-len(subject_order(rows)) // shard_size)
 
 
-def assign_chunks(rows: pd.DataFrame, shard_size: int) -> dict[str, int]:
-    """Map every subject to its chunk index.
+def assign_shards(rows: pd.DataFrame, shard_size: int) -> dict[str, int]:
+    """Map every subject to its shard index.
 
     Args:
         rows: manifest rows (columns ``subject``, ``native_id``).
-        shard_size: subjects per chunk (>= 1).
+        shard_size: subjects per shard (>= 1).
 
     Returns:
-        ``{subject: chunk}``; chunk ``k`` holds the subjects at positions
+        ``{subject: shard}``; shard ``k`` holds the subjects at positions
         ``[k * shard_size, (k + 1) * shard_size)`` of :func:`subject_order`.
     """
     if shard_size < 1:
@@ -99,25 +99,25 @@ def assign_chunks(rows: pd.DataFrame, shard_size: int) -> dict[str, int]:
     return {subject: index // shard_size for index, subject in enumerate(subject_order(rows))}
 
 
-def chunk_rows(rows: pd.DataFrame, shard_size: int, chunk: int) -> pd.DataFrame:
-    """Return the rows of one chunk's subjects, sorted by subject order, session and modality.
+def shard_rows(rows: pd.DataFrame, shard_size: int, shard: int) -> pd.DataFrame:
+    """Return the rows of one shard's subjects, sorted by subject order, session and modality.
 
     Raises:
-        ValueError: if ``chunk`` is out of range.
+        ValueError: if ``shard`` is out of range.
     """
-    return SubjectChunks(rows, shard_size).rows(chunk)
+    return SubjectShards(rows, shard_size).rows(shard)
 
 
-class SubjectChunks:
-    """A dataset's rows cut into all of its chunks at once, for many per-chunk look-ups.
+class SubjectShards:
+    """A dataset's rows cut into all of its shards at once, for many per-shard look-ups.
 
-    Each chunk job asks for its rows several times while the DAG is built (inputs, params).
+    Each shard job asks for its rows several times while the DAG is built (inputs, params).
     Ordering the whole manifest for every question made a dry-run quadratic in the number of
     subjects (minutes at 100,000); cutting once makes each look-up a slice.
 
     Args:
         rows: manifest rows (columns ``subject``, ``native_id``, ``session``, ``modality``).
-        shard_size: subjects per chunk (>= 1).
+        shard_size: subjects per shard (>= 1).
 
     Raises:
         ValueError: if ``shard_size`` < 1.
@@ -129,7 +129,7 @@ class SubjectChunks:
         order = subject_order(rows)
         rank = {subject: i for i, subject in enumerate(order)}
         picked = rows[rows["subject"].isin(rank)]
-        # one stable sort of all rows orders every chunk's rows as sorting that chunk alone would
+        # one stable sort of all rows orders every shard's rows as sorting that shard alone would
         ranked = picked.assign(_rank=picked["subject"].map(rank)).sort_values(
             ["_rank", "session", "modality"], kind="stable"
         )
@@ -140,26 +140,26 @@ class SubjectChunks:
         self._rows = ranked.drop(columns="_rank")
 
     def __len__(self) -> int:
-        """Number of chunks (0 when the rows hold no subject)."""
+        """Number of shards (0 when the rows hold no subject)."""
         return self._count
 
-    def rows(self, chunk: int) -> pd.DataFrame:
-        """Return chunk ``chunk``'s rows, sorted by subject order, session and modality.
+    def rows(self, shard: int) -> pd.DataFrame:
+        """Return shard ``shard``'s rows, sorted by subject order, session and modality.
 
         Raises:
-            ValueError: if ``chunk`` is out of range.
+            ValueError: if ``shard`` is out of range.
         """
-        if not 0 <= chunk < self._count:
+        if not 0 <= shard < self._count:
             raise ValueError(
-                f"chunk {chunk} out of range: {self._count} chunk(s) of {self.shard_size} subjects"
+                f"shard {shard} out of range: {self._count} shard(s) of {self.shard_size} subjects"
             )
-        start, stop = self._starts[chunk], self._starts[chunk + 1]
+        start, stop = self._starts[shard], self._starts[shard + 1]
         return self._rows.iloc[start:stop].reset_index(drop=True)
 
 
-def chunk_records(rows: pd.DataFrame) -> list[dict[str, str]]:
+def shard_records(rows: pd.DataFrame) -> list[dict[str, str]]:
     """Return rows as plain records of :data:`ROW_COLUMNS` (strings; empty for missing)."""
-    # column-wise, not through row dicts: thousands of chunk jobs ask for their rows while the DAG is built
+    # column-wise, not through row dicts: thousands of shard jobs ask for their rows while the DAG is built
     empty = [""] * len(rows)
     columns = [[_text(v) for v in _values(rows[c])] if c in rows.columns else empty for c in ROW_COLUMNS]
     return [dict(zip(ROW_COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
@@ -172,7 +172,7 @@ def _values(column: pd.Series) -> list[Any]:
     return column.to_numpy(dtype=object, na_value=None).tolist()
 
 
-def chunk_files(rows: pd.DataFrame) -> list[str]:
+def shard_files(rows: pd.DataFrame) -> list[str]:
     """Return the distinct files the rows read (images, label maps, truth masks), sorted."""
     files = set()
     for column in _FILE_COLUMNS:
