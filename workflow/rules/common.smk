@@ -23,6 +23,10 @@ from brainssl.datasets import DATASETS, read_manifest  # noqa: E402
 from brainssl.preprocess import shards  # noqa: E402
 from brainssl.preprocess.shards import shard_files, shard_records  # noqa: E402
 
+# Every mistake at once, in short lines (validate below stops at the first); then defaults.
+wiring.check_config(
+    config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml", Path.cwd()
+)
 validate(config, schema="../schemas/config.schema.yaml")
 
 # What the workflow holds (datasets, runs, encoders, tasks) and each job's params are pure

@@ -8,6 +8,7 @@ which datasets, runs, encoders and tasks the workflow holds is unit-tested witho
 Imported while Snakemake parses the workflow: nothing heavier than what the registries import.
 """
 
+from brainssl.wiring.checks import ConfigError, check_config
 from brainssl.wiring.stages import (
     PREPROCESS_SETTINGS,
     PRETRAIN_ARCHS,
@@ -60,6 +61,8 @@ from brainssl.wiring.tasks import (
 )
 
 __all__ = [
+    "ConfigError",
+    "check_config",
     "Config",
     "DENSE_SHARED_KEYS",
     "PREPROCESS_SETTINGS",
