@@ -2,6 +2,7 @@ from pathlib import Path
 
 from brainssl.jobs import job_context
 from brainssl.pretrain import pretrain_from_index
+from brainssl.pretrain.metrics import redraw_curves
 
 # A preempted run raises PreemptedError: the job fails, Snakemake's `retries:` resubmits it,
 # and the retry resumes from checkpoints/last.pt in the same folder.
@@ -14,3 +15,5 @@ with job_context(snakemake) as job:
         nprocs=snakemake.params.processes,
     )
     job.extra.update(knn=summary["knn"], final_loss=summary["final_loss"], steps=summary["step"])
+    # the loop draws curves.png while it trains; the finished figure adds the random encoder's kNN
+    redraw_curves(Path(snakemake.output.curves).parent, snakemake.input.get("random_card"))

@@ -79,10 +79,10 @@ def display_slice(row: pd.Series) -> tuple[np.ndarray, np.ndarray | None, float]
 
 def _pick_subjects(manifest: pd.DataFrame, n_subjects: int) -> list[str]:
     order = manifest.sort_values(["native_id", "session"], kind="stable")
-    if (order["tumor_class"] != "").any():  # one subject per class first
+    if (order["tumor_class"] != "").any():  # one subject per class first, every class shown
         first = order.drop_duplicates("tumor_class")["subject"].tolist()
         rest = [s for s in order["subject"].drop_duplicates() if s not in first]
-        return (first + rest)[:n_subjects]
+        return (first + rest)[: max(n_subjects, len(first))]
     return order["subject"].drop_duplicates().tolist()[:n_subjects]
 
 
@@ -95,14 +95,18 @@ def _draw(ax: Any, image: np.ndarray, label: np.ndarray | None, aspect: float) -
                 ax.contour(label == value, levels=[0.5], colors=[colour], linewidths=0.8)
 
 
-def save_montage(dataset: str, manifest: pd.DataFrame, out_png: Path, n_subjects: int = 3) -> None:
+def save_montage(dataset: str, manifest: pd.DataFrame, out_png: Path, n_subjects: int = 3) -> Any:
     """Save a subjects-by-contrast montage of one dataset as PNG.
 
     Args:
         dataset: dataset key (rows of other datasets are ignored).
         manifest: a manifest holding the dataset's rows.
         out_png: destination PNG.
-        n_subjects: how many subjects (rows).
+        n_subjects: how many subjects (rows); a dataset with classes (``tumor_class``) shows
+            at least one subject of every class.
+
+    Returns:
+        The (closed) matplotlib figure, for inspection.
 
     Raises:
         ValueError: if the manifest has no rows of ``dataset`` or ``n_subjects`` < 1.
@@ -133,10 +137,11 @@ def save_montage(dataset: str, manifest: pd.DataFrame, out_png: Path, n_subjects
         image, label, aspect = display_slice(row)
         _draw(ax, image, label, aspect)
         ax.set_title(
-            f"{row['native_id']}\n{row['modality'] or row['tumor_class']}", color="white", fontsize=7
+            f"{row['native_id']}\n{row['tumor_class'] or row['modality']}", color="white", fontsize=7
         )
     fig.suptitle(f"{dataset}: axial slices, radiological view, label contours", color="white", fontsize=9)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=110, facecolor="black")
     plt.close(fig)
+    return fig

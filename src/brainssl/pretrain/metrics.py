@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from brainssl.io import atomic_path, write_text
 
-__all__ = ["write_metric_tables", "TensorBoardLog", "plot_curves"]
+__all__ = ["write_metric_tables", "TensorBoardLog", "plot_curves", "redraw_curves"]
 
 
 def write_metric_tables(records: list[dict[str, Any]], out_dir: Path) -> None:
@@ -65,8 +67,22 @@ class TensorBoardLog:
             self._writer.close()
 
 
-def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
-    """Draw loss, learning rate, momentum and kNN accuracy against step into one PNG."""
+def plot_curves(
+    records: list[dict[str, Any]], path: str | Path, reference: Mapping[str, float] | None = None
+) -> Any:
+    """Draw loss, learning rate, momentum and kNN accuracy against step into one PNG.
+
+    Args:
+        records: the loop's records (``kind`` ``train`` or ``probe``).
+        path: destination PNG.
+        reference: ``{probe: accuracy}`` of the random-initialised encoder of the same
+            architecture on the same probe sets; each is drawn as a dotted horizontal line in
+            its probe's colour, labelled ``random: <probe>``, so that the kNN panel shows how
+            far training moved the encoder from chance features.
+
+    Returns:
+        The (closed) matplotlib figure, for inspection.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,20 +90,54 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
 
     train = [r for r in records if r["kind"] == "train"]
     probes = [r for r in records if r["kind"] == "probe"]
+    reference = {k: float(v) for k, v in (reference or {}).items() if math.isfinite(float(v))}
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
     for ax, key in zip(axes[:3], ("loss", "lr", "momentum"), strict=True):
         ax.plot([r["step"] for r in train], [r.get(key, float("nan")) for r in train])
         ax.set_title(key)
         ax.set_xlabel("step")
-    for key in sorted({k for r in probes for k in r if k.startswith("knn/")}):
-        axes[3].plot(
-            [r["step"] for r in probes], [r.get(key, float("nan")) for r in probes], marker="o", label=key
-        )
-    axes[3].set_title("kNN accuracy")
+    names = sorted(
+        {k.removeprefix("knn/") for r in probes for k in r if k.startswith("knn/")} | set(reference)
+    )
+    for k, name in enumerate(names):
+        colour = f"C{k % 10}"
+        key = f"knn/{name}"
+        if any(key in r for r in probes):
+            axes[3].plot(
+                [r["step"] for r in probes],
+                [r.get(key, float("nan")) for r in probes],
+                marker="o",
+                color=colour,
+                label=key,
+            )
+        if name in reference:
+            axes[3].axhline(
+                reference[name], color=colour, ls=":", lw=1.2, label=f"random: {name}", gid="random"
+            )
+    axes[3].set_title("kNN accuracy" + (" (dotted: random encoder)" if reference else ""))
     axes[3].set_xlabel("step")
-    if probes:
+    if names:
         axes[3].legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
+    return fig
+
+
+def redraw_curves(out_dir: str | Path, random_card: str | Path | None) -> Any:
+    """Redraw a finished run's ``curves.png`` from its ``metrics.jsonl``, with the random baseline.
+
+    Args:
+        out_dir: the run folder (holds ``metrics.jsonl``; ``curves.png`` is rewritten).
+        random_card: the ``model_card.json`` of the random-initialised encoder of the same
+            architecture (its ``knn_probe``); None draws no reference line.
+
+    Returns:
+        The (closed) matplotlib figure.
+    """
+    out = Path(out_dir)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    reference = json.loads(Path(random_card).read_text()).get("knn_probe", {}) if random_card else {}
+    return plot_curves(records, out / "curves.png", reference=reference)

@@ -29,6 +29,8 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 POSITION_BINS = np.round(np.arange(-0.3, 1.31, 0.1), 2)
+THRESHOLD_COLOURS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+THRESHOLD_DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 
 
 def _pyplot() -> Any:
@@ -92,7 +94,7 @@ def save_entropy_histogram(stats: pd.DataFrame, path: PathLike) -> Any:
     plt = _pyplot()
     datasets = sorted(stats["dataset"].unique())
     fig, axes = plt.subplots(
-        1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 3.2), squeeze=False
+        1, max(1, len(datasets)), figsize=(6.0 * max(1, len(datasets)), 3.2), squeeze=False
     )
     for ax, dataset in zip(axes[0], datasets, strict=False):
         group = stats[stats["dataset"] == dataset]
@@ -104,25 +106,24 @@ def save_entropy_histogram(stats: pd.DataFrame, path: PathLike) -> Any:
             color=["tab:blue", "tab:gray"],
             label=["kept", "dropped"],
         )
-        for modality, part in group.groupby("modality", sort=True):
+        # thresholds of several modalities often lie within a bar's width of each other: each gets
+        # its own colour and dash and is named in the legend, never by a label on the plot
+        for k, (modality, part) in enumerate(group.groupby("modality", sort=True)):
             finite = part["threshold"][np.isfinite(part["threshold"])]
             if len(finite):
-                ax.axvline(float(finite.median()), color="tab:red", ls="--", lw=1)
-                ax.text(
+                ax.axvline(
                     float(finite.median()),
-                    ax.get_ylim()[1] * 0.95,
-                    f" {modality or '2D'}",
-                    color="tab:red",
-                    fontsize=7,
-                    va="top",
-                    rotation=90,
+                    color=THRESHOLD_COLOURS[k % len(THRESHOLD_COLOURS)],
+                    ls=THRESHOLD_DASHES[k % len(THRESHOLD_DASHES)],
+                    lw=1.2,
+                    label=f"threshold {modality or '2D'}: {float(finite.median()):.2f}",
                 )
         ax.set(
             title=f"{dataset}: {int(group['kept'].sum())}/{len(group)} kept",
             xlabel="entropy (bits)",
             ylabel="slices",
         )
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     _save(fig, path)
     return fig
@@ -163,18 +164,27 @@ def _pick(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     return frame.iloc[np.unique(np.linspace(0, len(frame) - 1, n).round().astype(int))]
 
 
-def _montage_rows(stats: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _montage_rows(stats: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The top (kept) and bottom rows of the montage, and what the bottom row shows.
+
+    The bottom row shows dropped slices; when nothing was dropped (a 2D image set kept whole)
+    it shows more kept ones instead of staying blank, and says so (``"kept"``).
+    """
     volumes = stats.groupby("source", sort=True)
     if volumes.size().max() > 1:
         scores = volumes["kept"].agg(lambda k: min(k.sum(), (~k).sum()))
         source = scores.idxmax()
         pool = stats[stats["source"] == source]
-    else:
-        pool = stats
+    else:  # 2D images: in path order, so that evenly spaced picks cover every class folder
+        pool = stats.sort_values(["source", "slice_index"], kind="stable")
     dropped = pool[~pool["kept"]]
     if (dropped["reason"] != "step").any():
         dropped = dropped[dropped["reason"] != "step"]  # thinned neighbours of kept slices
-    return _pick(pool[pool["kept"]], n), _pick(dropped, n)
+    kept = pool[pool["kept"]]
+    if dropped.empty and len(kept) > n:
+        both = _pick(kept, 2 * n)
+        return both.iloc[0::2], both.iloc[1::2], "kept"
+    return _pick(kept, n), _pick(dropped, n), "dropped"
 
 
 def save_slice_montage(stats: pd.DataFrame, settings: SliceSettings, path: PathLike) -> Any:
@@ -183,10 +193,12 @@ def save_slice_montage(stats: pd.DataFrame, settings: SliceSettings, path: PathL
     The volume shown is the one with the most slices on both sides; slices are evenly spaced
     among the kept and the dropped (slices dropped only by the step thinning are left out: they
     are neighbours of kept ones), titled with slice index, position, entropy and the reason.
+    2D images are titled with their folder (the class of a class-per-folder image set) instead
+    of slice index and position; when nothing was dropped both rows show kept images.
     """
     plt = _pyplot()
     n = settings.montage_slices
-    kept, dropped = _montage_rows(stats, n)
+    kept, bottom, bottom_label = _montage_rows(stats, n)
     cache: dict[str, np.ndarray] = {}
 
     def image(row: pd.Series) -> np.ndarray:
@@ -196,9 +208,10 @@ def save_slice_montage(stats: pd.DataFrame, settings: SliceSettings, path: PathL
             ).images
         return cache[row["source"]][int(row["slice_index"])]
 
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.4), squeeze=False)
-    for r, (label, rows) in enumerate((("kept", kept), ("dropped", dropped))):
-        for c in range(n):
+    n_cols = max(1, min(n, max(len(kept), len(bottom))))  # no empty columns when there are few images
+    fig, axes = plt.subplots(2, n_cols, figsize=(max(1.6 * n_cols, 4.0), 4.4), squeeze=False)
+    for r, (label, rows) in enumerate((("kept", kept), (bottom_label, bottom))):
+        for c in range(n_cols):
             ax = axes[r][c]
             ax.axis("off")
             if c >= len(rows):
@@ -208,9 +221,17 @@ def save_slice_montage(stats: pd.DataFrame, settings: SliceSettings, path: PathL
             row = rows.iloc[c]
             ax.imshow(image(row), cmap="gray", vmin=0, vmax=255 if settings.dtype == "uint8" else 1.0)
             why = label if label == "kept" else row["reason"]
-            where = "2D" if pd.isna(row["position"]) else f"p{row['position']:.2f}"
-            ax.set_title(f"z{row['slice_index']} {where}\nH{row['entropy']:.2f} {why}", fontsize=7)
-    fig.suptitle(f"{stats['dataset'].iloc[0]}: kept (top) vs dropped (bottom)", fontsize=9)
+            if pd.isna(row["position"]):
+                where = Path(str(row["source"])).parent.name or "2D"
+            else:
+                where = f"z{row['slice_index']} p{row['position']:.2f}"
+            ax.set_title(f"{where}\nH{row['entropy']:.2f} {why}", fontsize=7)
+    dataset = stats["dataset"].iloc[0]
+    if bottom_label == "kept":
+        title = f"{dataset}: none dropped, {int(stats['kept'].sum())} kept (both rows kept)"
+    else:
+        title = f"{dataset}: kept (top) vs dropped (bottom)"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
     return fig

@@ -336,18 +336,29 @@ def _overlay_example(
     return {"image": images[index, 0], "truth": truth[index], "predictions": predictions}
 
 
-def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.3) -> None:
-    """Draw the example slice: true boxes green, each variant's boxes scoring >= ``min_score`` red."""
+def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.3, top_k: int = 3) -> Any:
+    """Draw the example slice: true boxes green, each variant's ``top_k`` best boxes red with scores.
+
+    Boxes scoring at least ``min_score`` are drawn solid, weaker ones dashed, so that a weak
+    model's best guesses are still seen (a panel with no box at all says so); a legend under
+    the panels names the three kinds of box.
+
+    Returns:
+        The (closed) matplotlib figure, for inspection: truth boxes have gid ``truth``,
+        predictions ``prediction`` (solid) or ``weak prediction`` (dashed).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     from .figures import save_figure
 
     panels = list(example.get("predictions", {}).items())
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(2.4 * max(len(panels), 1), 2.6), squeeze=False)
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(max(2.4 * n, 4.8), 3.2), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     if not panels:
@@ -355,13 +366,55 @@ def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.
     for ax, (name, (boxes, scores)) in zip(axes.ravel(), panels, strict=False):
         ax.imshow(example["image"], cmap="gray", vmin=0, vmax=1)
         for x0, y0, x1, y1 in example["truth"]:
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=0.8))
-        for (x0, y0, x1, y1), score in zip(boxes, scores, strict=True):
-            if score >= min_score:
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="red", lw=0.8))
-                ax.text(x0, y0 - 1, f"{score:.2f}", color="red", fontsize=5)
-        ax.set_title(name, fontsize=6)
-    save_figure(fig, path)
+            ax.add_patch(
+                Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.0, gid="truth")
+            )
+        order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")[:top_k]
+        for k in order:
+            (x0, y0, x1, y1), score = boxes[k], float(scores[k])
+            strong = score >= min_score
+            ax.add_patch(
+                Rectangle(
+                    (x0 - 0.5, y0 - 0.5),
+                    x1 - x0,
+                    y1 - y0,
+                    fill=False,
+                    ec="red",
+                    lw=1.0,
+                    ls="-" if strong else "--",
+                    gid="prediction" if strong else "weak prediction",
+                )
+            )
+            ax.text(x0 - 0.5, y0 - 1.0, f"{score:.2f}", color="red", fontsize=6, va="bottom", gid="score")
+        if not len(order):
+            ax.text(
+                0.5,
+                0.03,
+                "no box predicted",
+                color="red",
+                fontsize=6,
+                ha="center",
+                va="bottom",
+                transform=ax.transAxes,
+            )
+        ax.set_title(name, fontsize=7)
+    handles = [
+        Line2D([], [], color="lime", lw=1.5, label="truth"),
+        Line2D([], [], color="red", lw=1.5, label=f"prediction, score >= {min_score:.2f}"),
+        Line2D([], [], color="red", lw=1.5, ls="--", label=f"prediction, score < {min_score:.2f}"),
+    ]
+    if panels:
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=3,
+            fontsize=7,
+            frameon=False,
+            title=f"each variant's {top_k} best boxes, with scores",
+            title_fontsize=7,
+        )
+    save_figure(fig, path, rect=(0, 0.14, 1, 1))
+    return fig
 
 
 def tumor_detection_task(

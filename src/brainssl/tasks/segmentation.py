@@ -260,35 +260,71 @@ def write_outputs(
     return frame
 
 
-def plot_overlays(examples: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """One row per example: the image with truth (green) and each variant's prediction (red) outlined."""
+def plot_overlays(examples: Sequence[dict[str, Any]], path: str | Path) -> Any:
+    """One row per example: the truth regions, then each variant's predicted regions, outlined.
+
+    Each region has one colour: true regions in the first panel, predicted ones in the others,
+    where the true first region (whole tumour, or the first class) is outlined dashed green for
+    comparison. A legend under the panels names the colours; each row is titled on its left.
+
+    Returns:
+        The (closed) matplotlib figure, for inspection.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     examples = [e for e in examples if e]
     n_cols = max([1 + len(e["predictions"]) for e in examples] or [1])
-    fig, axes = plt.subplots(
-        max(len(examples), 1), n_cols, figsize=(2.2 * n_cols, 2.4 * max(len(examples), 1)), squeeze=False
-    )
+    n_rows = max(len(examples), 1)
+    height = 2.4 * n_rows + 0.35  # the last 0.35 inch holds the legend
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(max(2.2 * n_cols, 4.4), height), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     if not examples:
         axes[0, 0].text(0.5, 0.5, "no labelled test subject", ha="center", va="center")
+    names: list[str] = []
     for row, example in enumerate(examples):
+        names = list(example.get("names") or names)
         panels = [("truth", example["truth"]), *example["predictions"].items()]
         for col, (name, masks) in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(example["image"], cmap="gray", vmin=0, vmax=1)
-            ax.contour(example["truth"][0].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
-            if col:
-                for k, mask in enumerate(masks):
-                    if mask.any():
-                        colour = PREDICTION_COLOURS[k % len(PREDICTION_COLOURS)]
-                        ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.8)
-            ax.set_title(name if col else f"{example['title']}\n{name}", fontsize=6)
-    save_figure(fig, path)
+            for k, mask in enumerate(masks):
+                if mask.any():
+                    colour = PREDICTION_COLOURS[k % len(PREDICTION_COLOURS)]
+                    ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.8)
+            if col and example["truth"][0].any():
+                ax.contour(
+                    example["truth"][0].astype(float),
+                    levels=[0.5],
+                    colors="lime",
+                    linewidths=0.8,
+                    linestyles="--",
+                )
+            ax.set_title(name, fontsize=7)
+        axes[row, 0].text(
+            -0.06,
+            0.5,
+            example["title"],
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=7,
+            transform=axes[row, 0].transAxes,
+        )
+    first = names[0] if names else "foreground"
+    handles = [
+        Line2D([], [], color=PREDICTION_COLOURS[k % len(PREDICTION_COLOURS)], lw=1.5, label=name)
+        for k, name in enumerate(names)
+    ]
+    handles.append(Line2D([], [], color="lime", lw=1.5, ls="--", label=f"true {first} (on predictions)"))
+    if examples:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    save_figure(fig, path, rect=(0.02, 0.35 / height, 1, 1))
+    return fig
 
 
 # ---------------------------------------------------------------------- entry points
