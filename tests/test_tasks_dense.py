@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from brainssl.pretrain.backbones import build_encoder
 from brainssl.pretrain.export import export_encoder
-from brainssl.settings import UnknownSettingError
+from brainssl.settings import MissingSettingError, UnknownSettingError
 from brainssl.slices.measures import to_store_dtype
 from brainssl.slices.settings import SliceSettings
 from brainssl.slices.store import build_slice_shard, merge_slice_index, read_index
@@ -25,9 +25,6 @@ from brainssl.synth.acquisition import simulate_kspace
 from brainssl.tasks.dense_metrics import dice_score, hd95
 from brainssl.tasks.dense_networks import DenseModel
 from brainssl.tasks.dense_settings import (
-    SHARED_BOOTSTRAP,
-    SHARED_LABEL_FRACTIONS,
-    SHARED_SEEDS,
     DenseTaskSettings,
     HippocampusSegmentationSettings,
     ReconstructionSettings,
@@ -128,12 +125,12 @@ def test_fastmri_metrics_hand_cases_and_monai_ssim():
     assert ssim(gt, pred) == pytest.approx(ref, abs=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["random", "equispaced"])
+@pytest.mark.parametrize("kind", ["random", "equispaced_fraction"])
 @pytest.mark.parametrize("acceleration", [2, 4])
 def test_masks_keep_centre_and_rate(kind, acceleration):
     rates = []
     for seed in range(20):
-        mask = cartesian_mask(kind, 320, acceleration, 0.08, np.random.default_rng(seed))
+        mask = cartesian_mask(kind, 320, acceleration, 0.08, seed)
         assert mask[(320 - 26 + 1) // 2 :][:26].all()
         rates.append(mask.mean())
     assert np.mean(rates) == pytest.approx(1 / acceleration, abs=0.03)
@@ -309,17 +306,21 @@ def test_dense_settings_fields_are_the_schema_keys(task):
     assert {f.name for f in dataclasses.fields(DENSE_SETTINGS[task])} == keys
 
 
-def test_null_overrides_fall_back_to_the_shared_schema_defaults():
-    shared = _schema_tasks()["properties"]
-    assert list(SHARED_LABEL_FRACTIONS) == shared["label_fractions"]["default"]
-    assert SHARED_SEEDS == shared["seeds"]["default"]
-    assert SHARED_BOOTSTRAP == shared["bootstrap"]["default"]
-    plain = DenseTaskSettings()
-    assert (plain.fractions, plain.n_seeds, plain.n_boot) == (
-        SHARED_LABEL_FRACTIONS,
-        SHARED_SEEDS,
-        SHARED_BOOTSTRAP,
-    )
+SHARED = {"label_fractions": [0.5, 1.0], "seeds": 2, "bootstrap": 7}
+
+
+@pytest.mark.parametrize("task", sorted(DENSE_SETTINGS))
+def test_shared_keys_are_required_and_nullable_in_the_schema(task):
+    """The workflow passes the shared values where a task's own are null; the class has no default."""
+    with pytest.raises(MissingSettingError, match=rf"tasks\.{task}\.label_fractions.*bootstrap"):
+        DENSE_SETTINGS[task].from_dict({"epochs": 2})
+    own = _schema_tasks()["properties"][task]["properties"]
+    for key in SHARED:
+        assert own[key]["default"] is None and "null" in own[key]["type"]
+    settings = DENSE_SETTINGS[task].from_dict(SHARED)
+    assert (settings.fractions, settings.n_seeds, settings.n_boot) == ((0.5, 1.0), 2, 7)
+    fields = {f.name: f for f in dataclasses.fields(DenseTaskSettings)}
+    assert all(fields[key].default is dataclasses.MISSING for key in SHARED)
 
 
 @pytest.mark.parametrize("task", sorted(DENSE_SETTINGS))
@@ -337,5 +338,5 @@ def test_dense_settings_build_tuples_and_the_training_subset():
     assert settings.train == TrainSettings(
         epochs=20, batch_size=32, lr=0.01, encoder_lr=1e-4, weight_decay=1e-4, width=8
     )
-    detection = TumorDetectionSettings.from_dict({"modes": ["frozen"], "contrasts": ["FLAIR"]})
+    detection = TumorDetectionSettings.from_dict({**SHARED, "modes": ["frozen"], "contrasts": ["FLAIR"]})
     assert detection.modes == ("frozen",) and detection.contrasts == ("FLAIR",)

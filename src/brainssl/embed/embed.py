@@ -23,14 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainssl.architectures import ARCHS
 from brainssl.io import write_table
-from brainssl.settings import from_mapping
+from brainssl.settings import from_mapping, setting
 from brainssl.slices.plan import LABEL_COLUMNS
 from brainssl.slices.store import KEY_COLUMNS, read_index
 
 __all__ = [
     "CLASSICAL",
+    "DEVICES",
+    "EmbedSection",
     "EmbedSettings",
+    "ExtraEncoder",
     "SLICE_COLUMNS",
     "UNIT_COLUMNS",
     "classical_features",
@@ -49,6 +53,8 @@ CLASSICAL = "classical"
 SLICE_COLUMNS = (*KEY_COLUMNS, "position", "area", "split", *LABEL_COLUMNS)
 #: The pooling unit: one contrast of one session of one subject.
 UNIT_COLUMNS = ("dataset", "subject", "session", "modality")
+#: Where encoders can run (``auto``: CUDA when present).
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -63,15 +69,56 @@ class EmbedSettings:
         histogram_bins: bins of the classical baseline's brain intensity histogram.
     """
 
-    batch_size: int = 256
-    device: str = "auto"
-    pool_window: tuple[float, float] = (0.3, 0.7)
-    histogram_bins: int = 16
+    batch_size: int = setting(256, "Slices per forward pass.", minimum=1, maximum=65536)
+    device: str = setting(
+        "auto",
+        "Where encoders run: auto picks CUDA when present (CPU results are deterministic).",
+        enum=DEVICES,
+    )
+    pool_window: tuple[float, float] = setting(
+        (0.3, 0.7),
+        "Slice positions (0 inferior .. 1 superior within the brain) averaged per unit; units "
+        "with no slice inside keep all their slices.",
+        items={"minimum": 0, "maximum": 1},
+    )
+    histogram_bins: int = setting(
+        16, "Bins of the classical baseline's brain intensity histogram.", minimum=2, maximum=256
+    )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EmbedSettings:
         """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
         return from_mapping(cls, values, section="embed")
+
+
+@dataclass(frozen=True)
+class ExtraEncoder:
+    """One more encoder to embed with (an ``embed.extra`` entry)."""
+
+    name: str = setting(description="Encoder name in the results.", pattern="^[A-Za-z0-9_-]+$")
+    weights: str = setting(description="Path of the safetensors weights.", min_length=1)
+    arch: str = setting(
+        "",
+        "Architecture of natural-image weights; empty for a brainssl export.",
+        enum=("", *ARCHS),
+    )
+
+
+@dataclass(frozen=True)
+class EmbedSection(EmbedSettings):
+    """The ``embed:`` config section: the embedding settings and the extra encoders.
+
+    Only the config schema (:mod:`brainssl.schema`) is built from it; the workflow turns
+    ``extra`` into encoders (:func:`brainssl.wiring.embed_encoders`).
+    """
+
+    extra: tuple[ExtraEncoder, ...] = setting(
+        (),
+        "More encoders to embed with: {name, weights} for a brainssl export "
+        "(encoder.safetensors), or {name, weights, arch} for natural-image weights in "
+        "timm/torchvision key names (safetensors), folded to one channel. Names use letters, "
+        "digits, '_' and '-'.",
+    )
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:

@@ -8,10 +8,12 @@ that point every function takes explicit values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from brainssl.settings import from_mapping
+from brainssl.settings import Keyed, from_mapping, setting
+
+from .shards import PREPROCESS_DATASETS
 
 __all__ = [
     "N4Settings",
@@ -19,10 +21,12 @@ __all__ = [
     "NormalisationSettings",
     "QCRules",
     "PreprocessSettings",
+    "PreprocessSection",
 ]
 
 SKULL_STRIP_METHODS = ("deepbet", "atlas", "none")
 NORMALISATION_METHODS = ("zscore", "whitestripe", "nyul", "none")
+INTERPOLATIONS = ("linear", "bspline")
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,24 @@ class N4Settings:
         control_points: initial number of B-spline control points per axis.
     """
 
-    enabled: bool = True
-    shrink_mm: float = 6.0
-    iterations: tuple[int, ...] = (50, 50, 30)
-    convergence: float = 1e-3
-    control_points: int = 4
+    enabled: bool = setting(True, "Run N4 bias-field correction.")
+    shrink_mm: float = setting(
+        6.0,
+        "The bias field is fitted on the image shrunk to about this voxel size (mm).",
+        minimum=1,
+        maximum=16,
+    )
+    iterations: tuple[int, ...] = setting(
+        (50, 50, 30),
+        "Maximum N4 iterations per fitting level (one entry per level).",
+        items={"minimum": 1, "maximum": 500},
+        min_items=1,
+        max_items=6,
+    )
+    convergence: float = setting(1e-3, "N4 convergence threshold.", exclusive_minimum=0, maximum=0.1)
+    control_points: int = setting(
+        4, "Initial B-spline control points per axis of the N4 field.", minimum=4, maximum=16
+    )
 
 
 @dataclass(frozen=True)
@@ -62,14 +79,36 @@ class RegistrationSettings:
         template_spacing_mm: the ICBM152 template is resampled to this spacing once (cached).
     """
 
-    level_mm: tuple[float, ...] = (8.0, 4.0, 2.0)
-    smoothing_mm: tuple[float, ...] = (4.0, 2.0, 1.0)
-    sampling: float = 0.05
-    histogram_bins: int = 32
-    iterations: int = 100
-    bspline: bool = False
-    bspline_mesh: int = 4
-    template_spacing_mm: float = 2.0
+    level_mm: tuple[float, ...] = setting(
+        (8.0, 4.0, 2.0),
+        "Voxel size (mm) of each registration pyramid level, coarse to fine.",
+        items={"minimum": 0.5, "maximum": 32},
+        min_items=1,
+        max_items=5,
+    )
+    smoothing_mm: tuple[float, ...] = setting(
+        (4.0, 2.0, 1.0),
+        "Gaussian smoothing sigma (mm) per pyramid level (same length as level_mm).",
+        items={"minimum": 0, "maximum": 16},
+        min_items=1,
+        max_items=5,
+    )
+    sampling: float = setting(
+        0.05,
+        "Fraction of voxels sampled at random for the Mattes MI metric.",
+        exclusive_minimum=0,
+        maximum=1,
+    )
+    histogram_bins: int = setting(32, "Mattes mutual-information histogram bins.", minimum=8, maximum=256)
+    iterations: int = setting(100, "Optimiser iterations per pyramid level.", minimum=1, maximum=1000)
+    bspline: bool = setting(False, "Add a coarse B-spline stage after the affine one (atlas only).")
+    bspline_mesh: int = setting(4, "B-spline control mesh size per axis.", minimum=2, maximum=16)
+    template_spacing_mm: float = setting(
+        2.0,
+        "The ICBM152 template is resampled to this spacing (mm) for registration.",
+        minimum=0.5,
+        maximum=4,
+    )
 
 
 @dataclass(frozen=True)
@@ -85,10 +124,21 @@ class NormalisationSettings:
         zero_background: set voxels outside the brain mask to 0 after normalising.
     """
 
-    method: str = "zscore"
-    clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
-    whitestripe_width: float = 0.05
-    zero_background: bool = True
+    method: str = setting(
+        "zscore",
+        "Intensity normalisation within the brain: z-score, WhiteStripe, Nyúl histogram matching "
+        "(landmarks fitted on training subjects only) or none.",
+        enum=NORMALISATION_METHODS,
+    )
+    clip_percentiles: tuple[float, float] | None = setting(
+        (0.5, 99.5),
+        "(low, high) brain-intensity percentiles clipped to before normalising; null disables.",
+        items={"minimum": 0, "maximum": 100},
+    )
+    whitestripe_width: float = setting(
+        0.05, "Half-width of the white stripe in quantile units.", exclusive_minimum=0, maximum=0.5
+    )
+    zero_background: bool = setting(True, "Set voxels outside the brain mask to 0.")
 
 
 @dataclass(frozen=True)
@@ -103,11 +153,25 @@ class QCRules:
         allow_fov_contact: do not flag a mask that touches the field of view.
     """
 
-    brain_ml: tuple[float, float] = (800.0, 2400.0)
-    min_snr: float = 5.0
-    max_bias_std: float = 0.5
-    min_dice: float = 0.85
-    allow_fov_contact: bool = False
+    brain_ml: tuple[float, float] = setting(
+        (800.0, 2400.0),
+        "Allowed brain-mask volume range (ml); outside it a session is flagged.",
+        items={"minimum": 0, "maximum": 10000},
+    )
+    min_snr: float = setting(5.0, "Sessions with a lower SNR estimate are flagged.", minimum=0, maximum=1000)
+    max_bias_std: float = setting(
+        0.5,
+        "Sessions whose log bias field std within the brain exceeds this are flagged.",
+        minimum=0,
+        maximum=10,
+    )
+    min_dice: float = setting(
+        0.85,
+        "Sessions whose mask Dice against a ground-truth mask is lower are flagged.",
+        minimum=0,
+        maximum=1,
+    )
+    allow_fov_contact: bool = setting(False, "Do not flag a brain mask that touches the field of view.")
 
 
 @dataclass(frozen=True)
@@ -131,20 +195,64 @@ class PreprocessSettings:
         min_spacing_mm: inputs with a voxel dimension below this are rejected.
     """
 
-    spacing_mm: float = 1.0
-    interpolation: str = "linear"
-    reference: tuple[str, ...] = ("T1w", "T1ce", "T2w", "FLAIR", "PD")
-    skull_strip: str = "atlas"
-    register_contrasts: bool = True
-    crop_margin_mm: float = 4.0
-    threads: int = 1
-    seed: int = 0
-    n4: N4Settings = field(default_factory=N4Settings)
-    registration: RegistrationSettings = field(default_factory=RegistrationSettings)
-    normalisation: NormalisationSettings = field(default_factory=NormalisationSettings)
-    qc: QCRules = field(default_factory=QCRules)
-    max_spacing_mm: float = 8.0
-    min_spacing_mm: float = 0.1
+    spacing_mm: float = setting(
+        1.0,
+        "Isotropic output voxel size (mm); 1.0 for real data, 2.0 keeps the demo fast.",
+        minimum=0.5,
+        maximum=4.0,
+    )
+    interpolation: str = setting(
+        "linear",
+        "Image interpolator when resampling (labels always use nearest neighbour).",
+        enum=INTERPOLATIONS,
+    )
+    reference: tuple[str, ...] = setting(
+        ("T1w", "T1ce", "T2w", "FLAIR", "PD"),
+        "Modality whose grid and mask the session shares (first present one wins).",
+        config=False,
+    )
+    skull_strip: str = setting(
+        "atlas",
+        'Skull stripping of the reference contrast (T1w when present): "deepbet" (CNN, T1w), '
+        '"atlas" (registration to the ICBM152 whole-head template, its brain mask propagated), '
+        '"none" (already stripped data, e.g. BraTS, or crops; an intensity head mask is used).',
+        enum=SKULL_STRIP_METHODS,
+    )
+    register_contrasts: bool = setting(
+        True, "Rigidly register a contrast to the reference when their grids differ."
+    )
+    crop_margin_mm: float = setting(
+        4.0, "Margin (mm) kept around the brain's bounding box when cropping.", minimum=0, maximum=50
+    )
+    threads: int = setting(
+        1,
+        "Cores per shard job (SimpleITK and torch threads); not a rerun trigger.",
+        override=False,
+        minimum=1,
+        maximum=64,
+    )
+    seed: int = setting(0, "Seed of the registration's random sampling (the job's seed).", config=False)
+    n4: N4Settings = setting(factory=N4Settings, description="N4 bias-field correction (SimpleITK).")
+    registration: RegistrationSettings = setting(
+        factory=RegistrationSettings,
+        description="Multi-resolution registration (atlas skull strip, contrast to reference).",
+    )
+    normalisation: NormalisationSettings = setting(
+        factory=NormalisationSettings,
+        description="Intensity clipping and normalisation within the brain.",
+    )
+    qc: QCRules = setting(
+        factory=QCRules, description="QC rules; a session breaking one is flagged with the reason."
+    )
+    max_spacing_mm: float = setting(
+        8.0,
+        "Inputs with a voxel dimension above this (mm) are recorded as failures.",
+        minimum=1,
+        maximum=20,
+    )
+    min_spacing_mm: float = setting(
+        0.1, "Inputs with a voxel dimension below this (mm) are rejected.", config=False
+    )
 
     def __post_init__(self) -> None:
         if self.skull_strip not in SKULL_STRIP_METHODS:
@@ -152,7 +260,7 @@ class PreprocessSettings:
         method = self.normalisation.method
         if method not in NORMALISATION_METHODS:
             raise ValueError(f"normalisation.method must be one of {NORMALISATION_METHODS}, not {method!r}")
-        if self.interpolation not in ("linear", "bspline"):
+        if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be 'linear' or 'bspline', not {self.interpolation!r}")
         if not self.spacing_mm > 0:
             raise ValueError(f"spacing_mm must be > 0, got {self.spacing_mm}")
@@ -161,3 +269,40 @@ class PreprocessSettings:
     def from_dict(cls, config: Mapping[str, Any]) -> PreprocessSettings:
         """Build from the rule's config slice (see :func:`brainssl.settings.from_mapping`)."""
         return from_mapping(cls, config, section="preprocess")
+
+
+@dataclass(frozen=True)
+class PreprocessSection(PreprocessSettings):
+    """The ``preprocess:`` config section: the session settings, the stage's own keys, overrides.
+
+    Only the config schema (:mod:`brainssl.schema`) is built from it; jobs get their dataset's
+    merged settings (:func:`brainssl.wiring.preprocess_settings`) as a :class:`PreprocessSettings`.
+    """
+
+    shard_size: int = setting(
+        16,
+        "Subjects per preprocessing job (10,000 subjects at 32 make 313 jobs).",
+        minimum=1,
+        maximum=1000,
+    )
+    exclude_flagged: bool = setting(
+        True,
+        "Drop sessions with a QC flag from results/preprocess/<dataset>/table.tsv (what later "
+        "stages read); qc.tsv keeps every session with its flags either way.",
+    )
+    nyul_fit_subjects: int = setting(
+        20,
+        "Training subjects (the first in subject order) on which Nyúl landmarks are fitted "
+        "when a dataset's normalisation method is nyul.",
+        minimum=1,
+        maximum=10000,
+    )
+    per_dataset: Mapping[str, PreprocessSettings] = setting(
+        factory=dict,
+        description="Per-dataset overrides of the settings above (no defaults of their own).",
+        keyed=Keyed(
+            PREPROCESS_DATASETS,
+            "One dataset's preprocessing overrides; each key (nested keys merged one by one) "
+            "replaces the stage value, an absent key keeps it.",
+        ),
+    )

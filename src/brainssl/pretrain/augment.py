@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from brainssl.settings import from_mapping
+from brainssl.settings import from_mapping, setting
 
 __all__ = ["AugmentSettings", "MRIAugment", "random_resized_crop", "two_views", "multi_crop"]
 
@@ -52,21 +52,44 @@ class AugmentSettings:
         field_grid: control points per side of the field.
     """
 
-    hflip: float = 0.5
-    vflip: float = 0.0
-    ratio: tuple[float, float] = (0.75, 1.3333)  # (3/4, 4/3) to the schema's four decimals
-    intensity_p: float = 0.8
-    intensity_scale: tuple[float, float] = (0.75, 1.25)
-    intensity_shift: tuple[float, float] = (-0.1, 0.1)
-    gamma_p: float = 0.5
-    gamma: tuple[float, float] = (0.7, 1.5)
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 1.5)
-    noise_p: float = 0.5
-    noise_std: float = 0.05
-    field_p: float = 0.5
-    field_strength: float = 0.3
-    field_grid: int = 4
+    hflip: float = setting(0.5, "Probability of a left-right flip.", minimum=0, maximum=1)
+    vflip: float = setting(
+        0.0, "Probability of an up-down flip (0 for axial brain slices).", minimum=0, maximum=1
+    )
+    ratio: tuple[float, float] = setting(  # (3/4, 4/3) to four decimals
+        (0.75, 1.3333),
+        "Aspect-ratio range of the random resized crops.",
+        items={"minimum": 0.1, "maximum": 10},
+    )
+    intensity_p: float = setting(
+        0.8, "Probability of an intensity scale and shift x * a + b.", minimum=0, maximum=1
+    )
+    intensity_scale: tuple[float, float] = setting(
+        (0.75, 1.25), "Range of the scale a.", items={"minimum": 0, "maximum": 10}
+    )
+    intensity_shift: tuple[float, float] = setting(
+        (-0.1, 0.1), "Range of the shift b.", items={"minimum": -1, "maximum": 1}
+    )
+    gamma_p: float = setting(0.5, "Probability of a gamma change x ** g.", minimum=0, maximum=1)
+    gamma: tuple[float, float] = setting(
+        (0.7, 1.5), "Range of g (log-uniform).", items={"minimum": 0.05, "maximum": 20}
+    )
+    blur_p: float = setting(0.5, "Probability of a Gaussian blur.", minimum=0, maximum=1)
+    blur_sigma: tuple[float, float] = setting(
+        (0.1, 1.5), "Range of the blur sigma (output pixels).", items={"minimum": 0, "maximum": 20}
+    )
+    noise_p: float = setting(0.5, "Probability of Rician-like noise.", minimum=0, maximum=1)
+    noise_std: float = setting(0.05, "Largest noise sigma (image in [0, 1]).", minimum=0, maximum=1)
+    field_p: float = setting(
+        0.5,
+        "Probability of a smooth multiplicative field exp(f) (bias-field-like).",
+        minimum=0,
+        maximum=1,
+    )
+    field_strength: float = setting(
+        0.3, "Standard deviation of f at the control points.", minimum=0, maximum=5
+    )
+    field_grid: int = setting(4, "Control points per side of the field.", minimum=2, maximum=64)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AugmentSettings:

@@ -2,7 +2,8 @@
 
 Split from :mod:`brainssl.pretrain.loop` so that the knobs, which
 :mod:`brainssl.pretrain.methods` maps from the pretraining settings, are readable apart from
-the loop that uses them.
+the loop that uses them. They have no defaults of their own: every value comes from
+:class:`~brainssl.pretrain.methods.PretrainSettings`, where the defaults are written once.
 """
 
 from __future__ import annotations
@@ -38,18 +39,18 @@ class LoopOptions:
 
     epochs: int
     batch_size: int
-    accumulation: int = 1
-    precision: str = "fp32"
-    compile: bool = False
-    channels_last: bool = False
-    optimizer: str = "adamw"
-    clip_grad: float = 0.0
-    freeze_last_layer_epochs: int = 0
-    checkpoint_every: int = 0
-    log_every: int = 10
-    seed: int = 0
-    workers: int = 0
-    img_size: int = 224
-    knn_k: int = 20
-    knn_temperature: float = 0.07
-    max_steps: int | None = None
+    accumulation: int
+    precision: str
+    compile: bool
+    channels_last: bool
+    optimizer: str
+    clip_grad: float
+    freeze_last_layer_epochs: int
+    checkpoint_every: int
+    log_every: int
+    seed: int
+    workers: int
+    img_size: int
+    knn_k: int
+    knn_temperature: float
+    max_steps: int | None

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from brainssl.settings import from_mapping
+from brainssl.datasets import DATASETS
+from brainssl.settings import Keyed, from_mapping, setting
 
 __all__ = [
     "ENTROPY_MODES",
@@ -22,6 +23,7 @@ __all__ = [
     "PLAN_KEYS",
     "SHARD_KEYS",
     "STORE_DTYPES",
+    "SliceSection",
     "SliceSettings",
 ]
 
@@ -75,19 +77,82 @@ class SliceSettings:
         montage_slices: slices per row (kept / dropped) in the report montage.
     """
 
-    shard_size: int = 16
-    size: int = 224
-    dtype: str = "uint8"
-    intensity_percentiles: tuple[float, float] = (0.5, 99.5)
-    entropy_bins: int = 256
-    entropy_region: str = "image"
-    entropy_mode: str = "percentile"
-    entropy_threshold: float = 4.0
-    entropy_percentile: float = 50.0
-    position_window: tuple[float, float] = (0.3, 0.85)
-    step_mm: float = 2.0
-    min_area: float = 0.05
-    montage_slices: int = 8
+    shard_size: int = setting(
+        16,
+        "Subjects per slice shard (one array file and one job per shard).",
+        override=False,
+        minimum=1,
+        maximum=10000,
+    )
+    size: int = setting(
+        224,
+        "Side (pixels) of the stored square slices; 224 at paper scale, 64 or 96 for the demo.",
+        minimum=8,
+        maximum=1024,
+    )
+    dtype: str = setting(
+        "uint8",
+        "Stored pixel type; uint8 holds round(255 * value), float16 the value in [0, 1].",
+        enum=STORE_DTYPES,
+    )
+    intensity_percentiles: tuple[float, float] = setting(
+        (0.5, 99.5),
+        "Per-volume percentiles (lo, hi) of the brain voxels mapped to 0 and 1 (clipped); "
+        "everything outside the brain mask is 0.",
+        items={"minimum": 0, "maximum": 100},
+    )
+    entropy_bins: int = setting(
+        256,
+        "Equal-width histogram bins on [0, 1] for the per-slice Shannon entropy (bits).",
+        minimum=2,
+        maximum=4096,
+    )
+    entropy_region: str = setting(
+        "image",
+        "Pixels the entropy is computed over: the whole stored square (image, background "
+        "included), the non-zero pixels (head) or the brain mask (brain).",
+        enum=ENTROPY_REGIONS,
+    )
+    entropy_mode: str = setting(
+        "percentile",
+        "absolute keeps slices with entropy >= entropy_threshold; percentile keeps those at or "
+        "above that percentile of the candidate slices of the same shard and contrast.",
+        enum=ENTROPY_MODES,
+    )
+    entropy_threshold: float = setting(
+        4.0, "Entropy threshold in bits (entropy_mode absolute).", minimum=0, maximum=12
+    )
+    entropy_percentile: float = setting(
+        50.0,
+        "Entropy percentile below which candidate slices are dropped (entropy_mode percentile).",
+        minimum=0,
+        maximum=100,
+    )
+    position_window: tuple[float, float] = setting(
+        (0.3, 0.85),
+        "Inclusive window of relative inferior-superior position (0 = lowest brain slice, "
+        "1 = highest) of the slices kept; 2D images have no position and skip it.",
+        items={"minimum": -1, "maximum": 2},
+    )
+    step_mm: float = setting(
+        2.0,
+        "Keep one axial slice every step_mm (at least every slice; 0 keeps all).",
+        minimum=0,
+        maximum=20,
+    )
+    min_area: float = setting(
+        0.05,
+        "Smallest brain-area fraction (brain pixels / stored pixels) of a kept slice.",
+        minimum=0,
+        maximum=1,
+    )
+    montage_slices: int = setting(
+        8,
+        "Slices per row (kept / dropped) in each dataset's montage.",
+        override=False,
+        minimum=1,
+        maximum=24,
+    )
 
     def __post_init__(self) -> None:
         """Check ranges and enums, naming the offending key."""
@@ -123,3 +188,18 @@ class SliceSettings:
         values = dataclasses.asdict(self)
         chosen = keys if keys is not None else tuple(values)
         return {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in chosen}
+
+
+@dataclass(frozen=True)
+class SliceSection(SliceSettings):
+    """The ``slices:`` config section: the stage's settings and their per-dataset overrides.
+
+    Only the config schema (:mod:`brainssl.schema`) is built from it; jobs get their dataset's
+    merged settings as a :class:`SliceSettings`.
+    """
+
+    per_dataset: Mapping[str, SliceSettings] = setting(
+        factory=dict,
+        description="Per-dataset overrides of the settings above (no defaults of their own).",
+        keyed=Keyed(DATASETS, "Settings of the slices stage that differ for one dataset."),
+    )

@@ -13,6 +13,7 @@ This module is imported while Snakemake parses the workflow: it imports nothing 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "TaskSpec",
     "register",
     "task_datasets",
+    "task_settings",
     "tasks_of_kind",
 ]
 
@@ -93,6 +95,10 @@ class Task:
         specs: frozen tasks: builds the prediction targets from the task's settings.
         defaults: the task's settings where the config has no ``tasks.<name>`` section (a task
             registered without a schema section; the schema rejects unknown config keys).
+        description: what the task is and reports (its schema section's description).
+        settings: ``module:Class`` of the task's settings dataclass, from which its
+            ``tasks.<name>`` schema section is generated (:mod:`brainssl.schema`); a path, so that
+            this module imports none of the heavy task modules.
     """
 
     name: str
@@ -104,6 +110,8 @@ class Task:
     figures: tuple[str, ...] = ()
     specs: SpecBuilder | None = field(default=None, compare=False)
     defaults: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    description: str = ""
+    settings: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -137,6 +145,16 @@ def register(task: Task) -> Task:
 def tasks_of_kind(kind: str) -> list[str]:
     """Names of the registered tasks of one kind, in registration order."""
     return [name for name, task in TASKS.items() if task.kind == kind]
+
+
+def task_settings(name: str) -> type | None:
+    """The settings dataclass of a task (None when its entry names none)."""
+    path = TASKS[name].settings
+    if not path:
+        return None
+    module, _, qualname = path.partition(":")
+    cls: type = getattr(importlib.import_module(module), qualname)
+    return cls
 
 
 def task_datasets(name: str, settings: Mapping[str, Any]) -> list[str]:
@@ -211,12 +229,59 @@ def survival_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
     ]
 
 
+_FROZEN = "brainssl.tasks.frozen_settings"
+_DENSE = "brainssl.tasks.dense_settings"
+
 for _task in (
-    Task("tumor4", "frozen", datasets_key="datasets", scratch=True, specs=tumor4_specs),
-    Task("sequence", "frozen", datasets_key="datasets", scratch=True, specs=sequence_specs),
-    Task("neurodegeneration", "frozen", datasets_key="datasets", scratch=True, specs=neurodegeneration_specs),
-    Task("molecular", "frozen", datasets_key="datasets", scratch=True, specs=molecular_specs),
-    Task("brain_age", "frozen", datasets_key="datasets", specs=brain_age_specs),
+    Task(
+        "tumor4",
+        "frozen",
+        datasets_key="datasets",
+        scratch=True,
+        specs=tumor4_specs,
+        description="4-class tumour classification (glioma, meningioma, pituitary, no tumour) on "
+        "the tumour image set; accuracy, balanced accuracy, macro-F1.",
+        settings=f"{_FROZEN}:Tumor4Settings",
+    ),
+    Task(
+        "sequence",
+        "frozen",
+        datasets_key="datasets",
+        scratch=True,
+        specs=sequence_specs,
+        description="MRI sequence classification (T1w, T1ce, T2w, FLAIR), one unit per subject and "
+        "contrast, split by subject; macro-AUC and accuracy.",
+        settings=f"{_FROZEN}:SequenceSettings",
+    ),
+    Task(
+        "neurodegeneration",
+        "frozen",
+        datasets_key="datasets",
+        scratch=True,
+        specs=neurodegeneration_specs,
+        description="Alzheimer-like against control (OASIS-3 layout); AUC.",
+        settings=f"{_FROZEN}:NeurodegenerationSettings",
+    ),
+    Task(
+        "molecular",
+        "frozen",
+        datasets_key="datasets",
+        scratch=True,
+        specs=molecular_specs,
+        description="IDH (mutant against wildtype) and MGMT (methylated against not) status from "
+        "BraTS subjects; AUC.",
+        settings=f"{_FROZEN}:MolecularSettings",
+    ),
+    Task(
+        "brain_age",
+        "frozen",
+        datasets_key="datasets",
+        specs=brain_age_specs,
+        description="Brain age regression (ridge head); MAE and the slope of the brain-age gap "
+        "against age, before and after the linear age-bias correction (Cole et al. 2018) fitted "
+        "on cross-validated training predictions.",
+        settings=f"{_FROZEN}:BrainAgeSettings",
+    ),
     Task(
         "survival",
         "frozen",
@@ -224,12 +289,52 @@ for _task in (
         manifests=True,
         figures=("risk_groups",),
         specs=survival_specs,
+        description="Overall survival of BraTS subjects (manifest survival table): penalised Cox "
+        "and random survival forest; Harrell and Uno C-index, integrated Brier score, log-rank p "
+        "of the median risk split with Kaplan-Meier curves.",
+        settings=f"{_FROZEN}:SurvivalSettings",
     ),
-    Task("representation", "analysis"),
-    Task("tumor_segmentation", "dense", datasets=("brats21",)),
-    Task("hippocampus_segmentation", "dense", datasets_key="datasets"),
-    Task("tumor_detection", "dense", datasets=("brats21",)),
-    Task("reconstruction", "dense", datasets=("fastmri_brain",)),
+    Task(
+        "representation",
+        "analysis",
+        description="Representation analysis of slice embeddings: PCA/t-SNE maps, kNN retrieval "
+        "of contrast/dataset/pathology (test against training subjects), ridge probe of slice "
+        "position.",
+        settings="brainssl.tasks.representation:RepresentationSettings",
+    ),
+    Task(
+        "tumor_segmentation",
+        "dense",
+        datasets=("brats21",),
+        description="BraTS whole tumour, tumour core and enhancing tumour segmentation; Dice and "
+        "HD95 per subject in 3D.",
+        settings=f"{_DENSE}:TumorSegmentationSettings",
+    ),
+    Task(
+        "hippocampus_segmentation",
+        "dense",
+        datasets_key="datasets",
+        description="Hippocampus segmentation: Decathlon Task04 labels (anterior/posterior) and "
+        "generator labels of OASIS-3/IXI (left/right); Dice and HD95 per subject in 3D.",
+        settings=f"{_DENSE}:HippocampusSegmentationSettings",
+    ),
+    Task(
+        "tumor_detection",
+        "dense",
+        datasets=("brats21",),
+        description="Tumour detection: whole-tumour boxes per BraTS slice, CenterNet-style head, "
+        "COCO mAP@[.5:.95] and mAP@.5.",
+        settings=f"{_DENSE}:TumorDetectionSettings",
+    ),
+    Task(
+        "reconstruction",
+        "dense",
+        datasets=("fastmri_brain",),
+        description="Accelerated reconstruction from fastMRI-layout k-space: zero-filled baseline "
+        "and a U-Net whose encoder starts pretrained or random; PSNR, SSIM and NMSE per volume as "
+        "fastMRI defines them.",
+        settings=f"{_DENSE}:ReconstructionSettings",
+    ),
 ):
     register(_task)
 del _task

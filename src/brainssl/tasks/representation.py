@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from brainssl.embed import feature_columns
-from brainssl.settings import from_mapping
+from brainssl.settings import from_mapping, setting
 
 from .figures import _figure, save_figure
 from .frozen import encoder_mode
@@ -44,11 +44,18 @@ RETRIEVED = ("modality", "dataset", "pathology")
 class RepresentationSettings:
     """The ``tasks.representation`` config subsection."""
 
-    max_slices: int = 4000
-    map_slices: int = 600
-    knn_k: int = 10
-    probe_alpha: float = 10.0
-    enabled: bool = True
+    enabled: bool = setting(True, "Run the analysis.")
+    max_slices: int = setting(
+        4000,
+        "At most this many training and this many test slices (seeded sample) for retrieval and the probe.",
+        minimum=10,
+        maximum=10000000,
+    )
+    map_slices: int = setting(600, "Slices drawn in the PCA/t-SNE maps.", minimum=10, maximum=100000)
+    knn_k: int = setting(10, "Neighbours of the kNN retrieval.", minimum=1, maximum=1000)
+    probe_alpha: float = setting(
+        10.0, "Ridge penalty of the slice-position probe.", exclusive_minimum=0, maximum=1000000
+    )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RepresentationSettings:

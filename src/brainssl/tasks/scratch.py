@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainssl.embed import UNIT_COLUMNS, pool_units
-from brainssl.settings import from_mapping
+from brainssl.settings import from_mapping, setting
 from brainssl.slices import SliceDataset
 from brainssl.slices.store import read_index
 
@@ -66,14 +66,32 @@ class ScratchSettings:
         max_train_slices: at most this many training slices per fit (a seeded random subset).
     """
 
-    enabled: bool = True
-    label_fractions: tuple[float, ...] = (1.0,)
-    seeds: int | None = None
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    max_train_slices: int = 20000
+    enabled: bool = setting(True, "Train the scratch baseline in the classification tasks.")
+    label_fractions: tuple[float, ...] = setting(
+        (1.0,),
+        "Label fractions (each one of tasks.label_fractions) at which networks are trained; "
+        "default only 1.0, since every fraction x seed x fold trains a whole network.",
+        min_items=1,
+        unique_items=True,
+        items={"exclusive_minimum": 0, "maximum": 1},
+    )
+    seeds: int | None = setting(
+        None,
+        "Train for the first this-many label-fraction seeds only (null: all tasks.seeds); "
+        "networks are the expensive part of the tasks.",
+        minimum=1,
+        maximum=100,
+    )
+    epochs: int = setting(10, "Passes over a fit's training slices.", minimum=1, maximum=1000)
+    batch_size: int = setting(32, "Slices per training step.", minimum=2, maximum=4096)
+    lr: float = setting(3e-4, "AdamW learning rate (encoder and head).", exclusive_minimum=0, maximum=1)
+    weight_decay: float = setting(1e-4, "AdamW weight decay.", minimum=0, maximum=1)
+    max_train_slices: int = setting(
+        20000,
+        "At most this many training slices per fit (a seeded random subset).",
+        minimum=1,
+        maximum=100000000,
+    )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ScratchSettings:

@@ -1,0 +1,155 @@
+"""The ``datasets:`` config section: the demo cohort's knobs, the split, one entry per dataset.
+
+The per-dataset entries follow the layout registry (:data:`brainssl.datasets.catalog.LAYOUTS`):
+:func:`datasets_section` builds the section's class from it, so a registered layout gets its
+``datasets.<name>`` schema entry with no other edit. Only the config schema
+(:mod:`brainssl.schema`) is built from these classes; the rules read the validated config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from brainssl.settings import setting
+
+from .catalog import LAYOUTS
+from .download import DEFAULT_IXI_BASE_URL
+
+__all__ = [
+    "DATASET_SETTINGS",
+    "DatasetSettings",
+    "DatasetSplit",
+    "DatasetsSettings",
+    "IxiDatasetSettings",
+    "datasets_section",
+]
+
+#: What a dataset's entry says about it (its layout's full name where none is given here).
+SUMMARIES = {
+    "ixi": "IXI: healthy adults, T1/T2/PD, three London sites.",
+    "brats21": "BraTS 2021: glioma, T1/T1ce/T2/FLAIR + labels.",
+    "fastmri_brain": "fastMRI brain: multi-coil k-space HDF5.",
+    "oasis3": "OASIS-3: ageing and Alzheimer's, BIDS.",
+    "tumor4": "4-class brain tumor MRI image set (JPEG).",
+    "hippocampus": "Decathlon Task04 hippocampus segmentation.",
+}
+
+
+def _path_required(sources: tuple[str, ...]) -> dict[str, Any]:
+    """JSON schema: ``path`` must be a non-empty string when ``source`` is one of ``sources``."""
+    condition = {"const": sources[0]} if len(sources) == 1 else {"enum": list(sources)}
+    return {
+        "if": {"properties": {"source": condition}},
+        "then": {"required": ["path"], "properties": {"path": {"type": "string", "minLength": 1}}},
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSettings:
+    """One dataset's entry (``datasets.<name>``): where it comes from."""
+
+    #: JSON schema added to the entry's own (``path`` is required for a real copy).
+    schema_extra: ClassVar[Mapping[str, Any]] = _path_required(("local",))
+
+    enabled: bool = setting(True, "Include this dataset in the run.")
+    source: str = setting(
+        description='"synthetic" generates the embedded demo cohort in this dataset\'s native '
+        'layout; "local" reads the real dataset from `path`.',
+        enum=("synthetic", "local"),
+    )
+    path: str | None = setting(  # not filled in: the condition below requires it for a real copy
+        None,
+        'Folder holding the real dataset in its native layout; required when source is "local" '
+        '(or the download target when source is "download").',
+        fill=False,
+    )
+    subjects: int = setting(
+        8,
+        'Number of synthetic subjects generated when source is "synthetic".',
+        minimum=1,
+        maximum=100000,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class IxiDatasetSettings(DatasetSettings):
+    """IXI's entry: it can also be downloaded from the public archives."""
+
+    schema_extra: ClassVar[Mapping[str, Any]] = _path_required(("local", "download"))
+
+    source: str = setting(
+        description='"synthetic" (demo cohort), "local" (an extracted copy at `path`) or '
+        '"download" (fetch the public archives into `path`, with checksum checks).',
+        enum=("synthetic", "local", "download"),
+    )
+    base_url: str = setting(
+        DEFAULT_IXI_BASE_URL,
+        'Where the IXI archives are served (source "download" only).',
+        pattern="^(https?|file)://",
+    )
+    modalities: tuple[str, ...] = setting(
+        ("T1", "T2", "PD"),
+        'Which IXI archives to fetch (source "download" only).',
+        items={"enum": ("T1", "T2", "PD")},
+        min_items=1,
+        unique_items=True,
+    )
+
+
+#: The entry class of each dataset that needs its own (the others take :class:`DatasetSettings`).
+DATASET_SETTINGS: dict[str, type[DatasetSettings]] = {"ixi": IxiDatasetSettings}
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """``datasets.split``: subject-level split fractions."""
+
+    train: float = setting(0.7, "Fraction of subjects for training.", minimum=0, maximum=1)
+    val: float = setting(0.15, "Fraction for validation.", minimum=0, maximum=1)
+    test: float = setting(0.15, "Fraction for testing.", minimum=0, maximum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetsSettings:
+    """The ``datasets:`` keys besides the per-dataset entries."""
+
+    shard_size: int = setting(
+        16,
+        "Subjects per generation/ingest job (many subjects make few jobs).",
+        minimum=1,
+        maximum=10000,
+    )
+    grid_mm: float = setting(
+        2.0,
+        "Resolution (mm) at which synthetic anatomy is built; 1.0 is full resolution.",
+        minimum=0.5,
+        maximum=4.0,
+    )
+    montage_subjects: int = setting(3, "Subjects shown in each dataset's montage PNG.", minimum=1, maximum=12)
+    split: DatasetSplit = setting(
+        factory=DatasetSplit,
+        description="Subject-level split fractions (brainssl.splits.subject_split: hash of seed "
+        "and subject, stable when subjects are added); a dataset's own train/test split is "
+        "honoured.",
+    )
+
+
+def datasets_section() -> type:
+    """The ``datasets:`` section's class: :class:`DatasetsSettings` and one entry per layout.
+
+    Every entry is required (it says where the dataset comes from).
+    """
+    fields = []
+    for name, layout in LAYOUTS.items():
+        summary = SUMMARIES.get(name, f"{layout.INFO.name}.")
+        cls = DATASET_SETTINGS.get(name, DatasetSettings)
+        fields.append((name, cls, setting(description=summary)))
+    section = dataclasses.make_dataclass(
+        "DatasetsSection", fields, bases=(DatasetsSettings,), frozen=True, kw_only=True
+    )
+    section.__doc__ = "The ``datasets:`` config section."
+    section.__module__ = __name__
+    return section

@@ -1,0 +1,134 @@
+"""The frozen-feature tasks' settings: one frozen dataclass per ``tasks.<task>`` config subsection.
+
+Each task's :class:`~brainssl.tasks.registry.Task` entry names its class here; the config schema
+(:mod:`brainssl.schema`) is generated from them. The task job reads its subsection as a mapping
+(:func:`brainssl.tasks.registry.task_specs` builds the prediction targets from it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from brainssl.datasets import DATASETS
+from brainssl.datasets.manifest import MODALITIES
+from brainssl.settings import setting
+
+__all__ = [
+    "EMBEDDED_DATASETS",
+    "BrainAgeSettings",
+    "FrozenTaskSettings",
+    "MolecularSettings",
+    "NeurodegenerationSettings",
+    "SURVIVAL_MODELS",
+    "SequenceSettings",
+    "SurvivalSettings",
+    "Tumor4Settings",
+]
+
+#: Datasets of the slice store, whose pooled embeddings the frozen heads read (the Decathlon
+#: hippocampus crops are not embedded: see :func:`brainssl.wiring.slice_datasets`).
+EMBEDDED_DATASETS = tuple(d for d in DATASETS if d != "hippocampus")
+#: Survival heads: ridge-penalised Cox and random survival forest.
+SURVIVAL_MODELS = ("cox", "rsf")
+
+
+def _datasets(default: tuple[str, ...], description: str) -> Any:
+    return setting(default, description, min_items=1, unique_items=True, items={"enum": EMBEDDED_DATASETS})
+
+
+def _modalities(default: tuple[str, ...]) -> Any:
+    return setting(
+        default,
+        "Contrasts averaged per subject (empty = all).",
+        unique_items=True,
+        items={"enum": MODALITIES},
+    )
+
+
+def _logistic_c() -> Any:
+    return setting(
+        1.0,
+        "Inverse L2 penalty of the logistic-regression head (on standardised features).",
+        exclusive_minimum=0,
+        maximum=1000000,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrozenTaskSettings:
+    """The key every frozen-feature task subsection has."""
+
+    enabled: bool = setting(True, "Run this task.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tumor4Settings(FrozenTaskSettings):
+    """``tasks.tumor4``."""
+
+    datasets: tuple[str, ...] = _datasets(("tumor4",), "Datasets with tumor_class labels.")
+    modalities: tuple[str, ...] = _modalities(())
+    logistic_c: float = _logistic_c()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SequenceSettings(FrozenTaskSettings):
+    """``tasks.sequence``."""
+
+    datasets: tuple[str, ...] = _datasets(("brats21",), "Datasets whose contrasts are classified.")
+    logistic_c: float = _logistic_c()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NeurodegenerationSettings(FrozenTaskSettings):
+    """``tasks.neurodegeneration``."""
+
+    datasets: tuple[str, ...] = _datasets(("oasis3",), "Datasets with diagnosis labels.")
+    modalities: tuple[str, ...] = _modalities(("T1w",))
+    logistic_c: float = _logistic_c()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MolecularSettings(FrozenTaskSettings):
+    """``tasks.molecular``."""
+
+    datasets: tuple[str, ...] = _datasets(("brats21",), "Datasets with idh/mgmt labels.")
+    modalities: tuple[str, ...] = _modalities(())
+    logistic_c: float = _logistic_c()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrainAgeSettings(FrozenTaskSettings):
+    """``tasks.brain_age``."""
+
+    datasets: tuple[str, ...] = _datasets(
+        ("ixi", "oasis3"), "Datasets with ages (each evaluated on its own)."
+    )
+    modalities: tuple[str, ...] = _modalities(("T1w",))
+    ridge_alpha: float = setting(
+        10.0,
+        "L2 penalty of the ridge head (on standardised features).",
+        exclusive_minimum=0,
+        maximum=1000000,
+    )
+    controls_only: bool = setting(
+        True, "Fit and score brain age on subjects without a disease diagnosis only."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SurvivalSettings(FrozenTaskSettings):
+    """``tasks.survival``."""
+
+    datasets: tuple[str, ...] = _datasets(("brats21",), "Datasets with survival_days/event in the manifest.")
+    modalities: tuple[str, ...] = _modalities(())
+    models: tuple[str, ...] = setting(
+        SURVIVAL_MODELS,
+        "Survival heads: ridge-penalised Cox (cox) and random survival forest (rsf).",
+        min_items=1,
+        unique_items=True,
+        items={"enum": SURVIVAL_MODELS},
+    )
+    cox_alpha: float = setting(10.0, "Ridge penalty of the Cox head.", minimum=0, maximum=1000000)
+    rsf_trees: int = setting(100, "Trees of the random survival forest.", minimum=1, maximum=5000)
+    rsf_min_leaf: int = setting(3, "Minimum subjects per forest leaf.", minimum=1, maximum=1000)
