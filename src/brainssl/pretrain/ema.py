@@ -1,4 +1,8 @@
-"""Exponential moving average of weights (MoCo's momentum encoder, DINO's teacher)."""
+"""Exponential moving average of weights (MoCo's momentum encoder, DINO's teacher).
+
+Where in the step it runs is each method's authors' choice (``update_teacher_first`` in
+:mod:`brainssl.pretrain.meta`; the loop calls it once per step with that step's momentum).
+"""
 
 from __future__ import annotations
 

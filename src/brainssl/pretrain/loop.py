@@ -2,7 +2,12 @@
 
 The loop follows the structure of dinov2's ``train/train.py``: schedules are arrays read by
 step; each step augments on the device, runs forward/backward (micro-batches under
-``no_sync``), checks the loss is finite, clips, steps, updates the EMA teacher and logs.
+``no_sync``), checks the loss is finite, clips, steps and logs. The EMA teacher is updated once
+per step with that step's scheduled momentum, where the method's authors put it: MoCo v3 at the
+start of the step, before the keys are computed (facebookresearch/moco-v3 c349e6e2,
+``moco/builder.py`` ``MoCo.forward``: momentum update, keys, loss, then the optimizer step in
+``main_moco.py`` ``train``); DINO after the optimizer step (facebookresearch/dino 7c446df5,
+``main_dino.py`` ``train_one_epoch``). A method says which with ``update_teacher_first``.
 
 The pieces around the step live in sibling modules: the data order and augmentation seeds
 (:mod:`brainssl.pretrain.order`), preemption signals (:mod:`brainssl.pretrain.preemption`)
@@ -256,12 +261,20 @@ class Trainer:
     def train_step(self, micro: list[torch.Tensor]) -> dict[str, Any]:
         """One optimizer step over ``accumulation`` micro-batches; returns its metrics.
 
+        Order: hyperparameters of this step; the teacher's EMA update first when the method's
+        authors do so (MoCo v3); forward/backward; finiteness check; clip; optimizer step; the
+        teacher's EMA update otherwise (DINO).
+
         Raises:
-            NonFiniteLossError: if the (all-rank mean) loss is NaN or infinite; nothing is updated.
+            NonFiniteLossError: if the (all-rank mean) loss is NaN or infinite; the optimizer is
+                not stepped (a MoCo momentum encoder has already taken this step's update).
         """
         epoch = self.step // self.steps_per_epoch
         sched = self.schedules.at(self.step)
         self._set_hyperparameters(sched)
+        teacher_first = bool(getattr(self.method, "update_teacher_first", False))
+        if teacher_first:
+            self.method.update_teacher(sched["momentum"])
         self.aug_gen.manual_seed(step_seed(self.opts.seed, self.env.rank, self.step))
         loss, extra = self._forward_backward(micro, sched)
         if self.env.world_size > 1:
@@ -278,7 +291,8 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.method.update_teacher(sched["momentum"])
+        if not teacher_first:
+            self.method.update_teacher(sched["momentum"])
         self.step += 1
         return {
             "loss": value,

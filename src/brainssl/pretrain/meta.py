@@ -6,7 +6,9 @@ Each method exposes the same small interface used by :mod:`brainssl.pretrain.loo
 * ``teacher``: the EMA copy (never trained by gradients);
 * ``make_views(x, generator) -> list[Tensor]``: the augmented views of a batch;
 * ``compute_loss(student_fn, views, sched) -> (loss, stats)``;
-* ``update_teacher(momentum)`` after each optimizer step;
+* ``update_teacher(momentum)`` once per optimizer step, with that step's scheduled momentum:
+  at the start of the step, before the keys, when ``update_teacher_first`` (MoCo v3's
+  ``moco/builder.py`` ``forward``), else after the optimizer step (DINO's ``main_dino.py``);
 * ``encoder``: the student's backbone (probed and exported);
 * ``last_layer``: parameters frozen during the first epoch(s) (DINO), else ``None``.
 
@@ -71,6 +73,10 @@ class MoCoV3(nn.Module):
     """
 
     last_layer = None
+    #: The authors update the momentum encoder inside ``forward``, after the queries and before
+    #: the keys, with the momentum of this step (facebookresearch/moco-v3 c349e6e2,
+    #: ``moco/builder.py`` ``MoCo.forward``); the loop does so before the step's forward pass.
+    update_teacher_first = True
 
     def __init__(
         self,
@@ -116,7 +122,7 @@ class MoCoV3(nn.Module):
         return self.criterion(q[0], q[1], k[0], k[1]), {}
 
     def update_teacher(self, momentum: float) -> None:
-        """EMA-update the momentum encoder and projector."""
+        """EMA-update the momentum encoder and projector (at the start of a step, before the keys)."""
         update_momentum(self.student.encoder, self.teacher.encoder, momentum)
         update_momentum(self.student.projector, self.teacher.projector, momentum)
 
@@ -158,6 +164,10 @@ class DINO(nn.Module):
         student_temp: tau_s (0.1).
         center_momentum: centre EMA momentum (0.9).
     """
+
+    #: The teacher follows the student after the optimizer step, with that step's momentum
+    #: (facebookresearch/dino 7c446df5, ``main_dino.py`` ``train_one_epoch``).
+    update_teacher_first = False
 
     def __init__(
         self,
@@ -216,5 +226,5 @@ class DINO(nn.Module):
         return loss, {"teacher_temp": sched["teacher_temp"]}
 
     def update_teacher(self, momentum: float) -> None:
-        """EMA-update the whole teacher (backbone and head)."""
+        """EMA-update the whole teacher (backbone and head), after the optimizer step."""
         update_momentum(self.student, self.teacher, momentum)

@@ -1,11 +1,21 @@
-"""Per-step schedules (lr, weight decay, EMA momentum, teacher temperature), built once.
+"""Per-step schedules (lr, weight decay, EMA momentum, teacher temperature), built once per method.
 
-As in facebookresearch/dino (``utils.cosine_scheduler``, used in ``main_dino.py``) every
-schedule is an array indexed by the optimizer step, so the loop reads values and a resumed
-run reads the same ones. MoCo v3's per-iteration rules (facebookresearch/moco-v3,
-``main_moco.py``: ``adjust_learning_rate``, ``adjust_moco_momentum``) are the same
-formulas: linear warm-up then half-cosine lr, and ``m_t = 1 - (1 - m_0)(cos(pi t / T) + 1) / 2``,
-which is :func:`cosine_schedule` from ``m_0`` to 1.
+Every schedule is an array indexed by the optimizer step, so the loop reads values and a resumed
+run reads the same ones. Each method follows its own authors' code, which differ:
+
+- DINO (facebookresearch/dino at 7c446df5b9f45747937fb0d72314eb9f7b66930a, ``utils.py``
+  ``cosine_scheduler`` as ``main_dino.py`` calls it): :func:`cosine_schedule`. The warm-up is
+  ``np.linspace(start, base, W)``, so its last step already holds the peak, and the cosine
+  then starts at the peak again; the teacher momentum is a cosine to 1; the teacher
+  temperature is per epoch (:func:`teacher_temperature_schedule`).
+- MoCo v3 (facebookresearch/moco-v3 at c349e6e24f40d3fedb22d973f92defa4cedf37a7,
+  ``main_moco.py`` ``adjust_learning_rate`` and ``adjust_moco_momentum``, called every
+  iteration with the fractional epoch ``epoch + i / iters_per_epoch``):
+  :func:`moco_lr_schedule` and :func:`moco_momentum_schedule`. The warm-up is linear from 0
+  in fractional epochs and never reaches the peak; the first step after it does; the cosine
+  decays to 0 (``min_lr`` is an extension: 0 gives the authors' schedule). The momentum is
+  constant unless ``--moco-m-cos`` (``momentum_cosine``), then a cosine to 1. MoCo v3 keeps
+  the weight decay constant: ``weight_decay_end == weight_decay`` gives that.
 """
 
 from __future__ import annotations
@@ -14,17 +24,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Schedules", "cosine_schedule", "teacher_temperature_schedule", "build_schedules"]
+__all__ = [
+    "SCHEDULE_METHODS",
+    "Schedules",
+    "build_schedules",
+    "cosine_schedule",
+    "moco_lr_schedule",
+    "moco_momentum_schedule",
+    "teacher_temperature_schedule",
+]
+
+#: Methods whose authors' schedule conventions :func:`build_schedules` knows.
+SCHEDULE_METHODS = ("moco", "dino")
 
 
 def cosine_schedule(
     base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0
 ) -> np.ndarray:
-    """Linear warm-up from ``warmup_start`` to ``base``, then half-cosine from ``base`` to ``final``.
+    """DINO's schedule: linear warm-up from ``warmup_start`` to ``base``, then half-cosine to ``final``.
 
-    Step ``i < W``: ``warmup_start + (base - warmup_start) * i / (W - 1)`` (``np.linspace``, as
-    in DINO). Step ``i >= W``, with ``j = i - W`` and ``N = total_steps - W``:
-    ``final + (base - final) * (1 + cos(pi * j / N)) / 2``.
+    The rule of facebookresearch/dino ``utils.cosine_scheduler`` (commit 7c446df5), used for
+    DINO's learning rate, weight decay and teacher momentum. Step ``i < W``:
+    ``warmup_start + (base - warmup_start) * i / (W - 1)`` (``np.linspace``: the last warm-up
+    step holds ``base``). Step ``i >= W``, with ``j = i - W`` and ``N = total_steps - W``:
+    ``final + (base - final) * (1 + cos(pi * j / N)) / 2`` (``base`` again at ``j = 0``).
 
     Args:
         base: value at the end of warm-up.
@@ -69,6 +92,63 @@ def teacher_temperature_schedule(
     return np.repeat(per_epoch, steps_per_epoch).astype(np.float64)
 
 
+def _fractional_epochs(epochs: int, steps_per_epoch: int) -> np.ndarray:
+    """``epoch + i / steps_per_epoch`` of every step, computed as MoCo v3's loop does."""
+    if epochs <= 0 or steps_per_epoch <= 0:
+        raise ValueError(f"epochs and steps_per_epoch must be positive, got {epochs}, {steps_per_epoch}")
+    i = np.arange(steps_per_epoch) / steps_per_epoch
+    return (np.arange(epochs)[:, None] + i[None, :]).ravel()
+
+
+def moco_lr_schedule(
+    base: float, final: float, epochs: int, steps_per_epoch: int, warmup_epochs: int
+) -> np.ndarray:
+    """MoCo v3's learning rate: linear warm-up in fractional epochs, then half-cosine to ``final``.
+
+    The rule of facebookresearch/moco-v3 ``main_moco.py`` ``adjust_learning_rate`` (commit
+    c349e6e2), evaluated at ``e = epoch + i / steps_per_epoch`` before every step: for
+    ``e < W``, ``base * e / W`` (0 at step 0; the peak is not reached inside the warm-up); else
+    ``final + (base - final) * (1 + cos(pi * (e - W) / (E - W))) / 2``, the peak at the first
+    step after the warm-up. The authors' ``final`` is 0.
+
+    Args:
+        base: peak learning rate (already scaled by batch size).
+        final: value the cosine tends to (the authors': 0).
+        epochs: ``E`` (> 0).
+        steps_per_epoch: optimizer steps per epoch (> 0).
+        warmup_epochs: ``W >= 0``; ``W >= E`` warms up throughout.
+
+    Returns:
+        ``(epochs * steps_per_epoch,)`` float64 array.
+    """
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+    e = _fractional_epochs(epochs, steps_per_epoch)
+    warm = e < warmup_epochs
+    out = np.empty_like(e)
+    out[warm] = base * e[warm] / warmup_epochs if warmup_epochs else 0.0
+    if (~warm).any():
+        angle = np.pi * (e[~warm] - warmup_epochs) / (epochs - warmup_epochs)
+        out[~warm] = final + (base - final) * 0.5 * (1.0 + np.cos(angle))
+    return out
+
+
+def moco_momentum_schedule(momentum: float, epochs: int, steps_per_epoch: int, cosine: bool) -> np.ndarray:
+    """MoCo v3's momentum-encoder coefficient of every step.
+
+    With ``cosine`` (the authors' ``--moco-m-cos``), facebookresearch/moco-v3 ``main_moco.py``
+    ``adjust_moco_momentum`` (commit c349e6e2) at ``e = epoch + i / steps_per_epoch``:
+    ``1 - (1 - m) * (1 + cos(pi * e / E)) / 2``; without it, ``m`` at every step (their default).
+
+    Returns:
+        ``(epochs * steps_per_epoch,)`` float64 array.
+    """
+    e = _fractional_epochs(epochs, steps_per_epoch)
+    if not cosine:
+        return np.full_like(e, momentum)
+    return 1.0 - 0.5 * (1.0 + np.cos(np.pi * e / epochs)) * (1.0 - momentum)
+
+
 @dataclass(frozen=True)
 class Schedules:
     """All scheduled values, each ``(total_steps,)``; read with :meth:`at`."""
@@ -103,27 +183,48 @@ def build_schedules(
     warmup_teacher_temp_epochs: int,
     epochs: int,
     steps_per_epoch: int,
+    method: str = "dino",
+    momentum_cosine: bool = True,
 ) -> Schedules:
-    """Build every schedule for ``epochs * steps_per_epoch`` optimizer steps.
+    """Build every schedule for ``epochs * steps_per_epoch`` optimizer steps, as ``method``'s authors do.
+
+    ``dino``: lr, weight decay and momentum by :func:`cosine_schedule` (DINO's
+    ``cosine_scheduler``; lr warm-up from 0, clipped to ``epochs``). ``moco``: lr by
+    :func:`moco_lr_schedule`, momentum by :func:`moco_momentum_schedule`. The weight-decay
+    cosine has no warm-up, where both conventions give the same values (``j / N = t / T``).
 
     Args:
         lr: peak learning rate (already scaled by batch size).
-        min_lr: final learning rate of the cosine.
+        min_lr: final learning rate of the cosine (MoCo v3's authors: 0; DINO's: 1e-6).
         warmup_epochs: linear lr warm-up from 0.
         weight_decay: weight decay at step 0.
         weight_decay_end: weight decay at the end (cosine; equal values keep it constant).
-        momentum: EMA momentum at step 0 (cosine to 1).
+        momentum: EMA momentum at step 0.
         teacher_temp: DINO teacher temperature after warm-up.
         warmup_teacher_temp: DINO teacher temperature at epoch 0.
         warmup_teacher_temp_epochs: DINO teacher-temperature warm-up length (clipped to ``epochs``).
         epochs: training epochs.
         steps_per_epoch: optimizer steps per epoch.
+        method: ``moco`` or ``dino``: whose authors' conventions to follow.
+        momentum_cosine: MoCo only: raise the momentum to 1 on a cosine (``--moco-m-cos``);
+            DINO's teacher momentum always follows its cosine.
+
+    Raises:
+        ValueError: for an unknown method.
     """
+    if method not in SCHEDULE_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {list(SCHEDULE_METHODS)}")
     total = epochs * steps_per_epoch
+    if method == "moco":
+        lr_schedule = moco_lr_schedule(lr, min_lr, epochs, steps_per_epoch, warmup_epochs)
+        momentum_schedule = moco_momentum_schedule(momentum, epochs, steps_per_epoch, momentum_cosine)
+    else:
+        lr_schedule = cosine_schedule(lr, min_lr, total, min(warmup_epochs, epochs) * steps_per_epoch)
+        momentum_schedule = cosine_schedule(momentum, 1.0, total)
     return Schedules(
-        lr=cosine_schedule(lr, min_lr, total, min(warmup_epochs, epochs) * steps_per_epoch),
+        lr=lr_schedule,
         weight_decay=cosine_schedule(weight_decay, weight_decay_end, total),
-        momentum=cosine_schedule(momentum, 1.0, total),
+        momentum=momentum_schedule,
         teacher_temp=teacher_temperature_schedule(
             warmup_teacher_temp,
             teacher_temp,

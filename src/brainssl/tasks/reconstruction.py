@@ -1,41 +1,51 @@
 """Accelerated MRI reconstruction (fastMRI brain layout): Cartesian masks, zero-filled baseline, U-Nets.
 
-Under-sampling follows fastMRI's ``subsample.py`` (Zbontar et al. 2018, arXiv:1811.08839):
-a fully sampled centre of ``round(n * centre_fraction)`` columns (the phase-encoding axis, the
-last axis of ``kspace``) plus
+Masks, metrics and the SSIM loss are those of fastMRI (Zbontar et al. 2018, arXiv:1811.08839;
+facebookresearch/fastMRI v0.3.0, commit 84ab6e57748c2631b0e780255dcbc1d6e372269d, the
+``fastmri==0.3.0`` package the tests compare against).
 
-- ``random``: every other column with probability
+Masks (``fastmri/data/subsample.py``), named as fastMRI names them: a fully sampled centre of
+``round(n * centre_fraction)`` columns (the phase-encoding axis, the last axis of ``kspace``) plus
+
+- ``random`` (``RandomMaskFunc``): every column with probability
   ``(n / acceleration - n_low) / (n - n_low)``;
-- ``equispaced``: columns at a spacing adjusted so that, with the centre, about
-  ``n / acceleration`` are kept, from a random offset.
+- ``equispaced`` (``EquiSpacedMaskFunc``): every ``acceleration``-th column from a random offset
+  (with the centre, more than ``n / acceleration`` columns);
+- ``equispaced_fraction`` (``EquispacedMaskFractionFunc``): columns at a spacing adjusted so that,
+  with the centre, about ``n / acceleration`` are kept, from a random offset. brainssl called this
+  one ``equispaced`` before; a config that means it must now say ``equispaced_fraction``.
+
+The draws are fastMRI's: a legacy ``numpy.random.RandomState`` seeded for the call, which first
+draws the index of the (centre fraction, acceleration) pair, then the columns or the offset. So
+:func:`cartesian_mask` with seed ``s`` is ``MaskFunc([centre_fraction], [acceleration])(shape,
+seed=s)``. Each file's seed is fastMRI's own per-file rule (:func:`mask_seed`:
+``tuple(map(ord, file_name))``, as its ``UnetDataTransform``/``VarNetDataTransform`` with
+``use_seed=True`` seed the masks of validation and test files), so every slice of a file shares
+one mask, the same for training and test files, and it is exactly the mask fastMRI gives that file.
 
 The zero-filled image is the root-sum-of-squares over coils of the centred orthonormal
 inverse FFT of the masked k-space, centre-cropped to the RSS target. Networks see it (and the
 target) scaled by the zero-filled volume's maximum and resized to the encoder's side; a
 :class:`~brainssl.tasks.dense_networks.DenseModel` (the encoder as its contracting path, the light
-decoder as its expanding one) learns a residual correction with an L1 loss, its encoder
-starting from pretrained weights (``finetune``/``frozen``) or at random (``scratch``).
+decoder as its expanding one) learns a residual correction, its encoder starting from pretrained
+weights (``finetune``/``frozen``) or at random (``scratch``). The training loss is L1
+(``loss: l1``, the loss of fastMRI's U-Net baseline) or fastMRI's ``SSIMLoss`` (``loss: ssim``,
+as its VarNet trains: ``1 -`` mean SSIM of 7x7 uniform windows, ``data_range`` the target
+volume's maximum).
 
-Metrics are fastMRI's ``evaluate.py`` definitions, per volume ``(slices, H, W)``:
-
-- NMSE ``||gt - pred||^2 / ||gt||^2``;
-- PSNR ``10 log10(max(gt)^2 / mean((gt - pred)^2))``;
-- SSIM: mean over slices of the structural similarity with a 7x7 uniform window, sample
-  covariances, ``K1 = 0.01``, ``K2 = 0.03``, ``data_range = max(gt)`` of the volume, averaged
-  over the windows that fit inside the slice (scikit-image's ``structural_similarity`` as
-  fastMRI calls it).
-
-All three are invariant to scaling ``gt`` and ``pred`` together, so the scaled, resized grid
-gives the metrics of that grid. A file whose k-space or target holds NaN/inf is skipped and
+Metrics are fastMRI's ``fastmri/evaluate.py`` definitions, per volume ``(slices, H, W)``, with
+its signatures: :func:`mse`, :func:`nmse`, :func:`psnr` and :func:`ssim` (``maxval`` defaults to
+the target volume's maximum). PSNR, SSIM and NMSE are reported: they are invariant to scaling
+target and prediction together, so the scaled, resized grid gives the metrics of that grid (MSE
+is not, so it is not reported). A file whose k-space or target holds NaN/inf is skipped and
 listed with the reason.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +56,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from torch import nn
 
 from brainssl.synth.acquisition import ifft2c
 
@@ -56,10 +67,14 @@ from .results import bootstrap_ci, result_row, skipped_rows
 
 __all__ = [
     "MASK_KINDS",
+    "RECON_LOSSES",
     "RECON_METRICS",
     "ReconVolume",
+    "SSIMLoss",
     "cartesian_mask",
     "load_recon_volume",
+    "mask_seed",
+    "mse",
     "nmse",
     "psnr",
     "run_reconstruction",
@@ -69,8 +84,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MASK_KINDS = ("random", "equispaced")
+MASK_KINDS = ("random", "equispaced", "equispaced_fraction")
 RECON_METRICS = ("psnr", "ssim", "nmse")
+RECON_LOSSES = ("l1", "ssim")
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
@@ -85,21 +101,43 @@ def _check_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return gt, pred
 
 
+def mse(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Mean squared error ``mean((gt - pred)^2)`` of a volume (fastMRI ``evaluate.mse``)."""
+    gt, pred = _check_pair(gt, pred)
+    return float(np.mean((gt - pred) ** 2))
+
+
 def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Normalised mean squared error ``||gt - pred||^2 / ||gt||^2`` of a volume (fastMRI)."""
+    """Normalised squared error ``||gt - pred||^2 / ||gt||^2`` of a volume (fastMRI ``evaluate.nmse``)."""
     gt, pred = _check_pair(gt, pred)
     return float(np.sum((gt - pred) ** 2) / np.sum(gt**2))
 
 
-def psnr(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB with ``data_range = max(gt)`` of the volume (fastMRI)."""
+def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
+    """Peak signal-to-noise ratio ``10 log10(maxval^2 / mse)`` in dB (fastMRI ``evaluate.psnr``).
+
+    Args:
+        gt: target volume.
+        pred: prediction of the same shape.
+        maxval: the peak; ``None`` (fastMRI's default) takes ``gt.max()`` of the volume.
+    """
     gt, pred = _check_pair(gt, pred)
-    mse = np.mean((gt - pred) ** 2)
-    return math.inf if mse == 0 else float(10 * np.log10(gt.max() ** 2 / mse))
+    peak = gt.max() if maxval is None else float(maxval)
+    error = np.mean((gt - pred) ** 2)
+    return math.inf if error == 0 else float(10 * np.log10(peak**2 / error))
 
 
-def ssim(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Mean structural similarity over the slices of ``(slices, H, W)`` volumes (fastMRI's definition).
+def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
+    """Mean structural similarity over the slices of ``(slices, H, W)`` volumes (fastMRI ``evaluate.ssim``).
+
+    Per slice, scikit-image's ``structural_similarity`` as fastMRI calls it: a 7x7 uniform
+    window, sample covariances, ``K1 = 0.01``, ``K2 = 0.03``, ``data_range = maxval``, averaged
+    over the windows that fit inside the slice; then the mean over slices.
+
+    Args:
+        gt: ``(slices, H, W)`` target.
+        pred: prediction of the same shape.
+        maxval: the data range; ``None`` (fastMRI's default) takes ``gt.max()`` of the volume.
 
     Raises:
         ValueError: for different shapes, a non-3D volume or slices smaller than the 7x7 window.
@@ -107,7 +145,7 @@ def ssim(gt: np.ndarray, pred: np.ndarray) -> float:
     gt, pred = _check_pair(gt, pred)
     if gt.ndim != 3 or min(gt.shape[1:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs (slices, H, W) with H, W >= {SSIM_WINDOW}, got {gt.shape}")
-    data_range = gt.max()
+    data_range = gt.max() if maxval is None else float(maxval)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     n = SSIM_WINDOW**2
     cov_norm = n / (n - 1)
@@ -124,20 +162,90 @@ def ssim(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(values))
 
 
+class SSIMLoss(nn.Module):
+    """fastMRI's ``SSIMLoss`` (``fastmri/losses.py``): ``1 -`` mean SSIM over 7x7 uniform windows.
+
+    Local means, variances (scaled by ``n / (n - 1)``) and covariance come from a 7x7 box filter
+    over the windows that fit inside the image (no padding); ``C1 = (k1 R)^2`` and
+    ``C2 = (k2 R)^2`` with the per-image data range ``R``.
+
+    Args:
+        win_size: window side (7).
+        k1: 0.01.
+        k2: 0.03.
+
+    Shapes:
+        ``x``, ``y``: ``(B, 1, H, W)``; ``data_range``: ``(B,)``; output: scalar, or ``(B, 1, H', W')``
+        of ``1 - SSIM`` maps when ``reduced`` is false.
+    """
+
+    def __init__(self, win_size: int = SSIM_WINDOW, k1: float = SSIM_K1, k2: float = SSIM_K2) -> None:
+        super().__init__()
+        self.win_size, self.k1, self.k2 = win_size, k1, k2
+        n = win_size**2
+        self.cov_norm = n / (n - 1)
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, reduced: bool = True
+    ) -> torch.Tensor:
+        """Return ``1 - SSIM(x, y)`` (mean over images and windows when ``reduced``)."""
+        box = lambda t: F.avg_pool2d(t, self.win_size, stride=1)  # noqa: E731
+        r = data_range.reshape(-1, 1, 1, 1).to(x.dtype)
+        c1, c2 = (self.k1 * r) ** 2, (self.k2 * r) ** 2
+        mx, my = box(x), box(y)
+        vx = self.cov_norm * (box(x * x) - mx * mx)
+        vy = self.cov_norm * (box(y * y) - my * my)
+        vxy = self.cov_norm * (box(x * y) - mx * my)
+        s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        return 1 - s.mean() if reduced else 1 - s
+
+
+def _training_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``l1``, or ``ssim``: targets ``(B, 2, S, S)`` hold the image and its volume's maximum."""
+    if name == "l1":
+        return F.l1_loss
+    if name != "ssim":
+        raise ValueError(f"unknown reconstruction loss {name!r}; choose from {list(RECON_LOSSES)}")
+    criterion = SSIMLoss()
+
+    def ssim_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return criterion(output, target[:, :1], target[:, 1, 0, 0])
+
+    return ssim_loss
+
+
 # --------------------------------------------------------------------------- masks
 
 
+def mask_seed(file_name: str) -> tuple[int, ...]:
+    """The per-file mask seed of fastMRI: the code points of the file's name, ``tuple(map(ord, name))``.
+
+    The rule of ``fastmri/data/transforms.py`` (``UnetDataTransform``, ``VarNetDataTransform``
+    with ``use_seed=True``), where the name is the HDF5 file's (``file_brain_AXT2_200_2000019.h5``).
+    """
+    return tuple(map(ord, file_name))
+
+
 def cartesian_mask(
-    kind: str, n_cols: int, acceleration: int, centre_fraction: float, rng: np.random.Generator
+    kind: str,
+    n_cols: int,
+    acceleration: int,
+    centre_fraction: float,
+    seed: int | Sequence[int] | None,
 ) -> np.ndarray:
-    """A fastMRI-style column mask ``(n_cols,)`` (True = sampled).
+    """The column mask ``(n_cols,)`` (True = sampled) fastMRI draws for one seed.
+
+    Equal to ``RandomMaskFunc``, ``EquiSpacedMaskFunc`` or ``EquispacedMaskFractionFunc`` of
+    ``fastmri.data.subsample`` built with ``([centre_fraction], [acceleration])`` and called on a
+    k-space of ``n_cols`` columns with ``seed=seed``: a ``RandomState(seed)`` first draws the pair
+    index (``randint(1)``, as fastMRI's ``choose_acceleration`` does), then the columns or offset.
 
     Args:
-        kind: ``random`` or ``equispaced``.
+        kind: ``random``, ``equispaced`` or ``equispaced_fraction``.
         n_cols: k-space columns.
         acceleration: nominal acceleration (2, 4, 8 ...).
         centre_fraction: share of fully sampled centre columns (fastMRI: 0.08 at 4x, 0.04 at 8x).
-        rng: draws the random columns / the equispaced offset.
+        seed: an int or a sequence of ints (:func:`mask_seed`); ``None`` draws fresh entropy.
 
     Raises:
         ValueError: for an unknown kind or a centre as large as the requested sampling.
@@ -150,16 +258,21 @@ def cartesian_mask(
             f"centre fraction {centre_fraction} at {acceleration}x leaves nothing to under-sample "
             f"({n_low} centre columns of {n_cols})"
         )
+    rng = np.random.RandomState(seed)  # fastMRI's legacy generator, seeded for this call
+    rng.randint(1)  # the (centre fraction, acceleration) pair, drawn first as fastMRI does
     mask = np.zeros(n_cols, dtype=bool)
     start = (n_cols - n_low + 1) // 2
     mask[start : start + n_low] = True
     if kind == "random":
         probability = (n_cols / acceleration - n_low) / (n_cols - n_low)
         mask |= rng.uniform(size=n_cols) < probability
+    elif kind == "equispaced":
+        offset = rng.randint(0, high=round(acceleration))
+        mask[offset::acceleration] = True
     else:
         spacing = acceleration * (n_low - n_cols) / (n_low * acceleration - n_cols)
-        offset = int(rng.integers(0, max(1, round(spacing))))
-        mask[np.around(np.arange(offset, n_cols - 1, spacing)).astype(int)] = True
+        offset = rng.randint(0, high=round(spacing))
+        mask[np.around(np.arange(offset, n_cols - 1, spacing)).astype(np.uint)] = True
     return mask
 
 
@@ -193,12 +306,15 @@ class ReconVolume:
         subject: subject id (for the split).
         kspace: ``(Z, coils, ky, kx)`` complex64.
         target: ``(Z, H, W)`` RSS reconstruction.
+        file_name: the file's name, whose code points seed its masks (:func:`mask_seed`);
+            empty means ``<name>.h5``.
     """
 
     name: str
     subject: str
     kspace: np.ndarray
     target: np.ndarray
+    file_name: str = ""
 
 
 def load_recon_volume(path: str | Path, subject: str) -> ReconVolume:
@@ -223,7 +339,7 @@ def load_recon_volume(path: str | Path, subject: str) -> ReconVolume:
         raise ValueError(f"{path.name}: k-space or target holds NaN/inf")
     if target.shape[1] > kspace.shape[2] or target.shape[2] > kspace.shape[3]:
         raise ValueError(f"{path.name}: target {target.shape} larger than k-space {kspace.shape}")
-    return ReconVolume(path.stem, subject, kspace, target)
+    return ReconVolume(path.stem, subject, kspace, target, path.name)
 
 
 def _square(images: np.ndarray, size: int) -> np.ndarray:
@@ -237,21 +353,15 @@ def _square(images: np.ndarray, size: int) -> np.ndarray:
     return out[:, 0].numpy()
 
 
-def _file_seed(name: str, seed: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little")
-
-
 @dataclass
 class _Prepared:
     inputs: np.ndarray  # (Z, 1, S, S) zero-filled, scaled
     targets: np.ndarray  # (Z, 1, S, S) target, same scale
 
 
-def _prepare(
-    volume: ReconVolume, kind: str, acceleration: int, centre: float, size: int, seed: int
-) -> _Prepared:
-    rng = np.random.default_rng(_file_seed(volume.name, seed))
-    mask = cartesian_mask(kind, volume.kspace.shape[-1], acceleration, centre, rng)
+def _prepare(volume: ReconVolume, kind: str, acceleration: int, centre: float, size: int) -> _Prepared:
+    seed = mask_seed(volume.file_name or f"{volume.name}.h5")
+    mask = cartesian_mask(kind, volume.kspace.shape[-1], acceleration, centre, seed)
     zf = zero_filled(volume.kspace, mask, volume.target.shape[1:])
     scale = float(zf.max()) or 1.0
     return _Prepared(_square(zf / scale, size)[:, None], _square(volume.target / scale, size)[:, None])
@@ -259,6 +369,25 @@ def _prepare(
 
 def _volume_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"psnr": psnr(gt, pred), "ssim": ssim(gt, pred), "nmse": nmse(gt, pred)}
+
+
+def _training_targets(prepared: Sequence[_Prepared], loss: str) -> np.ndarray:
+    """``(N, 1, S, S)`` targets; for ``ssim`` a second channel holds each volume's maximum."""
+    targets = np.concatenate([p.targets for p in prepared])
+    if loss != "ssim":
+        return targets
+    peaks = np.concatenate([np.full(len(p.targets), p.targets.max(), dtype=np.float32) for p in prepared])
+    return np.concatenate([targets, np.broadcast_to(peaks[:, None, None, None], targets.shape)], axis=1)
+
+
+def _warn_renamed_masks(masks: Sequence[str]) -> None:
+    if "equispaced" in masks:
+        logger.warning(
+            "mask 'equispaced' is fastMRI's EquiSpacedMaskFunc (every acceleration-th column, more "
+            "columns than n / acceleration); until issue 18 brainssl's 'equispaced' was fastMRI's "
+            "EquispacedMaskFractionFunc, now named 'equispaced_fraction'. Old configs that meant it "
+            "must say equispaced_fraction."
+        )
 
 
 def run_reconstruction(
@@ -279,7 +408,7 @@ def run_reconstruction(
         table_split: split per subject (``test`` -> test, others train; re-split if a side is empty).
         settings: the task's settings (see :func:`~brainssl.tasks.segmentation.run_segmentation`),
             with ``masks``, ``accelerations`` and ``centre_fractions``.
-        seed: workflow seed.
+        seed: workflow seed (split, training, bootstrap; the masks follow :func:`mask_seed`).
         size: encoder input side.
 
     Returns:
@@ -287,6 +416,8 @@ def run_reconstruction(
     """
     from .dense_slices import dense_split
 
+    _warn_renamed_masks(settings.masks)
+    loss_fn = _training_loss(settings.loss)
     setting_names = [f"{k}_{a}x" for k in settings.masks for a in settings.accelerations]
     metrics = [f"{m}_{s}" for s in setting_names for m in RECON_METRICS]
     if len({v.subject for v in volumes}) < 2:
@@ -300,14 +431,14 @@ def run_reconstruction(
         for acceleration in settings.accelerations:
             centre = settings.centre_fraction(acceleration)
             suffix = f"{kind}_{acceleration}x"
-            train_prep = [_prepare(v, kind, acceleration, centre, size, seed) for v in train_volumes]
-            test_prep = [_prepare(v, kind, acceleration, centre, size, seed) for v in test_volumes]
+            train_prep = [_prepare(v, kind, acceleration, centre, size) for v in train_volumes]
+            test_prep = [_prepare(v, kind, acceleration, centre, size) for v in test_volumes]
             pairs = zip(train_volumes, train_prep, strict=True)
             owners = [np.full(len(p.inputs), v.subject) for v, p in pairs]
             train = TrainingSet(
                 np.concatenate(owners),
                 np.concatenate([p.inputs for p in train_prep]),
-                np.concatenate([p.targets for p in train_prep]),
+                _training_targets(train_prep, settings.loss),
             )
             test_inputs = np.concatenate([p.inputs for p in test_prep])
             baseline = [_volume_metrics(p.targets[:, 0], p.inputs[:, 0]) for p in test_prep]
@@ -325,7 +456,7 @@ def run_reconstruction(
                 range(settings.n_seeds),
                 settings.train,
                 1,
-                F.l1_loss,
+                loss_fn,
                 max_train_slices=settings.max_train_slices,
                 residual=True,
             )
