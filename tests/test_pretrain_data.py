@@ -6,6 +6,8 @@ import torch
 from brainssl.pretrain import load_checkpoint, pretrain_from_index, slice_probe_sets
 from brainssl.slices import INDEX_COLUMNS
 
+PROBES = ("contrast", "position")
+
 
 def _store(tmp_path, n_subjects=6, per_subject=12, size=16):
     rng = np.random.default_rng(0)
@@ -40,7 +42,7 @@ def _store(tmp_path, n_subjects=6, per_subject=12, size=16):
 
 def test_probe_sets_hold_out_subjects_and_balance_classes(tmp_path):
     path, arr = _store(tmp_path)
-    probes = slice_probe_sets(path, split="val", n_per_class=3, position_bins=3, seed=1)
+    probes = slice_probe_sets(path, split="val", probes=PROBES, n_per_class=3, position_bins=3, seed=1)
     assert set(probes) == {"contrast", "position"}
     c = probes["contrast"]
     assert c.train_images.dtype == torch.uint8 and c.train_images.shape[1:] == (1, 16, 16)
@@ -59,7 +61,7 @@ def test_probe_sets_hold_out_subjects_and_balance_classes(tmp_path):
 def test_probe_sets_refuse_the_train_split(tmp_path):
     path, _ = _store(tmp_path)
     with pytest.raises(ValueError, match="held-out split"):
-        slice_probe_sets(path, split="train")
+        slice_probe_sets(path, split="train", probes=PROBES, n_per_class=3, position_bins=3, seed=1)
 
 
 @pytest.mark.slow
@@ -94,7 +96,9 @@ def test_position_probe_leaves_out_slices_without_a_position(tmp_path):
     index = pd.read_parquet(index_path)
     index.loc[index["subject"] == "s0", "position"] = float("nan")  # e.g. 2D tumour images
     index.to_parquet(index_path)
-    probes = slice_probe_sets(index_path, probes=("position", "dataset"), n_per_class=100, position_bins=3)
+    probes = slice_probe_sets(
+        index_path, split="val", probes=("position", "dataset"), n_per_class=100, position_bins=3, seed=0
+    )
     assert "dataset" not in probes, "one dataset is no probe"
     position = probes["position"]
     labels = torch.cat([position.train_labels, position.test_labels])

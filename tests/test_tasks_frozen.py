@@ -105,7 +105,7 @@ def test_label_fractions_use_fewer_training_subjects_with_every_class():
     table = _pooled_table()
     spec = task_specs("tumor4", TASK_SETTINGS["tumor4"])[0]
     units = build_units(table, spec)
-    settings = EvaluationSettings(folds=3, label_fractions=(0.1, 1.0), seeds=1)
+    settings = EvaluationSettings(scheme="kfold", folds=3, label_fractions=(0.1, 1.0), seeds=1, seed=0)
     fits = list(evaluation_plan(units, settings))
     small = [f for f in fits if f.fraction == 0.1]
     full = [f for f in fits if f.fraction == 1.0]

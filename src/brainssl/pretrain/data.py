@@ -72,11 +72,11 @@ def slice_probe_sets(
     index: str | Path,
     *,
     root: str | Path | None = None,
-    split: str = "val",
-    probes: tuple[str, ...] = ("contrast", "position"),
-    n_per_class: int = 100,
-    position_bins: int = 3,
-    seed: int = 0,
+    split: str,
+    probes: tuple[str, ...],
+    n_per_class: int,
+    position_bins: int,
+    seed: int,
 ) -> dict[str, ProbeSet]:
     """Build labelled probe sets from the held-out ``split`` of a slice index.
 

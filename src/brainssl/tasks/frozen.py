@@ -105,7 +105,7 @@ class TaskRun:
     task: str
     settings: Mapping[str, Any]
     evaluation: EvaluationSettings
-    n_boot: int = 1000
+    n_boot: int
 
     @classmethod
     def from_params(

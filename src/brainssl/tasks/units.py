@@ -156,11 +156,11 @@ class EvaluationSettings:
         seed: master seed of the fold assignment (fixed across encoders: comparisons are paired).
     """
 
-    scheme: str = "kfold"
-    folds: int = 5
-    label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
-    seeds: int = 3
-    seed: int = 0
+    scheme: str
+    folds: int
+    label_fractions: tuple[float, ...]
+    seeds: int
+    seed: int
 
 
 def _subject_strata(subjects: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
