@@ -156,5 +156,6 @@ def test_final_outputs_list_every_stage(config):
     assert "results/slices/tumor4/montage.png" in outputs
     assert "results/slices/hippocampus/montage.png" not in outputs
     assert outputs[-2:] == ["results/tasks/results.tsv", "results/tasks/comparisons.tsv"]
-    assert len(outputs) == len(set(outputs)) == 1 + 6 + 5 * 3 + 2 + 5 * 3 + 3 + 1 + 2
+    assert "results/pretrain/moco-vit_tiny/export/README.md" in outputs
+    assert len(outputs) == len(set(outputs)) == 1 + 6 + 5 * 3 + 2 + 5 * 3 + 3 + 3 * 2 + 1 + 2
     assert wiring.final_output_message(config).splitlines()[1] == "  results/datasets/manifest.tsv"

@@ -1,6 +1,7 @@
 # Pretrain: MoCo v3 and DINO encoders learnt without labels from the train split of the merged
 # slice store, and the random-initialised baseline exported the same way.
-# Outputs: results/pretrain/{method}-{arch}/ and results/pretrain/probe.tsv.
+# Outputs: results/pretrain/{method}-{arch}/ (its export/ folder is the standard export: weights,
+# model_card.json, README.md, config.json) and results/pretrain/probe.tsv.
 #
 # Preemption: SIGTERM/SIGUSR1 make the loop write checkpoints/last.pt and the job fail, so
 # `retries:` resubmits it and the retry resumes from the checkpoint (the checkpoints folder is
@@ -11,6 +12,9 @@
 rule pretrain_moco:
     input:
         index="results/slices/index.parquet",
+        # its kNN probe is the reference line of the curves' kNN panel (ancient: a new random
+        # card redraws nothing and retrains nothing)
+        random_card=ancient("results/pretrain/random-{arch}/model_card.json"),
     output:
         **pretrain_outputs("moco"),
     log:
@@ -100,7 +104,51 @@ rule pretrain_probe_table:
         "../scripts/pretrain_probe_table.py"
 
 
+# The standard export of every encoder: its weights beside the complete model card (the recipe
+# as numbers, training data, licence, intended use, limitations), a Hugging Face-style README.md
+# and config.json. A separate, cheap job: its params (recipe settings, embed pool window) re-run
+# this copy, never the training.
+from brainssl import modelcard  # noqa: E402
+
+EXPORT_LANDMARKS = modelcard.landmark_files(config)
+
+
+rule pretrain_export:
+    input:
+        encoder="results/pretrain/{run}/encoder.safetensors",
+        card="results/pretrain/{run}/model_card.json",
+        index="results/slices/index.parquet",
+        landmarks=list(EXPORT_LANDMARKS.values()),
+    output:
+        encoder="results/pretrain/{run}/export/encoder.safetensors",
+        card="results/pretrain/{run}/export/model_card.json",
+        readme="results/pretrain/{run}/export/README.md",
+        config="results/pretrain/{run}/export/config.json",
+        prov="results/pretrain/{run}/export/provenance.json",
+    log:
+        "logs/pretrain/{run}.export.log",
+    wildcard_constraints:
+        run="|".join(re.escape(run) for run in wiring.pretrain_runs(config)),
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        release=modelcard.release_params(config),
+        landmarks=EXPORT_LANDMARKS,
+        seed=config["seed"],
+    script:
+        "../scripts/pretrain_export.py"
+
+
 rule pretrain_all:
     input:
         list(ENCODERS.values()),
         "results/pretrain/probe.tsv",
+        expand(
+            "results/pretrain/{run}/export/{name}",
+            run=wiring.pretrain_runs(config),
+            name=["README.md", "config.json"],
+        ),

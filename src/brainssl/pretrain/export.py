@@ -6,6 +6,12 @@ so that the file alone rebuilds the model. ``model_card.json`` beside it repeats
 architecture and adds what a user needs to trust and use the weights: input size and
 channels, the intensity mapping the slices went through, hashes of the training manifest
 and config, training metrics and kNN probe results.
+
+:func:`write_export` turns a training run's folder into the standard export (rule
+``pretrain_export``): the same weights beside the complete model card (the recipe as numbers,
+training data, licence, intended use and limitations; :mod:`brainssl.modelcard`), a Hugging
+Face-style ``README.md`` and a ``config.json`` that builds the architecture for plain
+``safetensors`` loading.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +29,19 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from brainssl.io import sha256_file, write_bytes, write_json, write_table
+from brainssl.io import sha256_file, write_bytes, write_json, write_table, write_text
 
 from .backbones import build_encoder
 
-__all__ = ["export_encoder", "load_encoder", "encoder_spec", "probe_table", "ENCODER_FILE", "CARD_FILE"]
+__all__ = [
+    "export_encoder",
+    "load_encoder",
+    "encoder_spec",
+    "probe_table",
+    "write_export",
+    "ENCODER_FILE",
+    "CARD_FILE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +156,62 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     encoder = build_encoder(arch, **spec)
     encoder.load_state_dict(load_file(str(path)), strict=True)
     return encoder.to(device).eval()
+
+
+def write_export(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    index: str | Path,
+    release: Mapping[str, Any],
+    *,
+    name: str | None = None,
+    landmarks: Mapping[str, str | Path] | None = None,
+) -> dict[str, Any]:
+    """Write the standard export of a trained encoder (what rule ``pretrain_export`` calls).
+
+    ``out_dir`` receives ``encoder.safetensors`` (the run's weights, byte for byte),
+    ``model_card.json`` (the complete card), ``README.md`` (YAML front matter for model hubs, then
+    the card as text) and ``config.json`` (:func:`~brainssl.modelcard.hub_config`).
+
+    Args:
+        run_dir: the training run's folder (``encoder.safetensors`` and ``model_card.json``).
+        out_dir: the export folder.
+        index: the slice index the encoder was trained on (Parquet).
+        release: :func:`brainssl.modelcard.release_params` of the run's config.
+        name: the encoder's name (default: ``run_dir``'s name).
+        landmarks: dataset -> Nyúl landmarks file, for datasets normalised with ``nyul``.
+
+    Returns:
+        The complete model card.
+
+    Raises:
+        ValueError: when the weights are not safetensors, or differ from the card's hash, or the
+            card names another training index than ``index``.
+    """
+    from brainssl import modelcard
+
+    run, out = Path(run_dir), Path(out_dir)
+    weights = run / ENCODER_FILE
+    _check_safetensors(weights)
+    card = json.loads((run / CARD_FILE).read_text())
+    if sha256_file(weights) != card["weights_sha256"]:
+        raise ValueError(f"{weights} differs from the sha256 its model card records")
+    index_sha = sha256_file(index)
+    trained_on = card.get("training_manifest_sha256")
+    if trained_on and trained_on != index_sha:
+        raise ValueError(f"{run} was trained on another slice index than {index} (sha256 differs)")
+    frame = pd.read_parquet(index, columns=["dataset", "subject", "session", "modality", "split"])
+    # {modality: NyulLandmarks.to_dict()}, as brainssl.preprocess.save_landmarks writes them
+    marks = {dataset: json.loads(Path(path).read_text()) for dataset, path in (landmarks or {}).items()}
+    full = modelcard.release_card(
+        card, frame, release, name=name or run.name, landmarks=marks, index_sha256=index_sha
+    )
+    write_bytes(out / ENCODER_FILE, weights.read_bytes())
+    write_json(out / CARD_FILE, full)
+    write_text(out / modelcard.README_FILE, modelcard.render_readme(full))
+    write_json(out / modelcard.CONFIG_FILE, modelcard.hub_config(full))
+    logger.info("exported %s to %s (%d recipes)", full["name"], out, len(modelcard.recipe_names(full)))
+    return full
 
 
 def probe_table(card_paths: Sequence[str | Path], out: str | Path | None = None) -> pd.DataFrame:

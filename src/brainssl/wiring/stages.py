@@ -10,7 +10,7 @@ from typing import Any
 
 from brainssl.architectures import ARCHS
 from brainssl.config import n_shards, shard_indices, stage_params
-from brainssl.datasets.catalog import DATASETS
+from brainssl.datasets import DATASETS
 from brainssl.preprocess.shards import PREPROCESS_DATASETS
 
 Config = Mapping[str, Any]
@@ -171,6 +171,11 @@ def final_outputs(config: Config) -> list[str]:
         for figure in ("entropy", "retained", "montage")
     ]
     outputs += list(encoders(config).values())
+    outputs += [
+        f"results/pretrain/{run}/export/{name}"
+        for run in pretrain_runs(config)
+        for name in ("README.md", "config.json")
+    ]
     outputs += ["results/pretrain/probe.tsv"]
     outputs += ["results/tasks/results.tsv", "results/tasks/comparisons.tsv"]
     return outputs
