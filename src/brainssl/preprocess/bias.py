@@ -4,6 +4,10 @@ Tustison NJ et al., "N4ITK: Improved N3 Bias Correction", IEEE TMI 29(6), 2010. 
 field is a smooth B-spline, so fitting it on an image shrunk by 4 loses nothing that
 matters and is ~shrink^3 cheaper; ``GetLogBiasFieldAsImage`` then evaluates the fitted
 B-spline on the full-resolution grid.
+
+The fit and its evaluation run on :data:`~brainssl.preprocess.spatial.FIT_THREADS` ITK
+threads whatever the job's thread count: N4's B-spline fit splits its work by ITK's global
+default thread count, and its field differs in the last bits between counts.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .spatial import from_sitk, to_sitk
+from .spatial import FIT_THREADS, fixed_itk_threads, from_sitk, to_sitk
 
 __all__ = ["n4_correct", "head_mask"]
 
@@ -75,7 +79,6 @@ def n4_correct(
     iterations: tuple[int, ...] = (50, 50, 30),
     convergence: float = 1e-3,
     control_points: int = 4,
-    threads: int = 1,
 ) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """Correct a multiplicative bias field with N4 fitted on a shrunk copy.
 
@@ -86,7 +89,6 @@ def n4_correct(
         iterations: maximum iterations per fitting level.
         convergence: convergence threshold.
         control_points: initial control points per axis (at least 4 for cubic B-splines).
-        threads: SimpleITK threads.
 
     Returns:
         ``(corrected, field)``: the corrected image (float32) and the multiplicative bias field
@@ -117,9 +119,11 @@ def n4_correct(
     corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
     corrector.SetConvergenceThreshold(convergence)
     corrector.SetNumberOfControlPoints([control_points] * 3)
-    corrector.SetNumberOfThreads(threads)
-    corrector.Execute(small, small_mask)
-    log_field = corrector.GetLogBiasFieldAsImage(image)
+    corrector.SetNumberOfThreads(FIT_THREADS)
+    corrector.SetNumberOfWorkUnits(FIT_THREADS)
+    with fixed_itk_threads():
+        corrector.Execute(small, small_mask)
+        log_field = corrector.GetLogBiasFieldAsImage(image)
     log_data, _ = from_sitk(log_field)
     field = np.exp(log_data).astype(np.float32)
     corrected = (data / field).astype(np.float32)

@@ -150,9 +150,7 @@ def _to_reference_grid(
             own = reorient_resample(
                 img, settings.spacing_mm, False, settings.interpolation, threads=settings.threads
             )
-            transform, matrix = register_rigid(
-                ref_img, own, settings.registration, settings.seed, settings.threads
-            )
+            transform, matrix = register_rigid(ref_img, own, settings.registration, settings.seed)
             volumes[modality] = resample_to_grid(
                 own, grid[0], grid[1], False, settings.interpolation, transform, settings.threads
             )
@@ -260,7 +258,7 @@ def preprocess_session(
                 n4 = settings.n4
                 shrink = max(1, round(n4.shrink_mm / settings.spacing_mm))
                 volumes[modality], field_img = n4_correct(
-                    vol, head, shrink, n4.iterations, n4.convergence, n4.control_points, settings.threads
+                    vol, head, shrink, n4.iterations, n4.convergence, n4.control_points
                 )
                 fields[modality] = np.asarray(field_img.dataobj)
     with _timed(seconds, f"skull_strip_{settings.skull_strip}"):

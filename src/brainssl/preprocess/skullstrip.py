@@ -3,6 +3,13 @@
 Also holds the rigid registration that brings a session's other contrasts onto the
 reference (T1w) grid, since both are Mattes-MI registrations with the same pyramid.
 
+Registrations are repeatable: the metric's random sampler gets an explicit seed
+(:func:`sampling_seed`; SimpleITK reads seed 0 as "seed from the wall clock"), and every
+registration runs with one work unit on :data:`~brainssl.preprocess.spatial.FIT_THREADS`
+ITK threads, since the Mattes metric's multi-threaded accumulation depends on thread
+scheduling (see :mod:`brainssl.preprocess.spatial`). ``threads`` speeds up only the
+resampling, which is thread-count independent.
+
 References:
     Fisch L et al., "deepbet: Fast brain extraction of T1-weighted MRI using
     Convolutional Neural Networks", Comput Biol Med 2024 (deepbet 1.0.2 wheel, MIT).
@@ -28,7 +35,14 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .settings import RegistrationSettings
-from .spatial import ras_grid, resample_to_grid, sitk_transform_to_ras, to_sitk
+from .spatial import (
+    FIT_THREADS,
+    fixed_itk_threads,
+    ras_grid,
+    resample_to_grid,
+    sitk_transform_to_ras,
+    to_sitk,
+)
 
 __all__ = [
     "SkullStripResult",
@@ -38,6 +52,7 @@ __all__ = [
     "strip_none",
     "register_rigid",
     "load_template",
+    "sampling_seed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,13 +181,26 @@ def _shrink_factors(spacing: float, settings: RegistrationSettings) -> tuple[lis
     return shrink, [float(s) for s in settings.smoothing_mm]
 
 
-def _registration(
-    settings: RegistrationSettings, spacing: float, seed: int, threads: int
-) -> sitk.ImageRegistrationMethod:
+def sampling_seed(seed: int) -> int:
+    """The ITK seed of the metric's random sampling for a run seed (never 0).
+
+    SimpleITK's ``SetMetricSamplingPercentage(p, 0)`` means ``sitkWallClock``: a new sample
+    every run. Run seeds map one-to-one onto ``1 .. 2**32 - 1``.
+    """
+    return int(seed) % (2**32 - 1) + 1
+
+
+def _fixed_threads(method: sitk.ImageRegistrationMethod) -> sitk.ImageRegistrationMethod:
+    method.SetNumberOfThreads(FIT_THREADS)
+    method.SetNumberOfWorkUnits(FIT_THREADS)  # the metric splits by work units, not threads
+    return method
+
+
+def _registration(settings: RegistrationSettings, spacing: float, seed: int) -> sitk.ImageRegistrationMethod:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling, seed)
+    method.SetMetricSamplingPercentage(settings.sampling, sampling_seed(seed))
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0,
@@ -185,8 +213,7 @@ def _registration(
     method.SetShrinkFactorsPerLevel(shrink)
     method.SetSmoothingSigmasPerLevel(sigmas)
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetNumberOfThreads(threads)
-    return method
+    return _fixed_threads(method)
 
 
 def strip_atlas(
@@ -200,13 +227,14 @@ def strip_atlas(
     The subject is the fixed image, so the fitted transform maps subject points into the
     template and the template brain mask is pulled onto the subject grid directly (linear
     interpolation, threshold 0.5). Stages: moments-centred affine, multi-resolution,
-    Mattes MI on a random sparse sample; optionally a coarse B-spline on top.
+    Mattes MI on a random sparse sample; optionally a coarse B-spline on top. The result
+    depends on ``seed`` only, not on ``threads`` or the machine (see the module docstring).
 
     Args:
         img: 3D T1-weighted head image.
         settings: registration settings.
-        seed: seed of the metric's random sampling.
-        threads: SimpleITK threads.
+        seed: seed of the metric's random sampling (:func:`sampling_seed`).
+        threads: SimpleITK threads of the final mask resampling.
     """
     settings = settings or RegistrationSettings()
     start = time.perf_counter()
@@ -214,15 +242,16 @@ def strip_atlas(
     moving = to_sitk(load_template("T1w", settings.template_spacing_mm))
     fixed_spacing = float(min(fixed.GetSpacing()))
     affine = sitk.AffineTransform(3)
-    initial = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
-    )
-    initial = sitk.Euler3DTransform(initial)
-    affine.SetCenter(initial.GetCenter())
-    affine.SetTranslation(initial.GetTranslation())
-    method = _registration(settings, fixed_spacing, seed, threads)
-    method.SetInitialTransform(affine, inPlace=True)
-    method.Execute(fixed, moving)
+    with fixed_itk_threads():
+        initial = sitk.CenteredTransformInitializer(
+            fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+        )
+        initial = sitk.Euler3DTransform(initial)
+        affine.SetCenter(initial.GetCenter())
+        affine.SetTranslation(initial.GetTranslation())
+        method = _registration(settings, fixed_spacing, seed)
+        method.SetInitialTransform(affine, inPlace=True)
+        method.Execute(fixed, moving)
     matrix = sitk_transform_to_ras(affine)
     info: dict[str, Any] = {
         "kind": "affine",
@@ -234,7 +263,7 @@ def strip_atlas(
     }
     transform: sitk.Transform = affine
     if settings.bspline:
-        transform = _bspline_stage(fixed, moving, affine, settings, seed, threads, info)
+        transform = _bspline_stage(fixed, moving, affine, settings, seed, info)
     template_mask = load_template("mask", settings.template_spacing_mm)
     pulled = resample_to_grid(template_mask, img.affine, img.shape[:3], transform=transform, threads=threads)
     mask = np.asarray(pulled.dataobj) > 0.5
@@ -251,14 +280,13 @@ def _bspline_stage(
     affine: sitk.AffineTransform,
     settings: RegistrationSettings,
     seed: int,
-    threads: int,
     info: dict[str, Any],
 ) -> sitk.Transform:
     bspline = sitk.BSplineTransformInitializer(fixed, [settings.bspline_mesh] * 3)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling, seed)
+    method.SetMetricSamplingPercentage(settings.sampling, sampling_seed(seed))
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=30)
     shrink, sigmas = _shrink_factors(float(min(fixed.GetSpacing())), settings)
@@ -267,8 +295,8 @@ def _bspline_stage(
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetMovingInitialTransform(affine)
     method.SetInitialTransform(bspline, inPlace=True)
-    method.SetNumberOfThreads(threads)
-    method.Execute(fixed, moving)
+    with fixed_itk_threads():
+        _fixed_threads(method).Execute(fixed, moving)
     composite = sitk.CompositeTransform([affine, bspline])
     info["kind"] = "affine+bspline"
     info["bspline_mesh"] = settings.bspline_mesh
@@ -281,11 +309,11 @@ def register_rigid(
     moving: nib.spatialimages.SpatialImage,
     settings: RegistrationSettings | None = None,
     seed: int = 0,
-    threads: int = 1,
 ) -> tuple[sitk.Euler3DTransform, np.ndarray]:
     """Rigidly register one contrast (moving) to the session's reference (fixed), Mattes MI.
 
-    Same-session contrasts share scanner coordinates, so the search starts at identity.
+    Same-session contrasts share scanner coordinates, so the search starts at identity. The
+    result depends on ``seed`` only (one ITK thread, see the module docstring).
 
     Returns:
         ``(transform, matrix_ras)``: the SimpleITK transform (fixed points -> moving points,
@@ -297,9 +325,10 @@ def register_rigid(
     transform = sitk.Euler3DTransform()
     size = np.asarray(fixed_image.GetSize(), dtype=float)
     transform.SetCenter(fixed_image.TransformContinuousIndexToPhysicalPoint(list((size - 1) / 2)))
-    method = _registration(settings, float(min(fixed_image.GetSpacing())), seed, threads)
+    method = _registration(settings, float(min(fixed_image.GetSpacing())), seed)
     method.SetInitialTransform(transform, inPlace=True)
-    method.Execute(fixed_image, moving_image)
+    with fixed_itk_threads():
+        method.Execute(fixed_image, moving_image)
     return transform, sitk_transform_to_ras(transform)
 
 

@@ -12,9 +12,11 @@ the crop offset and, for a registered contrast, its rigid transform; a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 
 __all__ = [
+    "FIT_THREADS",
+    "fixed_itk_threads",
     "to_sitk",
     "from_sitk",
     "ras_grid",
@@ -38,6 +42,38 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
+
+FIT_THREADS = 1
+"""ITK threads (and work units) of every fitting step: registration and N4.
+
+Their results depend on the thread count, so they never follow ``preprocess.threads`` or the
+machine's cores (ITK's global default, which SimpleITK's per-filter ``SetNumberOfThreads``
+does not reach inside these filters):
+
+* the Mattes MI metric sums its per-work-unit histograms in the order the threads finish,
+  so with more than one work unit a registration differs from run to run under load;
+* N4's B-spline fit is split by ITK's global default thread count (its sub-filters do not
+  take the filter's own setting), so its field changes in the last bits with the core count.
+
+One thread is the only count that is both repeatable and the same on every machine. The
+cost is the fits' parallel speed-up (the demo's shard jobs run single-threaded anyway).
+Resampling is per voxel and thread-count independent, so it keeps ``threads``.
+"""
+
+
+@contextlib.contextmanager
+def fixed_itk_threads(count: int = FIT_THREADS) -> Iterator[None]:
+    """Run the body with SimpleITK's global default thread count set to ``count``, then restore it.
+
+    The global default is what ITK filters created inside (pyramids, metric threaders, N4's
+    B-spline fitting) split their work by; setting it is the only way to reach them.
+    """
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(count)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
 
 def to_sitk(
