@@ -185,7 +185,8 @@ class PreprocessSettings:
         skull_strip: ``atlas`` (default), ``deepbet`` (T1w) or ``none`` (already stripped).
         register_contrasts: rigidly register a contrast whose grid differs from the reference's.
         crop_margin_mm: margin around the brain bounding box.
-        threads: SimpleITK / torch threads used by the steps.
+        threads: threads of resampling and deepbet (the ITK fits always run on one thread, so
+            results do not depend on it).
         seed: seed of the registration's random sampling.
         n4: N4 settings.
         registration: registration settings.
@@ -226,7 +227,7 @@ class PreprocessSettings:
     )
     threads: int = setting(
         1,
-        "Cores per shard job (SimpleITK and torch threads); not a rerun trigger.",
+        "Cores per shard job (resampling, deepbet; the ITK fits use one); not a rerun trigger.",
         override=False,
         minimum=1,
         maximum=64,
