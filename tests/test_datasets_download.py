@@ -255,6 +255,98 @@ def test_fetch_refuses_a_malicious_archive_from_the_server(server: _FileServer, 
     assert [p.name for p in dest.iterdir() if p.name.startswith(".IXI-T1")] == []
 
 
+def _evil_tar() -> bytes:
+    link = tarfile.TarInfo("IXI012-HH-1211-T1.nii.gz")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    return _tar_bytes([_file("IXI002-Guys-0828-T1.nii.gz", b"ok"), (link, None)])
+
+
+def _assert_nothing_kept(dest: Path) -> None:
+    """A refused archive leaves no final-named file, no partial file, no pin and no folder."""
+    assert not (dest / "IXI-T1.tar").exists() and not (dest / "IXI-T1.tar.part").exists()
+    assert not (dest / "IXI-T1").exists()
+    assert [p.name for p in dest.iterdir() if p.name.startswith(".IXI-T1")] == []
+    lock = dest / LOCK_FILE_NAME
+    assert not lock.exists() or "IXI-T1.tar" not in json.loads(lock.read_text())
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "words"),
+    [
+        pytest.param(_evil_tar(), UnsafeArchiveError, "symlink", id="unsafe"),
+        pytest.param(
+            b"<html>503 mirror maintenance</html>\n" * 30,
+            archive_module.CorruptArchiveError,
+            "not a readable tar archive",
+            id="not-a-tar",
+        ),
+        pytest.param(
+            _ixi_tar("T1")[:1500],
+            archive_module.CorruptArchiveError,
+            "no end-of-archive marker",
+            id="cut-between-members",
+        ),
+        pytest.param(
+            _ixi_tar("T1")[:1100],
+            archive_module.CorruptArchiveError,
+            "truncated or corrupt",
+            id="cut-inside-a-header",
+        ),
+    ],
+)
+def test_refused_archive_keeps_no_pin_and_recovers_once_the_mirror_is_fixed(
+    server: _FileServer, tmp_path: Path, bad: bytes, error: type[Exception], words: str
+) -> None:
+    dest = tmp_path / "ixi"
+    server.files["IXI-T1.tar"] = bad
+    with pytest.raises(error, match=re.escape(words)):
+        fetch_ixi(dest, ("T1",), server.base_url, demographics=False, **FAST)
+    _assert_nothing_kept(dest)
+    with pytest.raises(error):  # the same bad file again: refused again, still nothing kept
+        fetch_ixi(dest, ("T1",), server.base_url, demographics=False, **FAST)
+    _assert_nothing_kept(dest)
+
+    server.files["IXI-T1.tar"] = good = _ixi_tar("T1")  # the mirror is fixed
+    fetch_ixi(dest, ("T1",), server.base_url, demographics=False, **FAST)
+    assert json.loads((dest / LOCK_FILE_NAME).read_text())["IXI-T1.tar"]["sha256"] == _sha(good)
+    assert (dest / "IXI-T1.tar").read_bytes() == good
+    assert json.loads((dest / "IXI-T1" / COMPLETE_MARKER).read_text())["archive"] == "IXI-T1.tar"
+    for subject in SUBJECTS:
+        assert (dest / "IXI-T1" / f"{subject}-T1.nii.gz").read_bytes() == _fake_nifti(subject, "T1")
+
+
+def test_refused_archive_pinned_by_an_earlier_version_is_dropped_with_its_pin(
+    server: _FileServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "ixi"
+    dest.mkdir()
+    evil = _evil_tar()
+    (dest / "IXI-T1.tar").write_bytes(evil)  # what a run before the fix left behind
+    (dest / LOCK_FILE_NAME).write_text(json.dumps({"IXI-T1.tar": {"sha256": _sha(evil), "size": len(evil)}}))
+    server.files["IXI-T1.tar"] = good = _ixi_tar("T1")
+    with pytest.raises(UnsafeArchiveError):
+        fetch_ixi(dest, ("T1",), server.base_url, demographics=False, **FAST)
+    _assert_nothing_kept(dest)
+    assert server.requests == []  # the local archive was checked, not re-fetched
+    fetch_ixi(dest, ("T1",), server.base_url, demographics=False, **FAST)
+    assert json.loads((dest / LOCK_FILE_NAME).read_text())["IXI-T1.tar"]["sha256"] == _sha(good)
+
+
+def test_size_mismatch_from_the_lock_names_the_lock_file(ixi_server: _FileServer, tmp_path: Path) -> None:
+    dest = tmp_path / "ixi"
+    dest.mkdir()
+    lock = {"IXI-T1.tar": {"sha256": "e" * 64, "size": 1234}}
+    (dest / LOCK_FILE_NAME).write_text(json.dumps(lock))
+    with pytest.raises(ChecksumError) as info:
+        fetch_ixi(dest, ("T1",), ixi_server.base_url, demographics=False, **FAST)
+    message = str(info.value)
+    assert f"IXI-T1.tar: size mismatch: expected 1234 (from {dest / LOCK_FILE_NAME})" in message
+    assert "the checksum table" not in message
+    assert "delete its entry there to pin the new one" in message
+    assert json.loads((dest / LOCK_FILE_NAME).read_text()) == lock
+    assert not (dest / "IXI-T1.tar").exists() and not (dest / "IXI-T1.tar.part").exists()
+
+
 # --------------------------------------------------------------------------- download_file
 
 

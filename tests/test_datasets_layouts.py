@@ -303,9 +303,9 @@ def test_ixi_demographics_csv_and_xls_dispatch(
     assert list(table["sex"]) == ["M" if s == 1 else "F" for s in raw["SEX_ID (1=m, 2=f)"]]
     calls = []
 
-    def fake_read_excel(path, engine=None):
+    def fake_read_excel(path, engine=None, **kwargs):
         calls.append((Path(path).name, engine))
-        return raw
+        return raw.astype(object)  # the reader asks for dtype=object: cells as the sheet has them
 
     monkeypatch.setattr(pd, "read_excel", fake_read_excel)
     from_xls = ixi.read_demographics(demo["ixi"] / "IXI.xls")

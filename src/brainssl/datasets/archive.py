@@ -8,13 +8,16 @@ the folder is renamed into place only once it is complete (marked by :data:`COMP
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +25,7 @@ from brainssl.io import PathLike, write_json
 
 from .transfer import DEFAULT_CHUNK_SIZE
 
-__all__ = ["COMPLETE_MARKER", "UnsafeArchiveError", "safe_extract_tar"]
+__all__ = ["COMPLETE_MARKER", "CorruptArchiveError", "UnsafeArchiveError", "safe_extract_tar"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,13 @@ COMPLETE_MARKER = ".complete.json"
 
 class UnsafeArchiveError(ValueError):
     """A tar member would escape the destination or is not a plain file or folder."""
+
+
+class CorruptArchiveError(ValueError):
+    """An archive cannot be read as a tar file (truncated, not a tar, bad compression)."""
+
+
+_CORRUPT = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
 
 
 def _member_kind(member: tarfile.TarInfo) -> str:
@@ -105,6 +115,7 @@ def safe_extract_tar(
     strip_prefix: str | None = None,
     archive_sha256: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    archive_name: str | None = None,
 ) -> list[str]:
     """Extract a tar archive into ``dest_dir``, refusing anything but plain files and folders.
 
@@ -123,24 +134,46 @@ def safe_extract_tar(
         archive_sha256: recorded in the marker so that a later run can tell which archive
             produced the folder.
         chunk_size: bytes copied per step.
+        archive_name: the archive's name for the marker and messages (default: its file name;
+            set it when extracting a download still named ``<name>.part``).
 
     Returns:
         The extracted files, as sorted POSIX paths relative to ``dest_dir``.
 
     Raises:
         UnsafeArchiveError: naming the first offending member; nothing is extracted.
-        tarfile.TarError: if the archive is unreadable.
+        CorruptArchiveError: if the archive is unreadable (truncated, not a tar); nothing is
+            extracted.
     """
     archive = Path(archive)
+    name = archive_name or archive.name
     dest_dir = Path(dest_dir)
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _extract(archive, name, dest_dir, strip_prefix, archive_sha256, chunk_size)
+    except _CORRUPT as err:
+        raise CorruptArchiveError(
+            f"{name}: not a readable tar archive (truncated or corrupt?): {type(err).__name__}: {err}; "
+            f"nothing was extracted into {dest_dir}"
+        ) from err
+
+
+def _extract(
+    archive: Path,
+    name: str,
+    dest_dir: Path,
+    strip_prefix: str | None,
+    archive_sha256: str | None,
+    chunk_size: int,
+) -> list[str]:
     with tarfile.open(archive, "r:*") as tar:
         plan = _plan_members(tar.getmembers(), strip_prefix)
+        _check_end_marker(tar, name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".extracting", dir=dest_dir.parent))
         try:
             files = _extract_members(tar, plan, tmp, chunk_size)
             marker = {
-                "archive": archive.name,
+                "archive": name,
                 "archive_sha256": archive_sha256,
                 "n_files": len(files),
                 "files": files,
@@ -150,8 +183,25 @@ def safe_extract_tar(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("%s: extracted %d files into %s", archive.name, len(files), dest_dir)
+    logger.info("%s: extracted %d files into %s", name, len(files), dest_dir)
     return files
+
+
+def _check_end_marker(tar: tarfile.TarFile, name: str) -> None:
+    """Refuse an archive cut at a member boundary: :mod:`tarfile` reads it without complaint.
+
+    A complete tar ends with zero blocks after the last member; an archive truncated between
+    members (or inside a header) lacks them, and would silently lose its remaining files.
+    """
+    fileobj = tar.fileobj
+    assert fileobj is not None
+    fileobj.seek(tar.offset)
+    tail = fileobj.read(2 * tarfile.BLOCKSIZE)
+    if len(tail) < tarfile.BLOCKSIZE or tail.strip(b"\0"):
+        raise CorruptArchiveError(
+            f"{name}: no end-of-archive marker after the last complete member "
+            f"({len(tar.getmembers())} read): the archive is truncated or corrupt; nothing was extracted"
+        )
 
 
 def _replace_dir(src: Path, dest: Path) -> None:

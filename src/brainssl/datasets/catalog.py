@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts import brats, fastmri, hippocampus, ixi, oasis, tumor4
+from brainssl.datasets.layouts.base import NoUsableSubjectsError
 from brainssl.datasets.manifest import check_manifest, failures_frame, rows_to_frame
+from brainssl.io import write_table
 
 __all__ = [
     "DATASETS",
@@ -207,16 +209,25 @@ def finalize_demo(dataset: str, raw_root: Path, shard_tables: Sequence[Path]) ->
     return list(layout.finalize(Path(raw_root), shard.sort_values("index", kind="stable")))
 
 
-def build_manifest(dataset: str, raw_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_manifest(
+    dataset: str, raw_root: Path, *, require_usable: bool = False, failures_path: Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a dataset root (real copy or demo) into the image manifest.
 
     Every file is opened completely. A subject with a bad file (truncated,
-    missing modality, NaNs, 4D, empty folder, ...) is left out of the manifest
-    and listed in the failures table with a reason naming the file.
+    missing modality, NaNs, 4D, too small, unreadable, empty folder, ...) or a bad row in a
+    dataset-level table is left out of the manifest and listed in the failures table with a
+    reason naming the file (and the row). Files not used while their subject is kept
+    (duplicates) are listed there too.
 
     Args:
         dataset: dataset key.
         raw_root: the dataset root in its native layout.
+        require_usable: raise :class:`NoUsableSubjectsError` when no subject is usable (the
+            workflow's manifest job does, so that such a dataset stops there and not in
+            later jobs); otherwise return the empty manifest with the failures.
+        failures_path: with ``require_usable``, where the failures table is written before
+            raising (the workflow puts it beside the job's log, which Snakemake keeps).
 
     Returns:
         ``(manifest, failures)``: the manifest in the schema of
@@ -226,11 +237,32 @@ def build_manifest(dataset: str, raw_root: Path) -> tuple[pd.DataFrame, pd.DataF
     Raises:
         ValueError: for an unknown dataset.
         DatasetLayoutError: when the root is missing or malformed; the message
-            names the dataset, the expected layout and where to obtain it.
+            names the dataset, the expected layout and where to obtain it. Also when a
+            dataset-level table is unparsable or lacks a required column (naming the file
+            and the columns expected).
+        NoUsableSubjectsError: with ``require_usable``, when no subject is usable: "no
+            usable subjects; see failures.tsv" with the path (and the first reasons).
     """
     layout = _layout(dataset)
     rows, failures = layout.read(Path(raw_root))
     manifest = rows_to_frame(rows)
     check_manifest(manifest)
+    table = failures_frame(failures)
     logger.info("%s: %d images, %d failures", dataset, len(manifest), len(failures))
-    return manifest, failures_frame(failures)
+    if require_usable and manifest.empty:
+        raise _no_usable(layout, Path(raw_root), table, failures_path)
+    return manifest, table
+
+
+def _no_usable(
+    layout: ModuleType, raw_root: Path, failures: pd.DataFrame, failures_path: Path | None
+) -> NoUsableSubjectsError:
+    info = layout.INFO
+    if failures_path is not None:
+        write_table(Path(failures_path), failures)
+        where = f"see failures.tsv: {failures_path}"
+    else:
+        where = "see failures.tsv (not written)"
+    first = "; ".join(f"{row.path}: {row.reason}" for row in failures.head(3).itertuples())
+    more = f" (first of {len(failures)}: {first})" if first else f" (nothing usable found under {raw_root})"
+    return NoUsableSubjectsError(f"{info.name} ({info.key}): no usable subjects; {where}{more}")

@@ -38,11 +38,15 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 class ChecksumError(RuntimeError):
     """A file's size or sha256 differs from the expected value; the bad file has been removed.
 
+    The message names where the expected value comes from: the checksum table, or the lock
+    file (with how to re-pin when the server's file changed on purpose).
+
     Attributes:
         file: the file name (as in the checksum table and lock file).
         kind: ``"sha256"`` or ``"size"``.
         expected: the expected value.
         actual: the value found.
+        source: where the expected value comes from.
     """
 
     def __init__(
@@ -53,14 +57,22 @@ class ChecksumError(RuntimeError):
         actual: str | int,
         source: str,
         found_in: str = "the downloaded file",
+        from_lock: bool = False,
     ) -> None:
         self.file = file
         self.kind = kind
         self.expected = expected
         self.actual = actual
+        self.source = source
+        hint = ""
+        if from_lock:
+            hint = (
+                f"; the expected value was pinned in the lock file {source} on an earlier download: if "
+                f"the server's {file} changed on purpose, delete its entry there to pin the new one"
+            )
         super().__init__(
             f"{file}: {kind} mismatch: expected {expected} (from {source}), got {actual} "
-            f"(from {found_in}); the file was removed, nothing with this name is kept"
+            f"(from {found_in}); the file was removed, nothing with this name is kept{hint}"
         )
 
 
@@ -161,6 +173,18 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def _unpin(lock_path: Path, name: str, sha256: str) -> bool:
+    """Drop the pin of ``name`` if it holds ``sha256`` (a refused file); return whether it did."""
+    with _exclusive(lock_path):
+        lock = _read_lock(lock_path)
+        if lock.get(name, {}).get("sha256") != sha256:
+            return False
+        del lock[name]
+        write_json(lock_path, lock)
+    logger.warning("%s: removed its pin %s from %s (the file was refused)", name, sha256, lock_path)
+    return True
+
+
 def _pin(lock_path: Path, name: str, sha256: str, size: int) -> None:
     with _exclusive(lock_path):
         lock = _read_lock(lock_path)
@@ -180,7 +204,18 @@ def _pin(lock_path: Path, name: str, sha256: str, size: int) -> None:
 class _Expected:
     sha256: str | None
     size: int | None
-    source: str
+    source: str  # where sha256 comes from
+    size_source: str = "the checksum table"
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the sha256 comes from the lock file (trust on first use), not the table."""
+        return self.sha256 is not None and self.source != "the checksum table"
+
+    @property
+    def size_from_lock(self) -> bool:
+        """Whether the size comes from the lock file."""
+        return self.size is not None and self.size_source != "the checksum table"
 
 
 def _expected_for(name: str, sha256: str | None, size: int | None, lock_path: Path | None) -> _Expected:
@@ -190,24 +225,35 @@ def _expected_for(name: str, sha256: str | None, size: int | None, lock_path: Pa
         pinned = _read_lock(lock_path).get(name)
         if pinned is not None:
             lock_size = pinned.get("size")
-            return _Expected(pinned["sha256"], size if size is not None else lock_size, str(lock_path))
+            if size is not None:
+                return _Expected(pinned["sha256"], size, str(lock_path), "the checksum table")
+            return _Expected(pinned["sha256"], lock_size, str(lock_path), str(lock_path))
     return _Expected(None, size, "the checksum table")
 
 
-def _verify(path: Path, name: str, expected: _Expected, lock_path: Path | None) -> str:
-    """Check ``path`` against ``expected``; remove it and raise on a mismatch; pin if unknown."""
+def _verify(path: Path, name: str, expected: _Expected, lock_path: Path | None, *, pin: bool = True) -> str:
+    """Check ``path`` against ``expected``; remove it and raise on a mismatch; pin if unknown.
+
+    With ``pin=False`` an unknown sha256 is only computed; the caller pins it (:func:`_pin`)
+    once it has accepted the file.
+    """
     size = path.stat().st_size
     if expected.size is not None and size != expected.size:
         path.unlink()
-        raise ChecksumError(name, "size", expected.size, size, expected.source)
+        raise ChecksumError(
+            name, "size", expected.size, size, expected.size_source, from_lock=expected.size_from_lock
+        )
     actual = sha256_file(path)
     if expected.sha256 is None:
         if lock_path is not None:
-            _pin(lock_path, name, actual, size)
+            if pin:
+                _pin(lock_path, name, actual, size)
         else:
             logger.warning("%s: no sha256 known and no lock file given; not verified", name)
         return actual
     if actual != expected.sha256:
         path.unlink()
-        raise ChecksumError(name, "sha256", expected.sha256, actual, expected.source)
+        raise ChecksumError(
+            name, "sha256", expected.sha256, actual, expected.source, from_lock=expected.pinned
+        )
     return actual

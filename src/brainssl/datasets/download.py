@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,12 @@ def fetch_ixi(
     sha256 (from the table or the lock file) is skipped without any request, and files that
     are already present are re-checked locally instead of fetched again.
 
+    An archive is unpacked before its sha256 is pinned in the lock file and before it gets its
+    final name. One that is refused (an unsafe member, or not a readable tar) is removed and
+    not pinned (a pin of it from an earlier run is dropped), so the next run downloads it
+    again and succeeds once the server serves a good archive. A mismatch with a pinned value
+    names the lock file.
+
     Args:
         dest_dir: download folder; receives ``IXI-<mod>.tar``, ``IXI-<mod>/``, ``IXI.xls`` and
             the lock file :data:`LOCK_FILE_NAME`.
@@ -96,6 +102,7 @@ def fetch_ixi(
         DownloadError: when a transfer fails for good.
         ChecksumError: when a file does not match its table or lock entry.
         UnsafeArchiveError: when an archive holds an unsafe member.
+        CorruptArchiveError: when an archive is not a readable tar.
     """
     chosen = _check_modalities(modalities)
     dest = Path(dest_dir)
@@ -110,13 +117,14 @@ def fetch_ixi(
         "retry_wait": retry_wait,
     }
 
-    def fetch(name: str) -> DownloadResult:
+    def fetch(name: str, accept: Callable[[Path, str], None] | None = None) -> DownloadResult:
         entry = table.get(name)
         return download_file(
             _url(base_url, name),
             dest / name,
             expected_sha256=entry.sha256 if entry else None,
             expected_size=entry.size_bytes if entry else None,
+            accept=accept,
             **options,
         )
 
@@ -130,15 +138,21 @@ def fetch_ixi(
         if _extraction_complete(out_dir, known):
             logger.info("%s: already extracted from %s; skipping", out_dir, archive_name)
             continue
-        result = fetch(archive_name)
-        if not _extraction_complete(out_dir, result.sha256):
-            safe_extract_tar(
-                result.path,
-                out_dir,
-                strip_prefix=out_dir.name,
-                archive_sha256=result.sha256,
-                chunk_size=chunk_size,
-            )
+
+        def unpack(
+            path: Path, sha256: str, out_dir: Path = out_dir, archive_name: str = archive_name
+        ) -> None:
+            if not _extraction_complete(out_dir, sha256):
+                safe_extract_tar(
+                    path,
+                    out_dir,
+                    strip_prefix=out_dir.name,
+                    archive_sha256=sha256,
+                    chunk_size=chunk_size,
+                    archive_name=archive_name,
+                )
+
+        result = fetch(archive_name, accept=unpack)
         if not keep_archives:
             result.path.unlink()
     return dest

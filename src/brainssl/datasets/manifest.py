@@ -11,7 +11,8 @@ column             dtype     meaning
 dataset            str       dataset key, one of :data:`brainssl.datasets.DATASETS`
 subject            str       pseudonymous subject id ``sub-<12 hex>`` (:func:`pseudonymize`)
 native_id          str       the subject id as the native layout spells it (``IXI002-Guys-0828``)
-session            str       session label (``ses-d0000`` for OASIS-3), else ``""``
+session            str       session label (``ses-d0000`` for OASIS-3; the file stem for fastMRI, each
+                             file being one acquisition), else ``""``
 modality           str       T1w, T2w, FLAIR, T1ce or PD; may be ``""`` only for jpg (contrast unknown)
 path               str       the image file
 format             str       ``nifti``, ``fastmri_h5`` or ``jpg``
@@ -39,7 +40,12 @@ truth_bias_field   str       synthetic truth: bias field NIfTI, else ``""``
 truth_meta         str       synthetic truth: subject meta JSON (incl. sequence per file), else ``""``
 =================  ========  =========================================================================
 
-The failures table has columns ``dataset, native_id, path, reason``.
+The failures table has columns ``dataset, native_id, path, reason``: one row per subject
+left out (the file and why), per bad row of a dataset-level table (the table as ``path``, the
+row number first in ``reason``: ``row 5: AGE 'sixty' is not a number``; the header is row 1),
+and per file not used while its subject is kept (a duplicate; the reason says which file is
+used). The subjects a dataset lost are the ``native_id`` values of its failures table that
+are absent from its manifest.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -22,7 +23,7 @@ from typing import IO
 from brainssl import __version__
 from brainssl.io import PathLike
 
-from .checksums import _SHA256_RE, ChecksumError, _expected_for, _verify
+from .checksums import _SHA256_RE, ChecksumError, _Expected, _expected_for, _pin, _unpin, _verify
 
 __all__ = [
     "PART_SUFFIX",
@@ -91,6 +92,7 @@ def download_file(
     timeout: float = DEFAULT_TIMEOUT_S,
     retries: int = DEFAULT_RETRIES,
     retry_wait: float = 2.0,
+    accept: Callable[[Path, str], None] | None = None,
 ) -> DownloadResult:
     """Download ``url`` to ``dest`` with resume, then check its size and sha256.
 
@@ -102,6 +104,13 @@ def download_file(
     pinned into ``lock_path`` (with a warning). ``.part`` is renamed to ``dest`` only after
     these checks. If ``dest`` already exists it is checked the same way and nothing is fetched.
 
+    ``accept(path, sha256)`` is a further check of the verified file (e.g. unpacking an
+    archive). It runs before the sha256 is pinned and before the file gets its final name; if
+    it raises a ``ValueError`` (a refusal, such as an unsafe or corrupt archive), the file is
+    removed, nothing is pinned (a pin of that very file is dropped), and the error propagates:
+    a refused file leaves neither a final-named file nor a pin, so a later run downloads it
+    again. Other errors (disk full, an interrupt) keep the verified ``.part`` for the next run.
+
     Args:
         url: the file's URL (``http``/``https``).
         dest: final path of the file.
@@ -112,6 +121,7 @@ def download_file(
         timeout: socket timeout in seconds for connecting and for each read.
         retries: extra attempts after a transient failure.
         retry_wait: seconds to wait before retry ``k`` is ``retry_wait * k``.
+        accept: optional check of the verified file, see above.
 
     Returns:
         The verified file with its sha256 and size.
@@ -132,7 +142,8 @@ def download_file(
     expected = _expected_for(dest.name, expected_sha256, expected_size, lock)
 
     if dest.exists():
-        sha = _verify(dest, dest.name, expected, lock)
+        sha = _verify(dest, dest.name, expected, lock, pin=False)
+        _accept_or_remove(dest, dest.name, sha, expected, lock, accept)
         logger.info("%s: already present and verified (sha256 %s)", dest, sha)
         return DownloadResult(dest, sha, dest.stat().st_size, downloaded=False)
 
@@ -142,24 +153,49 @@ def download_file(
     _transfer_with_retries(
         url,
         part,
-        expected_size=expected.size,
+        expected=expected,
         chunk_size=chunk_size,
         timeout=timeout,
         retries=retries,
         retry_wait=retry_wait,
     )
-    sha = _verify(part, dest.name, expected, lock)
+    sha = _verify(part, dest.name, expected, lock, pin=False)
+    _accept_or_remove(part, dest.name, sha, expected, lock, accept)
     os.replace(part, dest)
     size = dest.stat().st_size
     logger.info("%s: downloaded and verified (%d bytes, sha256 %s)", dest, size, sha)
     return DownloadResult(dest, sha, size, downloaded=True)
 
 
+def _accept_or_remove(
+    path: Path,
+    name: str,
+    sha: str,
+    expected: _Expected,
+    lock: Path | None,
+    accept: Callable[[Path, str], None] | None,
+) -> None:
+    """Run ``accept``; on success pin an unknown sha256, on failure remove the file and its pin."""
+    if accept is not None:
+        try:
+            accept(path, sha)
+        except ValueError:  # refused: neither the file nor its pin may survive
+            path.unlink(missing_ok=True)
+            if lock is not None and expected.pinned:
+                _unpin(lock, name, sha)
+            logger.error(
+                "%s: refused; removed %s and kept no pin, a later run downloads it again", name, path
+            )
+            raise
+    if expected.sha256 is None and lock is not None:
+        _pin(lock, name, sha, path.stat().st_size)
+
+
 def _transfer_with_retries(
     url: str,
     part: Path,
     *,
-    expected_size: int | None,
+    expected: _Expected,
     chunk_size: int,
     timeout: float,
     retries: int,
@@ -167,7 +203,7 @@ def _transfer_with_retries(
 ) -> None:
     for attempt in range(retries + 1):
         try:
-            _transfer_once(url, part, expected_size=expected_size, chunk_size=chunk_size, timeout=timeout)
+            _transfer_once(url, part, expected=expected, chunk_size=chunk_size, timeout=timeout)
             return
         except _TRANSIENT_ERRORS as exc:
             have = part.stat().st_size if part.exists() else 0
@@ -187,9 +223,8 @@ def _transfer_with_retries(
             time.sleep(retry_wait * (attempt + 1))
 
 
-def _transfer_once(
-    url: str, part: Path, *, expected_size: int | None, chunk_size: int, timeout: float
-) -> None:
+def _transfer_once(url: str, part: Path, *, expected: _Expected, chunk_size: int, timeout: float) -> None:
+    expected_size = expected.size
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": f"brainssl/{__version__}"})
     if offset:
@@ -201,7 +236,7 @@ def _transfer_once(
             _handle_http_error(exc, url, part, offset, expected_size)
         return  # the partial file was already complete
     with response:
-        total, mode = _plan_write(response, url, part, offset, expected_size)
+        total, mode = _plan_write(response, url, part, offset, expected)
         with open(part, mode) as handle:
             _copy(response, handle, chunk_size)
             handle.flush()
@@ -238,9 +273,10 @@ def _handle_http_error(
 
 
 def _plan_write(
-    response: http.client.HTTPResponse, url: str, part: Path, offset: int, expected_size: int | None
+    response: http.client.HTTPResponse, url: str, part: Path, offset: int, expected: _Expected
 ) -> tuple[int | None, str]:
     """Return the announced total size and the file mode (append on 206, truncate on 200)."""
+    expected_size = expected.size
     if response.status == 206 and offset:
         match = _CONTENT_RANGE_RE.fullmatch((response.headers.get("Content-Range") or "").strip())
         if match is None or int(match.group(1)) != offset:
@@ -266,7 +302,8 @@ def _plan_write(
             "size",
             expected_size,
             total,
-            "the checksum table",
+            expected.size_source,
             found_in="the size the server announced",
+            from_lock=expected.size_from_lock,
         )
     return total, mode

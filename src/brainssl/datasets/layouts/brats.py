@@ -21,6 +21,7 @@ status (``mutant``/``wildtype``), which real BraTS lacks; it is read when presen
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -31,10 +32,19 @@ import pandas as pd
 
 from brainssl.datasets.layouts.base import (
     DatasetInfo,
+    LabelBook,
     SubjectError,
     SubjectRecorder,
+    Table,
+    folder_problem,
+    grid_difference,
     image_row,
+    is_na,
+    list_dir,
     meta_dict,
+    parse_choice,
+    parse_number,
+    read_csv_table,
     read_nifti,
     read_truth,
     rel,
@@ -143,6 +153,18 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
     return paths
 
 
+def _survival(value: Any) -> tuple[float, float]:
+    """Strict :func:`parse_survival`: raises ValueError for a value that is neither form."""
+    if is_na(value):
+        return float("nan"), float("nan")
+    text = str(value).strip()
+    alive = _ALIVE.match(text)
+    if alive:
+        return float(alive.group(1)), 0.0
+    days = parse_number(text, "Survival_days", minimum=0.0)
+    return days, 1.0
+
+
 def parse_survival(value: Any) -> tuple[float, float]:
     """Parse one ``Survival_days`` entry into (days, event).
 
@@ -150,66 +172,161 @@ def parse_survival(value: Any) -> tuple[float, float]:
         value: ``"437"`` (death at day 437) or ``"ALIVE (361 days later)"`` (censored).
 
     Returns:
-        ``(days, 1.0)`` for a death, ``(days, 0.0)`` when censored, ``(nan, nan)`` when unknown.
+        ``(days, 1.0)`` for a death, ``(days, 0.0)`` when censored, ``(nan, nan)`` when unknown
+        (empty, ``NA``, ``unknown``, ...) or, with a warning, unparsable. The reader itself
+        refuses the subject of an unparsable value instead.
     """
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return float("nan"), float("nan")
-    text = str(value).strip()
-    alive = _ALIVE.match(text)
-    if alive:
-        return float(alive.group(1)), 0.0
     try:
-        return float(text), 1.0
+        return _survival(value)
     except ValueError:
-        logger.warning("BraTS: unparsed Survival_days value %r", text)
+        logger.warning("BraTS: unparsed Survival_days value %r", value)
         return float("nan"), float("nan")
 
 
-def _read_labels(root: Path) -> dict[str, dict[str, Any]]:
-    labels: dict[str, dict[str, Any]] = {}
+_CASE = re.compile(r"^\s*(\d{1,5})(?:\.0+)?\s*$")
+_MGMT = {"0": 0.0, "1": 1.0}
+_IDH = {"mutant": "mutant", "wildtype": "wildtype"}
 
-    def put(nid: str, **values: Any) -> None:
-        labels.setdefault(nid, {}).update(values)
 
-    if (root / "train_labels.csv").is_file():
-        table = pd.read_csv(root / "train_labels.csv", dtype={"BraTS21ID": str})
-        for row in table.itertuples(index=False):
-            put(f"BraTS2021_{int(row.BraTS21ID):05d}", mgmt=float(row.MGMT_value))
-    if (root / "molecular_labels.csv").is_file():
-        table = pd.read_csv(root / "molecular_labels.csv", dtype={"BraTS21ID": str, "IDH": str})
-        for row in table.itertuples(index=False):
-            put(f"BraTS2021_{int(row.BraTS21ID):05d}", idh=str(row.IDH).strip().lower())
+def _case_id(book: LabelBook, path: Path, row: int, column: str, text: str) -> str | None:
+    """The ``BraTS2021_#####`` id of a ``BraTS21ID`` cell, or ``None`` (reported as a stray row)."""
+    match = _CASE.match(text)
+    if match is None:
+        book.stray(text, path, f"row {row}: {column} {text.strip()!r} is not a case number; row not used")
+        return None
+    return f"BraTS2021_{int(match.group(1)):05d}"
+
+
+def _read_case_table(book: LabelBook, path: Path, column: str, key: str, parse: Callable[[str], Any]) -> None:
+    """Read a ``BraTS21ID,<column>`` table into ``book[case][key]`` (a bad value refuses the case)."""
+    table = read_csv_table(INFO, path, ("BraTS21ID", column))
+    id_col, value_col = table.column("BraTS21ID"), table.column(column)
+    _stray_rows(book, table)
+    for number, cells in table.rows:
+        nid = _case_id(book, path, number, "BraTS21ID", cells[id_col])
+        if nid is None:
+            continue
+        try:
+            value = parse(cells[value_col])
+        except ValueError as err:
+            book.refuse(nid, path, f"row {number}: {err}")
+            continue
+        book.put(nid, path, number, **{key: value})
+
+
+def _mgmt(text: str) -> float:
+    value = parse_choice(text, "MGMT_value", _MGMT)
+    return math.nan if value is None else float(value)
+
+
+def _idh(text: str) -> str:
+    return parse_choice(text, "IDH", _IDH) or ""
+
+
+def _read_survival(book: LabelBook, survival_path: Path, mapping: dict[str, str]) -> None:
+    table = read_csv_table(INFO, survival_path, ("Brats20ID", "Age", "Survival_days"))
+    id_col, age_col = table.column("Brats20ID"), table.column("Age")
+    days_col = table.column("Survival_days")
+    _stray_rows(book, table)
+    for number, cells in table.rows:
+        nid = mapping.get(cells[id_col].strip())
+        if nid is None:  # not a BraTS 2021 case, or refused in the mapping
+            continue
+        try:
+            age = parse_number(cells[age_col], "Age", minimum=0.0)
+            days, event = _survival(cells[days_col])
+        except ValueError as err:
+            book.refuse(nid, survival_path, f"row {number}: {err}")
+            continue
+        book.put(nid, survival_path, number, age=age, survival_days=days, event=event)
+
+
+def _read_labels(root: Path) -> LabelBook:
+    """Read the label tables into a :class:`LabelBook` (a bad row refuses the case it names)."""
+    book = LabelBook()
+    if _present(root / "train_labels.csv"):
+        _read_case_table(book, root / "train_labels.csv", "MGMT_value", "mgmt", _mgmt)
+    if _present(root / "molecular_labels.csv"):
+        _read_case_table(book, root / "molecular_labels.csv", "IDH", "idh", _idh)
     mapping_path, survival_path = root / "brats20_to_brats21.csv", root / "survival_info.csv"
-    if survival_path.is_file() and mapping_path.is_file():
-        mapping = pd.read_csv(mapping_path, dtype=str).set_index("Brats20ID")["BraTS2021ID"]
-        table = pd.read_csv(survival_path, dtype={"Survival_days": str})
-        for row in table.itertuples(index=False):
-            if row.Brats20ID in mapping.index:
-                days, event = parse_survival(row.Survival_days)
-                put(mapping[row.Brats20ID], age=float(row.Age), survival_days=days, event=event)
-    elif survival_path.is_file():
+    if _present(survival_path) and _present(mapping_path):
+        _read_survival(book, survival_path, _read_mapping(book, mapping_path))
+    elif _present(survival_path):
         logger.warning("BraTS: survival_info.csv without brats20_to_brats21.csv in %s; not joined", root)
-    return labels
+    return book
+
+
+def _read_mapping(book: LabelBook, path: Path) -> dict[str, str]:
+    """Brats20ID -> BraTS2021 id; an id mapped to two cases maps to neither (both refused)."""
+    table = read_csv_table(INFO, path, ("Brats20ID", "BraTS2021ID"))
+    old_col, new_col = table.column("Brats20ID"), table.column("BraTS2021ID")
+    _stray_rows(book, table)
+    mapping: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    ambiguous: set[str] = set()
+    for number, cells in table.rows:
+        old, new = cells[old_col].strip(), cells[new_col].strip()
+        if not old or not _FOLDER.match(new):
+            book.stray(
+                old or new,
+                path,
+                f"row {number}: Brats20ID {old!r} -> BraTS2021ID {new!r} is not a BraTS 2021 case; "
+                "row not used",
+            )
+            continue
+        if old in mapping and mapping[old] != new:
+            for nid in (mapping[old], new):
+                book.refuse(
+                    nid,
+                    path,
+                    f"row {number}: Brats20ID {old} maps to both {mapping[old]} (row {rows[old]}) and "
+                    f"{new}; its survival row cannot be assigned",
+                )
+            ambiguous.add(old)
+            continue
+        mapping.setdefault(old, new)
+        rows.setdefault(old, number)
+    return {old: new for old, new in mapping.items() if old not in ambiguous}
+
+
+def _present(path: Path) -> bool:
+    """Whether a table is there at all (a folder or a broken link in its place is an error)."""
+    return path.exists() or path.is_symlink()
+
+
+def _stray_rows(book: LabelBook, table: Table) -> None:
+    for number, reason in table.bad:
+        book.stray("", table.path, f"row {number}: {reason}; row not used")
 
 
 def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read a BraTS 2021 root (real or demo) into manifest rows and failures.
 
+    A bad row of a label table (a malformed value, a case listed twice with different
+    values) leaves out only the case it names, reported with the file and the row.
+
     Raises:
-        DatasetLayoutError: if the root is missing or holds no ``BraTS2021_#####`` folder.
+        DatasetLayoutError: if the root is missing or holds no ``BraTS2021_#####`` folder, or
+            a label table is unreadable or lacks a required column.
     """
     require_root(INFO, root, ("BraTS2021_*",))
-    labels = _read_labels(root)
+    book = _read_labels(root)
     recorder = SubjectRecorder(INFO.key)
-    for folder in sorted(p for p in root.glob("BraTS2021_*") if p.is_dir() and _FOLDER.match(p.name)):
+    book.report(recorder)
+    for folder in (p for p in list_dir(root, "dataset root") if _FOLDER.match(p.name)):
+        if folder.name in book.refused:
+            continue
         with recorder.subject(folder.name) as rows:
-            rows.extend(_read_subject(root, folder.name, labels.get(folder.name, {})))
+            rows.extend(_read_subject(root, folder.name, book.get(folder.name)))
     return recorder.rows, recorder.failures
 
 
 def _read_subject(root: Path, nid: str, labels: dict[str, Any]) -> list[dict[str, Any]]:
     folder = root / nid
-    if not any(folder.iterdir()):
+    problem = folder_problem(folder, "subject folder")
+    if problem is not None:
+        raise SubjectError(folder, problem)
+    if not list_dir(folder, "subject folder"):
         raise SubjectError(folder, "empty subject folder")
     seg_path = file_path(root, nid, "seg")
     seg, seg_img = read_nifti(seg_path, "segmentation")
@@ -220,9 +337,10 @@ def _read_subject(root: Path, nid: str, labels: dict[str, Any]) -> list[dict[str
     rows = []
     for modality, suffix in SUFFIXES.items():
         path = file_path(root, nid, suffix)
-        data, img = read_nifti(path, f"{modality} image")
-        if data.shape != seg.shape or not np.allclose(img.affine, seg_img.affine, atol=1e-3):
-            raise SubjectError(path, f"grid {data.shape} differs from the segmentation's {seg.shape}")
+        _, img = read_nifti(path, f"{modality} image")
+        difference = grid_difference(img, seg_img, "segmentation")
+        if difference is not None:
+            raise SubjectError(path, f"{modality} image grid: {difference}")
         rows.append(
             image_row(
                 INFO.key,

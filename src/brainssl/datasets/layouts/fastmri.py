@@ -14,14 +14,21 @@ columns patient right to left (radiological display). The manifest's
 thickness (reconSpace field of view / matrix size), and ``orientation`` is
 empty. ``native_id`` is the ``patient_id`` attribute (the file stem when
 absent), so files of one patient share a subject; the demo sets
-``patient_id`` to the file stem. Synthetic truth lives in
-``_truth/<file stem>/`` as NIfTI whose arrays index like ``reconstruction_rss``.
+``patient_id`` to the file stem. Each file is one acquisition with its own
+geometry, so it is its own volume: ``session`` is the file stem, and two files
+of one patient and acquisition are two sessions of one subject (never one
+session with a contrast listed twice). File names must be unique under the
+root: a second file of the same name in another folder is reported and not
+used. Synthetic truth lives in ``_truth/<file stem>/`` as NIfTI whose arrays
+index like ``reconstruction_rss``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -38,9 +45,11 @@ from brainssl.datasets.layouts.base import (
     DatasetInfo,
     SubjectError,
     SubjectRecorder,
+    check_size,
     meta_dict,
     read_truth,
     rel,
+    require_file,
     require_root,
     subject_affine,
     subject_truth,
@@ -225,6 +234,7 @@ def _header_geometry(path: Path, raw: Any) -> tuple[list[float], tuple[int, int]
 
 
 def _read_file(root: Path, path: Path) -> dict[str, Any]:
+    require_file(path, "HDF5 file")
     try:
         with h5py.File(path, "r") as handle:
             if "kspace" not in handle:
@@ -235,6 +245,8 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
             attrs = dict(handle.attrs)
     except SubjectError:
         raise
+    except PermissionError as err:
+        raise SubjectError(path, "permission denied: cannot read the HDF5 file") from err
     except Exception as err:  # h5py raises OSError/KeyError for truncated files
         raise SubjectError(
             path, f"cannot read HDF5 (truncated or corrupt?): {type(err).__name__}: {err}"
@@ -248,7 +260,8 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
     image = rss if rss is not None else kspace[:, 0]
     if rss is not None and (rss.ndim != 3 or not np.isfinite(rss).all()):
         raise SubjectError(path, f"reconstruction_rss must be a finite 3D array, got shape {rss.shape}")
-    acquisition = str(attrs.get("acquisition", ""))
+    check_size(path, image.shape, "reconstruction_rss" if rss is not None else "kspace image")
+    acquisition = _text(attrs.get("acquisition", ""))
     if acquisition not in ACQUISITION_MODALITY:
         named = _NAME.match(path.name)
         if not named:
@@ -257,11 +270,12 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
     spacing = [float("nan")] * 3
     if header is not None:
         spacing, _ = _header_geometry(path, header)
-    nid = str(attrs.get("patient_id") or path.stem)
+    nid = _text(attrs.get("patient_id")) or path.stem
     truth = read_truth(root, path.stem)
     return make_row(
         INFO.key,
         nid,
+        session=path.stem,
         path=str(path),
         format="fastmri_h5",
         modality=ACQUISITION_MODALITY[acquisition],
@@ -274,6 +288,39 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
     )
 
 
+def _text(value: Any) -> str:
+    """An HDF5 attribute as text (bytes decoded)."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", errors="replace").strip()
+    return str(value).strip()
+
+
+def _find_files(root: Path, recorder: SubjectRecorder) -> list[Path]:
+    """Every ``file_brain_*.h5`` under ``root`` outside ``_truth`` (symlinked folders are not followed).
+
+    An unreadable folder is reported (``permission denied``) and the walk goes on; an entry
+    named like a file that is a folder, a broken link or a loop is returned, for the reader
+    to report.
+    """
+    found: list[Path] = []
+
+    def unreadable(err: OSError) -> None:
+        where = err.filename or str(root)
+        reason = "permission denied: cannot list the folder" if isinstance(err, PermissionError) else str(err)
+        logger.warning("%s: %s: %s", INFO.key, where, reason)
+        recorder.fail(rel(root, Path(where)) if Path(where) != root else ".", where, reason)
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        here = Path(folder)
+        if here == root and TRUTH_DIR in dirs:
+            dirs.remove(TRUTH_DIR)
+        dirs.sort()
+        found.extend(here / name for name in [*files, *dirs] if fnmatch.fnmatchcase(name, "file_brain_*.h5"))
+    return sorted(found)
+
+
 def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read a fastMRI brain root (real or demo) into manifest rows and failures.
 
@@ -282,8 +329,17 @@ def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """
     require_root(INFO, root, ("**/file_brain_*.h5",))
     recorder = SubjectRecorder(INFO.key)
-    paths = sorted(p for p in root.rglob("file_brain_*.h5") if TRUTH_DIR not in p.relative_to(root).parts)
-    for path in paths:
+    used: dict[str, Path] = {}
+    for path in _find_files(root, recorder):
+        if path.stem in used:
+            recorder.note(
+                path.stem,
+                path,
+                f"a second file named {path.name} (first: {used[path.stem]}); file names must be unique, "
+                "this file is not used",
+            )
+            continue
+        used[path.stem] = path
         with recorder.subject(path.stem) as rows:
             rows.append(_read_file(root, path))
     return recorder.rows, recorder.failures

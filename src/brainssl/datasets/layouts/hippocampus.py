@@ -11,6 +11,10 @@ Native layout::
 ``{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}`` and ``test``
 as a list of image paths. The reader uses those lists when the file exists and
 otherwise globs the folders (skipping macOS ``._*`` files, which the real tar holds).
+A ``dataset.json`` that is not valid JSON (e.g. truncated) stops the dataset with one
+message naming it; a malformed entry is reported and skipped; a case listed twice the
+same way is read once, a case listed differently twice (another label, or as training
+and test case) is refused, so a test image never enters training.
 
 The demo crops one hippocampus (left for even, right for odd subjects) with a
 :data:`MARGIN_MM` margin from the synthetic T1w, resamples the crop to 1 mm
@@ -25,7 +29,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -34,16 +38,21 @@ from scipy import ndimage
 
 from brainssl.datasets.layouts.base import (
     DatasetInfo,
+    DatasetLayoutError,
     SubjectError,
     SubjectRecorder,
+    grid_difference,
     image_row,
+    list_dir,
     meta_dict,
     read_nifti,
+    read_text,
     read_truth,
     rel,
     require_root,
     save_volume,
     subject_affine,
+    table_error,
     volume_array,
     write_truth,
 )
@@ -175,50 +184,142 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
     return [path]
 
 
-def _cases(root: Path) -> list[tuple[Path, Path | None]]:
-    """Return (image, label-or-None) pairs from dataset.json, else from the folders."""
+DATASET_JSON_KEYS = ("training: [{image, label}, ...]", "test: [image, ...]")
+
+
+def _json_error(path: Path, problem: str) -> DatasetLayoutError:
+    return table_error(INFO, path, problem, DATASET_JSON_KEYS, kind="keys")
+
+
+def _entry_path(root: Path, value: Any, key: str) -> Path:
+    """Resolve one path of a dataset.json entry; raise ValueError when it is not a relative path."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key} is {value!r}, not a path")
+    relative = PurePosixPath(value.strip())
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ValueError(f"{key} {value!r} points outside the dataset root")
+    return root.joinpath(*(part for part in relative.parts if part != "."))
+
+
+def _listed_cases(root: Path, recorder: SubjectRecorder) -> list[tuple[Path, Path | None]]:
+    """(image, label-or-None) pairs listed in dataset.json; bad entries are reported."""
     description = root / "dataset.json"
+    try:
+        spec = json.loads(read_text(description, INFO))
+    except json.JSONDecodeError as err:
+        raise _json_error(
+            description, f"not valid JSON (line {err.lineno} column {err.colno}: {err.msg}); truncated?"
+        ) from err
+    if not isinstance(spec, dict):
+        raise _json_error(description, f"expected a JSON object, got {type(spec).__name__}")
     pairs: list[tuple[Path, Path | None]] = []
-    if description.is_file():
-        spec = json.loads(description.read_text(encoding="utf-8"))
-        pairs += [(root / item["image"], root / item["label"]) for item in spec.get("training", [])]
-        pairs += [(root / item, None) for item in spec.get("test", [])]
-        return pairs
+    for key in ("training", "test"):
+        items = spec.get(key, [])
+        if not isinstance(items, list):
+            raise _json_error(description, f"{key!r} is a {type(items).__name__}, not a list")
+        for number, item in enumerate(items):
+            where = f"{key}[{number}]"
+            try:
+                if key == "training":
+                    if not isinstance(item, dict):
+                        raise ValueError(f"is {item!r}, not an object with 'image' and 'label'")
+                    pairs.append(
+                        (
+                            _entry_path(root, item.get("image"), "image"),
+                            _entry_path(root, item.get("label"), "label"),
+                        )
+                    )
+                else:
+                    image = item.get("image") if isinstance(item, dict) else item
+                    pairs.append((_entry_path(root, image, "image"), None))
+            except ValueError as err:
+                raw = item.get("image") if isinstance(item, dict) else item
+                nid = _nid(Path(str(raw))) if isinstance(raw, str) else ""
+                logger.warning("%s: %s %s: %s", INFO.key, description, where, err)
+                recorder.fail(nid, description, f"{where}: {err}; entry not used")
+    return pairs
+
+
+def _folder_cases(root: Path, recorder: SubjectRecorder) -> list[tuple[Path, Path | None]]:
+    pairs: list[tuple[Path, Path | None]] = []
     for name, with_label in (("imagesTr", True), ("imagesTs", False)):
         folder = root / name
-        for path in sorted(p for p in folder.glob("*.nii*") if _NAME.match(p.name)):
+        if not (folder.exists() or folder.is_symlink()):
+            continue
+        try:
+            entries = list_dir(folder, f"{name} folder")
+        except SubjectError as err:
+            logger.warning("%s: %s", INFO.key, err)
+            recorder.fail(name, err.path, err.reason)
+            continue
+        for path in (p for p in entries if _NAME.match(p.name)):
             pairs.append((path, root / "labelsTr" / path.name if with_label else None))
     return pairs
+
+
+def _nid(image_path: Path) -> str:
+    return image_path.name.split(".nii")[0]
+
+
+def _cases(root: Path, recorder: SubjectRecorder) -> list[tuple[str, Path, Path | None]]:
+    """Return (native id, image, label-or-None) from dataset.json, else from the folders.
+
+    A case listed twice the same way is read once (with a warning); a case listed twice
+    differently (another label, or both as training and test case) is refused and reported.
+    """
+    listed = root / "dataset.json"
+    has_json = listed.exists() or listed.is_symlink()
+    pairs = _listed_cases(root, recorder) if has_json else _folder_cases(root, recorder)
+    by_id: dict[str, list[tuple[Path, Path | None]]] = {}
+    for image, label in pairs:
+        by_id.setdefault(_nid(image), []).append((image, label))
+    cases = []
+    source = str(listed) if has_json else str(root)
+    for nid, entries in by_id.items():
+        distinct = list(dict.fromkeys(entries))
+        if len(distinct) > 1:
+            shown = "; ".join(
+                f"{image.relative_to(root)} with label {label.relative_to(root) if label else 'none (test)'}"
+                for image, label in distinct
+            )
+            logger.warning("%s %s dropped: listed as %s", INFO.key, nid, shown)
+            recorder.fail(nid, source, f"case listed differently more than once ({shown}); refused")
+            continue
+        if len(entries) > 1:
+            logger.warning("%s: %s lists %s %d times; read once", INFO.key, source, nid, len(entries))
+        cases.append((nid, *distinct[0]))
+    return cases
 
 
 def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read a Task04_Hippocampus root (real or demo) into manifest rows and failures.
 
     Raises:
-        DatasetLayoutError: if the root is missing or has no ``imagesTr`` folder.
+        DatasetLayoutError: if the root is missing or has no ``imagesTr`` folder, or
+            ``dataset.json`` is unreadable, not valid JSON or not in the MSD form.
     """
     require_root(INFO, root, ("imagesTr",))
-    pairs = _cases(root)
     recorder = SubjectRecorder(INFO.key)
-    if not pairs:
+    cases = _cases(root, recorder)
+    if not cases and not recorder.failures:
         recorder.fail("imagesTr", root / "imagesTr", "empty folder: no hippocampus_*.nii.gz images")
-    for image_path, label_path in pairs:
-        nid = image_path.name.split(".nii")[0]
+    for nid, image_path, label_path in cases:
         with recorder.subject(nid) as rows:
             rows.append(_read_case(root, nid, image_path, label_path))
     return recorder.rows, recorder.failures
 
 
 def _read_case(root: Path, nid: str, image_path: Path, label_path: Path | None) -> dict[str, Any]:
-    data, img = read_nifti(image_path, "T1w image")
+    _, img = read_nifti(image_path, "T1w image")
     values: dict[str, Any] = {"split_group": "test" if label_path is None else "train"}
     if label_path is not None:
         label, label_img = read_nifti(label_path, "label map")
         unexpected = sorted(set(np.unique(label).tolist()) - {0, 1, 2})
         if unexpected:
             raise SubjectError(label_path, f"labels {unexpected} not in {{0, 1, 2}}")
-        if label.shape != data.shape or not np.allclose(label_img.affine, img.affine, atol=1e-3):
-            raise SubjectError(label_path, f"label grid {label.shape} differs from the image's {data.shape}")
+        difference = grid_difference(label_img, img, "image")
+        if difference is not None:
+            raise SubjectError(label_path, f"label map grid: {difference}")
         values["seg_path"] = str(label_path)
     return image_row(
         INFO.key, nid, image_path, img, modality="T1w", pathology="none", **values, **read_truth(root, nid)

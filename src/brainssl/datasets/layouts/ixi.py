@@ -27,16 +27,25 @@ import pandas as pd
 
 from brainssl.datasets.layouts.base import (
     DatasetInfo,
+    DatasetLayoutError,
     SubjectError,
     SubjectRecorder,
+    Table,
+    file_problem,
     image_row,
+    is_na,
+    list_dir,
     meta_dict,
+    parse_choice,
+    parse_number,
+    read_csv_table,
     read_nifti,
     read_truth,
     rel,
     require_root,
     save_volume,
     subject_truth,
+    table_error,
     volume_array,
     write_truth,
 )
@@ -128,8 +137,99 @@ def _demographics_row(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_ID = re.compile(r"^\s*(\d+)(?:\.0+)?\s*$")
+_SEX = {"1": "M", "2": "F"}
+DEMOGRAPHICS_COLUMNS = ("IXI_ID", SEX_COLUMN, "AGE", "DOB", "STUDY_DATE")
+
+
+def _cell_text(value: Any) -> str:
+    """A spreadsheet cell as text (empty for a blank cell)."""
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _demographics_table(path: Path) -> Table:
+    if path.suffix.lower() == ".csv":
+        return read_csv_table(INFO, path, ("IXI_ID",))
+    if path.suffix.lower() != ".xls":
+        raise DatasetLayoutError(f"{path}: IXI demographics must be .xls or .csv, not {path.suffix!r}")
+    try:
+        raw = pd.read_excel(path, engine="xlrd", dtype=object)
+    except PermissionError as err:
+        raise table_error(INFO, path, "permission denied", DEMOGRAPHICS_COLUMNS) from err
+    except Exception as err:  # xlrd raises its own errors for a truncated or non-xls file
+        raise table_error(
+            INFO, path, f"cannot read the spreadsheet: {type(err).__name__}: {err}", DEMOGRAPHICS_COLUMNS
+        ) from err
+    columns = [str(c).strip() for c in raw.columns]
+    rows = [
+        (index + 2, dict(zip(columns, (_cell_text(v) for v in values), strict=True)))
+        for index, values in enumerate(raw.itertuples(index=False, name=None))
+        if any(_cell_text(v).strip() for v in values)
+    ]
+    table = Table(path, columns, rows)
+    if table.column("IXI_ID") is None:
+        raise table_error(
+            INFO, path, f"missing column(s) ['IXI_ID'] (the header has {columns})", DEMOGRAPHICS_COLUMNS
+        )
+    return table
+
+
+def _read_demographics(path: Path) -> tuple[pd.DataFrame, dict[int, str], list[tuple[str, str]]]:
+    """Read the sheet: (table by IXI_ID, reason per IXI_ID with a bad row, rows naming no id)."""
+    table = _demographics_table(path)
+    id_col = table.column("IXI_ID")
+    assert id_col is not None
+    sex_col = table.column("SEX_ID", prefix=True)
+    age_col, dob_col, study_col = table.column("AGE"), table.column("DOB"), table.column("STUDY_DATE")
+    strays = [("", f"row {number}: {reason}; row not used") for number, reason in table.bad]
+    bad: dict[int, str] = {}
+    records: list[tuple[int, str, float]] = []
+    for number, cells in table.rows:
+        match = _ID.match(cells[id_col])
+        if match is None:
+            text = cells[id_col].strip()
+            strays.append((text, f"row {number}: IXI_ID {text!r} is not a number; row not used"))
+            continue
+        subject = int(match.group(1))
+        try:
+            sex = parse_choice(cells[sex_col], sex_col, _SEX) if sex_col is not None else None
+            age = parse_number(cells[age_col], "AGE", minimum=0.0) if age_col is not None else np.nan
+            if np.isnan(age) and dob_col is not None and study_col is not None:
+                dob, study = _date(cells[dob_col], "DOB"), _date(cells[study_col], "STUDY_DATE")
+                if dob is not None and study is not None:
+                    age = (study - dob).days / 365.25
+                    if age < 0:
+                        raise ValueError(f"STUDY_DATE {cells[study_col]!r} is before DOB {cells[dob_col]!r}")
+        except ValueError as err:
+            bad.setdefault(subject, f"row {number}: {err}")
+            continue
+        records.append((subject, sex or "", float(age)))
+    out = pd.DataFrame(records, columns=["IXI_ID", "sex", "age"]).astype({"IXI_ID": int, "age": float})
+    out = out.sort_values("age", na_position="last", kind="stable").drop_duplicates("IXI_ID")
+    return out.set_index("IXI_ID").sort_index(), bad, strays
+
+
+def _date(text: str, column: str) -> pd.Timestamp | None:
+    if is_na(text):
+        return None
+    try:
+        value = pd.Timestamp(text.strip())
+    except (ValueError, TypeError):
+        raise ValueError(f"{column} {text.strip()!r} is not a date") from None
+    return None if value is pd.NaT else value
+
+
 def read_demographics(path: Path) -> pd.DataFrame:
     """Read the IXI demographics sheet (``.xls`` via xlrd, or ``.csv``).
+
+    Text files are read as UTF-8, else latin-1 with a warning. Cells that mean "unknown"
+    (empty, ``NA``, ...) stay empty; a row with a malformed value (an ``IXI_ID`` that is not a
+    number, a ``SEX_ID`` other than 1 or 2, an ``AGE`` or date that does not parse) is left
+    out here, and :func:`read` reports it and leaves out its subject.
 
     Args:
         path: ``IXI.xls`` or ``IXI.csv``.
@@ -140,71 +240,96 @@ def read_demographics(path: Path) -> pd.DataFrame:
         (the real sheet has some) keep the first row with a known age.
 
     Raises:
-        ValueError: for another suffix or when ``IXI_ID`` is missing.
+        DatasetLayoutError: (a ValueError) for another suffix, an unreadable file, or when
+            ``IXI_ID`` is missing; the message names the file and the columns expected.
     """
-    if path.suffix.lower() == ".xls":
-        raw = pd.read_excel(path, engine="xlrd")
-    elif path.suffix.lower() == ".csv":
-        raw = pd.read_csv(path)
-    else:
-        raise ValueError(f"{path}: IXI demographics must be .xls or .csv, not {path.suffix!r}")
-    columns = {str(c).strip().upper(): c for c in raw.columns}
-    if "IXI_ID" not in columns:
-        raise ValueError(f"{path}: no IXI_ID column (columns: {list(raw.columns)})")
-    sex_col = next((c for key, c in columns.items() if key.startswith("SEX_ID")), None)
-    out = pd.DataFrame({"IXI_ID": pd.to_numeric(raw[columns["IXI_ID"]], errors="coerce")})
-    sex = (
-        pd.to_numeric(raw[sex_col], errors="coerce") if sex_col is not None else pd.Series(np.nan, raw.index)
-    )
-    out["sex"] = sex.map({1: "M", 2: "F"}).fillna("")
-    age = (
-        pd.to_numeric(raw[columns["AGE"]], errors="coerce")
-        if "AGE" in columns
-        else pd.Series(np.nan, raw.index)
-    )
-    if "DOB" in columns and "STUDY_DATE" in columns:
-        dob = pd.to_datetime(raw[columns["DOB"]], errors="coerce")
-        study = pd.to_datetime(raw[columns["STUDY_DATE"]], errors="coerce")
-        age = age.fillna((study - dob).dt.days / 365.25)
-    out["age"] = age.astype(float)
-    out = out.dropna(subset=["IXI_ID"]).astype({"IXI_ID": int})
-    out = out.sort_values("age", na_position="last", kind="stable").drop_duplicates("IXI_ID")
-    return out.set_index("IXI_ID").sort_index()
+    return _read_demographics(path)[0]
 
 
 def _find_demographics(root: Path) -> Path | None:
     for name in ("IXI.xls", "IXI.csv"):
-        if (root / name).is_file():
+        if (root / name).exists() or (root / name).is_symlink():
             return root / name
     return None
+
+
+def _scan(root: Path, recorder: SubjectRecorder) -> tuple[dict[str, dict[str, list[Path]]], dict[str, str]]:
+    """Image files per subject and contrast, and the reason per contrast whose folder is unreadable."""
+    subjects: dict[str, dict[str, list[Path]]] = {}
+    unreadable: dict[str, str] = {}
+    for modality, contrast in CONTRASTS.items():
+        folder = root / f"IXI-{contrast}"
+        if not (folder.exists() or folder.is_symlink()):
+            continue
+        try:
+            entries = list_dir(folder, f"IXI-{contrast} folder")
+        except SubjectError as err:
+            recorder.fail(f"IXI-{contrast}", err.path, err.reason)
+            unreadable[modality] = f"{err.path}: {err.reason}"
+            continue
+        for path in entries:
+            match = _FILE.match(path.name)
+            if match and match.group(4) == contrast:
+                subjects.setdefault(match.group(1), {}).setdefault(modality, []).append(path)
+    return subjects, unreadable
+
+
+def _preference(path: Path) -> tuple[bool, bool, str]:
+    """Sort key of duplicate candidates: readable files first, then ``.nii.gz``, then the name."""
+    return (file_problem(path) is not None, not path.name.endswith(".gz"), path.name)
 
 
 def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read an IXI root (real or demo) into manifest rows and failures.
 
+    A contrast present twice (``.nii.gz`` and ``.nii``) uses the ``.nii.gz`` file (the form
+    IXI ships; a file that cannot be opened loses to one that can) and reports the other. A
+    bad row of the demographics sheet leaves out only its subject.
+
     Raises:
-        DatasetLayoutError: if the root is missing or has no IXI image folder.
+        DatasetLayoutError: if the root is missing or has no IXI image folder, or the
+            demographics sheet is unreadable or has no ``IXI_ID`` column.
     """
     require_root(INFO, root, ("IXI-*/IXI*.nii*",))
-    subjects: dict[str, dict[str, Path]] = {}
-    for modality, contrast in CONTRASTS.items():
-        for path in sorted((root / f"IXI-{contrast}").glob("IXI*.nii*")):
-            match = _FILE.match(path.name)
-            if match and match.group(4) == contrast:
-                subjects.setdefault(match.group(1), {})[modality] = path
+    recorder = SubjectRecorder(INFO.key)
+    subjects, unreadable = _scan(root, recorder)
     demo_path = _find_demographics(root)
-    demographics = read_demographics(demo_path) if demo_path else None
+    demographics, bad, strays = _read_demographics(demo_path) if demo_path else (None, {}, [])
     if demographics is None:
         logger.warning("IXI: no IXI.xls/IXI.csv in %s; age and sex stay empty", root)
-    recorder = SubjectRecorder(INFO.key)
+    numbers = {nid: int(_FILE.match(f"{nid}-T1.nii.gz").group(2)) for nid in subjects}  # type: ignore[union-attr]
+    for text, reason in strays:
+        recorder.note(text, demo_path, reason)
+    for number, reason in sorted(bad.items()):
+        named = sorted(nid for nid, n in numbers.items() if n == number)
+        for nid in named or [f"IXI{number:03d}"]:
+            logger.warning("IXI %s dropped: %s: %s", nid, demo_path, reason)
+            recorder.fail(nid, str(demo_path), reason)
     for nid in sorted(subjects):
+        if numbers[nid] in bad:
+            continue
+        found: dict[str, Path] = {}
+        for modality, candidates in subjects[nid].items():
+            ordered = sorted(candidates, key=_preference)
+            found[modality] = ordered[0]
+            for other in ordered[1:]:
+                recorder.note(
+                    nid,
+                    other,
+                    f"duplicate {modality} image: {ordered[0].name} is used (.nii.gz before .nii); "
+                    "this file is not used",
+                )
         with recorder.subject(nid) as rows:
-            rows.extend(_read_subject(root, nid, subjects[nid], demographics))
+            rows.extend(_read_subject(root, nid, found, demographics, unreadable))
     return recorder.rows, recorder.failures
 
 
 def _read_subject(
-    root: Path, nid: str, found: dict[str, Path], demographics: pd.DataFrame | None
+    root: Path,
+    nid: str,
+    found: dict[str, Path],
+    demographics: pd.DataFrame | None,
+    unreadable: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     match = _FILE.match(f"{nid}-T1.nii.gz")
     assert match is not None
@@ -217,7 +342,8 @@ def _read_subject(
     for modality in CONTRASTS:
         path = found.get(modality, image_path(root, nid, modality))
         if modality not in found:
-            raise SubjectError(path, f"missing {modality} image for {nid}")
+            why = f" ({unreadable[modality]})" if unreadable and modality in unreadable else ""
+            raise SubjectError(path, f"missing {modality} image for {nid}{why}")
         _, img = read_nifti(path, f"{modality} image")
         rows.append(image_row(INFO.key, nid, path, img, modality=modality, **labels, **truth))
     return rows

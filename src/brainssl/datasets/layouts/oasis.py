@@ -30,10 +30,16 @@ import pandas as pd
 
 from brainssl.datasets.layouts.base import (
     DatasetInfo,
+    LabelBook,
     SubjectError,
     SubjectRecorder,
+    folder_problem,
     image_row,
+    list_dir,
     meta_dict,
+    parse_choice,
+    parse_number,
+    read_csv_table,
     read_nifti,
     read_truth,
     rel,
@@ -167,31 +173,67 @@ def _diagnosis(dx: Any) -> str:
     return ""
 
 
-def _read_clinical(root: Path) -> pd.DataFrame | None:
+_CDR = {"0": 0.0, "0.5": 0.5, "1": 1.0, "2": 2.0, "3": 3.0}  # "1.0" reads as "1" (parse_choice)
+_GENDER = {"1": "M", "2": "F"}
+
+
+def _read_clinical(root: Path, book: LabelBook) -> pd.DataFrame | None:
+    """Read the clinical table; a bad row refuses its subject in ``book`` (all its sessions)."""
     candidates = sorted(root.glob("*clinical*.csv"))
     if not candidates:
         logger.warning("OASIS-3: no clinical table (*clinical*.csv) in %s; labels stay empty", root)
         return None
-    table = pd.read_csv(candidates[0])
-    lower = {str(c).strip().lower(): c for c in table.columns}
-    needed = ("oasisid", "days_to_visit")
-    if any(name not in lower for name in needed):
-        raise ValueError(f"{candidates[0]}: clinical table needs columns {needed}, has {list(table.columns)}")
-    out = pd.DataFrame(
-        {
-            "OASISID": table[lower["oasisid"]].astype(str),
-            "days": pd.to_numeric(table[lower["days_to_visit"]], errors="coerce"),
+    path = candidates[0]
+    table = read_csv_table(INFO, path, ("OASISID", "days_to_visit"))
+    id_col, days_col = table.column("OASISID"), table.column("days_to_visit")
+    age_col, cdr_col = table.column("age at visit"), table.column("cdr", "cdrtot")
+    dx_col, sex_col = table.column("dx1"), table.column("gender")
+    for number, reason in table.bad:
+        book.stray("", path, f"row {number}: {reason}; row not used")
+    records: list[dict[str, Any]] = []
+    seen: dict[tuple[str, float], tuple[int, dict[str, Any]]] = {}
+    for number, cells in table.rows:
+        nid = cells[id_col].strip()
+        if not nid:
+            book.stray("", path, f"row {number}: empty OASISID; row not used")
+            continue
+        try:
+            days = parse_number(cells[days_col], "days_to_visit")
+            if np.isnan(days):
+                raise ValueError("days_to_visit is empty, so the visit cannot be matched to a session")
+            age = parse_number(cells[age_col], "age at visit", minimum=0.0) if age_col else np.nan
+            cdr = parse_choice(cells[cdr_col], cdr_col, _CDR) if cdr_col else None
+            sex = parse_choice(cells[sex_col], sex_col, _GENDER) if sex_col else None
+        except ValueError as err:
+            book.refuse(nid, path, f"row {number}: {err}")
+            continue
+        record = {
+            "OASISID": nid,
+            "days": days,
+            "age": age,
+            "cdr": np.nan if cdr is None else cdr,
+            "diagnosis": _diagnosis(cells[dx_col]) if dx_col else "",
+            "sex": sex or "",
         }
-    )
-    out["age"] = (
-        pd.to_numeric(table[lower["age at visit"]], errors="coerce") if "age at visit" in lower else np.nan
-    )
-    cdr_col = lower.get("cdr", lower.get("cdrtot"))
-    out["cdr"] = pd.to_numeric(table[cdr_col], errors="coerce") if cdr_col is not None else np.nan
-    out["diagnosis"] = table[lower["dx1"]].map(_diagnosis) if "dx1" in lower else ""
-    sex = pd.to_numeric(table[lower["gender"]], errors="coerce") if "gender" in lower else None
-    out["sex"] = sex.map({1: "M", 2: "F"}).fillna("") if sex is not None else ""
-    return out.dropna(subset=["days"])
+        key = (nid, days)
+        if key in seen and any(not _same(seen[key][1][k], record[k]) for k in record):
+            book.refuse(
+                nid,
+                path,
+                f"row {number}: a second, different row for visit day {days:g} (first in row {seen[key][0]})",
+            )
+            continue
+        seen.setdefault(key, (number, record))
+        records.append(record)
+    columns = ["OASISID", "days", "age", "cdr", "diagnosis", "sex"]
+    out = pd.DataFrame(records, columns=columns).astype({"days": float, "age": float, "cdr": float})
+    return out[~out["OASISID"].isin(book.refused)].reset_index(drop=True)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
+        return True
+    return bool(a == b)
 
 
 def _visit_labels(clinical: pd.DataFrame | None, nid: str, day: int) -> dict[str, Any]:
@@ -210,35 +252,96 @@ def _visit_labels(clinical: pd.DataFrame | None, nid: str, day: int) -> dict[str
 def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read an OASIS-3 BIDS root (real or demo) into manifest rows and failures.
 
+    Several files of one contrast in a session (``run-01``/``run-02``, ``acq-`` variants,
+    ``.nii`` beside ``.nii.gz``) are resolved by :func:`_run_order`: the lowest run is used
+    (a file without ``run-`` counts as the lowest); if it cannot be read, the next one is.
+    The other files are reported and the session is kept. A bad row of the clinical table
+    leaves out only its subject (every session of it).
+
     Raises:
-        DatasetLayoutError: if the root is missing or holds no ``sub-OAS3*/ses-*`` folder.
+        DatasetLayoutError: if the root is missing or holds no ``sub-OAS3*/ses-*`` folder, or
+            the clinical table is unreadable or lacks ``OASISID``/``days_to_visit``.
     """
     require_root(INFO, root, ("sub-OAS3*/ses-*",))
-    clinical = _read_clinical(root)
+    book = LabelBook()
+    clinical = _read_clinical(root, book)
     recorder = SubjectRecorder(INFO.key)
-    for subject_dir in sorted(p for p in root.glob("sub-OAS3*") if p.is_dir()):
+    book.report(recorder)
+    for subject_dir in (p for p in list_dir(root, "dataset root") if _SUBJECT_DIR.fullmatch(p.name)):
         nid = subject_dir.name.removeprefix("sub-")
-        for session_dir in sorted(p for p in subject_dir.glob("ses-*") if p.is_dir()):
+        if nid in book.refused:
+            continue
+        try:  # an unreadable subject folder is one failure, not a silent gap
+            problem = folder_problem(subject_dir, "subject folder")
+            if problem is not None:
+                raise SubjectError(subject_dir, problem)
+            sessions = [p for p in list_dir(subject_dir, "subject folder") if _SESSION_DIR.fullmatch(p.name)]
+        except SubjectError as err:
+            logger.warning("%s %s dropped: %s", INFO.key, nid, err)
+            recorder.fail(nid, err.path, err.reason)
+            continue
+        for session_dir in sessions:
             with recorder.subject(nid) as rows:
-                rows.extend(_read_session(root, nid, session_dir, clinical))
+                rows.extend(_read_session(root, nid, session_dir, clinical, recorder))
     return recorder.rows, recorder.failures
 
 
+_SUBJECT_DIR = re.compile(r"sub-OAS3[0-9A-Za-z]+")
+_SESSION_DIR = re.compile(r"ses-[0-9A-Za-z]+")
+_RUN = re.compile(r"_run-(\d+)")
+_ACQ = re.compile(r"_acq-([A-Za-z0-9]+)")
+
+
+def _run_order(path: Path) -> tuple[int, str, bool, str]:
+    """Sort key among files of one contrast: run number (none = 0), no acq- first, .nii.gz first."""
+    run = _RUN.search(path.name)
+    acq = _ACQ.search(path.name)
+    return (
+        int(run.group(1)) if run else 0,
+        acq.group(1) if acq else "",
+        not path.name.endswith(".gz"),
+        path.name,
+    )
+
+
 def _read_session(
-    root: Path, nid: str, session_dir: Path, clinical: pd.DataFrame | None
+    root: Path, nid: str, session_dir: Path, clinical: pd.DataFrame | None, recorder: SubjectRecorder
 ) -> list[dict[str, Any]]:
+    problem = folder_problem(session_dir, "session folder")
+    if problem is not None:
+        raise SubjectError(session_dir, problem)
     anat = session_dir / "anat"
-    images = sorted(p for p in anat.glob("*.nii*") if _FILE.match(p.name)) if anat.is_dir() else []
+    entries = list_dir(anat, "anat folder") if anat.exists() or anat.is_symlink() else []
+    images = [p for p in entries if _FILE.match(p.name)]
     if not images:
         raise SubjectError(anat, "empty session folder: no anat/*_{T1w,T2w,FLAIR}.nii.gz")
     session = session_dir.name
     day = int(session.removeprefix("ses-d")) if re.fullmatch(r"ses-d\d+", session) else -1
     labels = _visit_labels(clinical, nid, day) if day >= 0 else {}
     truth = read_truth(root, nid, session)
-    rows = []
+    by_modality: dict[str, list[Path]] = {}
     for path in images:
-        modality = _FILE.match(path.name).group(3)  # type: ignore[union-attr]
-        _, img = read_nifti(path, f"{modality} image")
+        match = _FILE.match(path.name)
+        assert match is not None
+        if match.group(1) != nid or f"ses-{match.group(2)}" != session:
+            recorder.note(
+                nid,
+                path,
+                f"names sub-{match.group(1)} ses-{match.group(2)}, not this folder's sub-{nid} {session}; "
+                "this file is not used",
+            )
+            continue
+        by_modality.setdefault(match.group(3), []).append(path)
+    if not by_modality:
+        raise SubjectError(anat, f"no image of sub-{nid} {session} in the session folder")
+    rows = []
+    for modality in MODALITIES:
+        candidates = sorted(by_modality.get(modality, []), key=_run_order)
+        if not candidates:
+            continue
+        path, img, notes = _first_readable(candidates, f"{modality} image")
+        for other, reason in notes:
+            recorder.note(nid, other, reason)
         rows.append(
             image_row(
                 INFO.key,
@@ -252,4 +355,30 @@ def _read_session(
                 **truth,
             )
         )
+    rows.sort(key=lambda row: row["path"])
     return rows
+
+
+def _first_readable(candidates: list[Path], what: str) -> tuple[Path, Any, list[tuple[Path, str]]]:
+    """Read the first candidate that reads; the others become notes (path, reason)."""
+    notes: list[tuple[Path, str]] = []
+    errors: list[SubjectError] = []
+    for index, path in enumerate(candidates):
+        try:
+            _, img = read_nifti(path, what)
+        except SubjectError as err:
+            errors.append(err)
+            if index == len(candidates) - 1:
+                raise errors[0] from None  # none reads: the lowest run's reason
+            notes.append((path, f"{err.reason}; {candidates[index + 1].name} is tried instead"))
+            continue
+        for other in candidates[index + 1 :]:
+            notes.append(
+                (
+                    other,
+                    f"another {what} of this session: {path.name} is used (lowest run first); "
+                    "this file is not used",
+                )
+            )
+        return path, img, notes
+    raise AssertionError("unreachable")  # pragma: no cover

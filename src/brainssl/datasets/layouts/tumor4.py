@@ -25,14 +25,20 @@ import pandas as pd
 from PIL import Image
 
 from brainssl.datasets.layouts.base import (
+    MIN_IMAGE_SIZE,
     DatasetInfo,
     SubjectError,
     SubjectRecorder,
     axial_slice,
+    check_size,
+    file_problem,
+    folder_problem,
+    list_dir,
     meta_dict,
     read_truth,
     read_truth_meta,
     rel,
+    require_file,
     require_root,
     subject_affine,
     volume_array,
@@ -107,11 +113,14 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
 
 
 def _read_image(root: Path, path: Path, split: str, cls: str) -> dict[str, Any]:
+    require_file(path, "JPEG image")
     try:
         with Image.open(path) as handle:
             handle.load()
             size, mode = handle.size, handle.mode
             pixels = np.asarray(handle.convert("L"), dtype=np.float32)
+    except PermissionError as err:
+        raise SubjectError(path, "permission denied: cannot read the JPEG image file") from err
     except Exception as err:  # PIL raises OSError for truncated files, others for garbage
         raise SubjectError(
             path, f"cannot read JPEG (truncated or corrupt?): {type(err).__name__}: {err}"
@@ -120,6 +129,7 @@ def _read_image(root: Path, path: Path, split: str, cls: str) -> dict[str, Any]:
         raise SubjectError(path, f"empty image (size {size})")
     if mode not in ("L", "RGB", "RGBA", "P", "I;16"):
         raise SubjectError(path, f"unexpected image mode {mode!r}")
+    check_size(path, (size[1], size[0]), "JPEG image", MIN_IMAGE_SIZE)
     truth = read_truth(root, path.stem)
     sequence = read_truth_meta(truth).get("sequence", {})
     return make_row(
@@ -137,27 +147,68 @@ def _read_image(root: Path, path: Path, split: str, cls: str) -> dict[str, Any]:
     )
 
 
+_IMAGE = re.compile(r"\.jpe?g$", re.IGNORECASE)
+
+
 def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read a 4-class tumour root (real or demo) into manifest rows and failures.
+
+    The native id is the file stem, so image names must be unique over all class and split
+    folders. A name found in two class folders, or in ``Training/`` and ``Testing/``, is
+    refused in every place (its class or split cannot be told) and reported; it is never
+    labelled by a guess, and a test image never enters training. Two files of one stem in
+    one folder (``x.jpg`` and ``x.jpeg``) keep the first readable one by name and report the
+    other.
 
     Raises:
         DatasetLayoutError: if the root is missing or has no ``Training|Testing/<class>`` folder.
     """
     require_root(INFO, root, ("*/glioma",))
     recorder = SubjectRecorder(INFO.key)
+    found: dict[str, list[tuple[Path, str, str]]] = {}
     for split in SPLITS:
         for cls in CLASSES:
             folder = root / split / cls
-            if not folder.is_dir():
+            if not (folder.exists() or folder.is_symlink()):
                 continue
-            images = sorted(
-                p
-                for p in folder.iterdir()
-                if re.search(r"\.jpe?g$", p.name, re.I) and not p.name.startswith(".")
-            )
+            try:
+                problem = folder_problem(folder, "class folder")
+                if problem is not None:
+                    raise SubjectError(folder, problem)
+                entries = list_dir(folder, "class folder")
+            except SubjectError as err:
+                logger.warning("%s %s/%s dropped: %s", INFO.key, split, cls, err)
+                recorder.fail(f"{split}/{cls}", err.path, err.reason)
+                continue
+            images = [p for p in entries if _IMAGE.search(p.name) and not p.name.startswith(".")]
             if not images:
                 recorder.fail(f"{split}/{cls}", folder, "empty folder: no .jpg images")
             for path in images:
-                with recorder.subject(path.stem) as rows:
-                    rows.append(_read_image(root, path, split, cls))
+                found.setdefault(path.stem, []).append((path, split, cls))
+    for stem in sorted(found, key=lambda s: _first_order(found[s])):
+        places = found[stem]
+        folders = sorted({(split, cls) for _, split, cls in places})
+        if len(folders) > 1:
+            shown = ", ".join(f"{split}/{cls}" for split, cls in folders)
+            for path, _, _ in places:
+                recorder.fail(
+                    stem,
+                    path,
+                    f"image name {stem!r} is in several class or split folders ({shown}); refused in "
+                    "all of them, since its label or split cannot be told (rename the files)",
+                )
+            logger.warning("%s %s dropped: name in %s", INFO.key, stem, shown)
+            continue
+        ordered = sorted(places, key=lambda place: (file_problem(place[0]) is not None, place[0].name))
+        path, split, cls = ordered[0]
+        for other, _, _ in ordered[1:]:
+            recorder.note(stem, other, f"another file named {stem!r} in this folder: {path.name} is used")
+        with recorder.subject(stem) as rows:
+            rows.append(_read_image(root, path, split, cls))
     return recorder.rows, recorder.failures
+
+
+def _first_order(places: list[tuple[Path, str, str]]) -> tuple[int, int, str]:
+    """Reading order: split, then class, then file name (as the folders are walked)."""
+    path, split, cls = min(places, key=lambda p: (list(SPLITS).index(p[1]), CLASSES.index(p[2]), p[0].name))
+    return list(SPLITS).index(split), CLASSES.index(cls), path.name
