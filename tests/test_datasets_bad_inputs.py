@@ -409,7 +409,7 @@ def brats_folder_for_file(root: Path, deny: Deny) -> Expect:
 
 
 def fastmri_file(root: Path, index: int) -> Path:
-    return root / f"{nid('fastmri_brain', index)}.h5"
+    return root / "multicoil_train" / f"{nid('fastmri_brain', index)}.h5"
 
 
 def fastmri_same_patient_and_acquisition(root: Path, deny: Deny) -> Expect:
@@ -446,7 +446,7 @@ def fastmri_too_small(root: Path, deny: Deny) -> Expect:
             del handle[name]
             handle.create_dataset(name, data=data)
     return Expect(
-        failures=[(bad.name, "reconstruction_rss too small to process: shape 4x")],
+        failures=[(str(bad.relative_to(root)), "reconstruction_rss too small to process: shape 4x")],
         lost={nid("fastmri_brain", 2)},
     )
 
@@ -469,7 +469,8 @@ def fastmri_file_unreadable(root: Path, deny: Deny) -> Expect:
     bad = fastmri_file(root, 3)
     deny(bad)
     return Expect(
-        failures=[(bad.name, "permission denied: cannot read the HDF5 file")], lost={nid("fastmri_brain", 3)}
+        failures=[(str(bad.relative_to(root)), "permission denied: cannot read the HDF5 file")],
+        lost={nid("fastmri_brain", 3)},
     )
 
 

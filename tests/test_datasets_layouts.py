@@ -138,7 +138,10 @@ def test_fastmri_round_trip(demo: dict[str, Path]) -> None:
             assert handle.attrs["max"] == pytest.approx(rss.max())
         assert kspace.shape[0] == stack.shape[0] and kspace.ndim == 4 and kspace.dtype == np.complex64
         np.testing.assert_allclose(rss, stack, rtol=1e-3, atol=1e-3 * stack.max())
-        coil_rss = np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(1))
+        # readout oversampled twice, as in the real files; the target is the centre crop
+        assert kspace.shape[2:] == (2 * rss.shape[1], rss.shape[2])
+        top = (kspace.shape[2] - rss.shape[1]) // 2
+        coil_rss = np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(1))[:, top : top + rss.shape[1]]
         np.testing.assert_allclose(coil_rss, rss, rtol=1e-3, atol=1e-4 * rss.max())
         zooms = np.linalg.norm(affine[:3, :3], axis=0)
         assert (row.voxel_x, row.voxel_y, row.voxel_z) == pytest.approx(
@@ -208,7 +211,7 @@ def test_truncated_nifti_is_a_failure(copy_of) -> None:
 
 def test_truncated_hdf5_is_a_failure(copy_of) -> None:
     root = copy_of("fastmri_brain")
-    bad = sorted(root.glob("*.h5"))[0]
+    bad = sorted(root.glob("multicoil_train/*.h5"))[0]
     _truncate(bad)
     manifest, failures = build_manifest("fastmri_brain", root)
     _only_failure(failures, bad, "HDF5")
@@ -260,7 +263,7 @@ def test_empty_subject_folder_is_a_failure(copy_of) -> None:
 
 def test_empty_class_folder_and_truncated_jpeg(copy_of) -> None:
     root = copy_of("tumor4")
-    bad = root / "Training" / "glioma" / "Tr-gl_0000.jpg"
+    bad = root / "Training" / "glioma" / f"{LAYOUTS['tumor4'].native_id(0)}.jpg"
     _truncate(bad)
     (root / "Testing" / "pituitary").mkdir(parents=True)
     manifest, failures = build_manifest("tumor4", root)

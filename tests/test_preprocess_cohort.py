@@ -104,7 +104,8 @@ def test_landmarks_are_fitted_per_modality_and_round_trip(tmp_path: Path) -> Non
         rows.append(
             {"dataset": "ixi", "subject": f"sub-{index}", "session": "", "modality": "T1w", "path": str(path)}
         )
-    settings = PreprocessSettings.from_dict(PLAIN)
+    # the blobs are small heads: a brain-volume range they pass (landmarks use QC-passing sessions only)
+    settings = PreprocessSettings.from_dict({**PLAIN, "qc": {"brain_ml": [50.0, 5000.0]}})
     landmarks = fit_landmarks(pd.DataFrame(rows), settings)
     assert list(landmarks) == ["T1w"] and landmarks["T1w"].n_train == 3
     save_landmarks(tmp_path / "landmarks.json", landmarks)
@@ -118,8 +119,9 @@ def test_landmarks_are_fitted_per_modality_and_round_trip(tmp_path: Path) -> Non
 def _write_fastmri(path: Path, rss: np.ndarray, spacing=(2.0, 2.0, 8.0)) -> None:
     header = (
         '<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding><reconSpace>'
-        f"<matrixSize><x>{rss.shape[2]}</x><y>{rss.shape[1]}</y><z>1</z></matrixSize>"
-        f"<fieldOfView_mm><x>{rss.shape[2] * spacing[0]}</x><y>{rss.shape[1] * spacing[1]}</y>"
+        # ISMRMRD x is the readout = rows of fastMRI's arrays, y the columns
+        f"<matrixSize><x>{rss.shape[1]}</x><y>{rss.shape[2]}</y><z>1</z></matrixSize>"
+        f"<fieldOfView_mm><x>{rss.shape[1] * spacing[1]}</x><y>{rss.shape[2] * spacing[0]}</y>"
         f"<z>{spacing[2]}</z></fieldOfView_mm></reconSpace></encoding></ismrmrdHeader>"
     )
     with h5py.File(path, "w") as handle:

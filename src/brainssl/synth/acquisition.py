@@ -97,10 +97,20 @@ def reorient(affine: np.ndarray, shape: tuple[int, ...], axcodes: str) -> tuple[
     return ornt, new_affine
 
 
-def _coil_maps(shape: tuple[int, int], n_coils: int, rng: np.random.Generator) -> np.ndarray:
-    """Smooth complex coil sensitivities around the field of view, normalised to sum |S|^2 = 1."""
+def _coil_maps(
+    shape: tuple[int, int], n_coils: int, rng: np.random.Generator, top: int = 0, rows: int | None = None
+) -> np.ndarray:
+    """Smooth complex coil sensitivities around the head, normalised to sum |S|^2 = 1.
+
+    Coordinates run from -1 to 1 over the ``rows`` image rows starting at row ``top`` (the
+    reconstructed field of view) and over all columns; rows outside it (a readout-oversampled
+    grid) continue the same coordinates, so the maps inside the field of view do not depend
+    on the oversampling.
+    """
     ny, nx = shape
-    y, x = np.meshgrid(np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
+    rows = ny if rows is None else rows
+    y_axis = -1.0 + 2.0 * (np.arange(ny) - top) / max(rows - 1, 1)
+    y, x = np.meshgrid(y_axis, np.linspace(-1, 1, nx), indexing="ij")
     angles = 2 * np.pi * (np.arange(n_coils) / n_coils + rng.uniform(0, 1.0 / n_coils))
     maps = np.empty((n_coils, ny, nx), dtype=np.complex64)
     for c, a in enumerate(angles):
@@ -113,34 +123,48 @@ def _coil_maps(shape: tuple[int, int], n_coils: int, rng: np.random.Generator) -
 
 
 def simulate_kspace(
-    image: np.ndarray, n_coils: int, rng: np.random.Generator
+    image: np.ndarray, n_coils: int, rng: np.random.Generator, readout_oversampling: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """fastMRI-style multi-coil k-space for a stack of 2D axial slices.
 
     Coil images are the slice times smooth synthetic coil sensitivities (normalised so that
-    their root-sum-of-squares is one), transformed with a centred orthonormal 2D FFT.
+    their root-sum-of-squares is one), transformed with a centred orthonormal 2D FFT. With
+    ``readout_oversampling`` ``r > 1`` the rows (the readout axis, ``ky`` here as in fastMRI's
+    arrays) cover ``r`` times the field of view, as a scanner's oversampled readout does: the
+    slice sits in the centre rows of an ``r * ky`` grid (the outer rows hold no signal), so
+    ``kspace`` has ``r * ky`` rows, and ``rss`` is the RSS of the coil images centre-cropped to
+    the slice's ``(ky, kx)``, as fastMRI's ``reconstruction_rss`` is (640 x 320 k-space, 320 x
+    320 target in the brain files).
 
     Args:
         image: (slices, ky, kx) real magnitude images.
         n_coils: number of receive coils (>= 1).
-        rng: generator for the coil geometry.
+        rng: generator for the coil geometry (the same draws for any oversampling).
+        readout_oversampling: rows of k-space per image row (>= 1).
 
     Returns:
-        (kspace complex64 (slices, coils, ky, kx), rss float32 (slices, ky, kx)); the RSS of the
-        coil images (centred orthonormal ifft2 of ``kspace``) equals ``rss``.
+        (kspace complex64 (slices, coils, r * ky, kx), rss float32 (slices, ky, kx)); the RSS of
+        the coil images (centred orthonormal ifft2 of ``kspace``), centre-cropped as fastMRI
+        crops (start row ``(r * ky - ky) // 2``), equals ``rss``.
 
     Raises:
-        ValueError: if ``image`` is not 3D or ``n_coils`` < 1.
+        ValueError: if ``image`` is not 3D, ``n_coils`` < 1 or ``readout_oversampling`` < 1.
     """
     if image.ndim != 3:
         raise ValueError(f"image must be (slices, ky, kx), got shape {image.shape}")
     if n_coils < 1:
         raise ValueError(f"n_coils must be >= 1, got {n_coils}")
-    maps = _coil_maps(image.shape[1:], n_coils, rng)
-    coil_images = image.astype(np.float32)[:, None] * maps[None]
-    kspace = fft2c(coil_images).astype(np.complex64)
-    rss = np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(1)).astype(np.float32)
-    return kspace, rss
+    if readout_oversampling < 1:
+        raise ValueError(f"readout_oversampling must be >= 1, got {readout_oversampling}")
+    z, ny, nx = image.shape
+    rows = readout_oversampling * ny
+    top = (rows - ny) // 2
+    maps = _coil_maps((rows, nx), n_coils, rng, top=top, rows=ny)
+    padded = np.zeros((z, rows, nx), dtype=np.float32)
+    padded[:, top : top + ny] = image
+    kspace = fft2c(padded[:, None] * maps[None]).astype(np.complex64)
+    rss = np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(1))[:, top : top + ny]
+    return kspace, np.ascontiguousarray(rss, dtype=np.float32)
 
 
 def fft2c(x: np.ndarray) -> np.ndarray:

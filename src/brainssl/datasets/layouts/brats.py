@@ -1,10 +1,15 @@
 """BraTS 2021: skull-stripped, co-registered glioma MRI with tumour labels and clinical tables.
 
-Native layout::
+Follows the RSNA-ASNR-MICCAI BraTS 2021 Task 1 training data (Baid et al. 2021,
+arXiv:2107.02314; ``BraTS2021_Training_Data.tar`` on Synapse: 1,251 cases, 240 x 240 x 155 at
+1 mm, skull-stripped and co-registered), the MGMT labels of the RSNA-MICCAI Brain Tumor
+Radiogenomic Classification (Kaggle) and the survival table of BraTS 2020. Native layout::
 
-    <root>/BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair,seg}.nii.gz
-    <root>/train_labels.csv          BraTS21ID,MGMT_value   (RSNA-MICCAI; ids as integers)
-    <root>/survival_info.csv         Brats20ID,Age,Survival_days,Extent_of_Resection (BraTS 2020)
+    <root>/BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz
+    <root>/train_labels.csv          BraTS21ID,MGMT_value   (RSNA-MICCAI; BraTS21ID the case number,
+                                                             read as 0 or 00000)
+    <root>/survival_info.csv         Brats20ID,Age,Survival_days,Extent_of_Resection (BraTS 2020,
+                                                             ids BraTS20_Training_001)
     <root>/brats20_to_brats21.csv    Brats20ID,BraTS2021ID  (see below)
     <root>/molecular_labels.csv      BraTS21ID,IDH          (brainssl extra, see below)
 

@@ -1,18 +1,33 @@
 """fastMRI brain: multi-coil k-space and RSS reconstructions in HDF5, one file per acquisition.
 
-Native layout::
+Follows the NYU fastMRI brain release (Zbontar et al. 2018, arXiv:1811.08839; Muckley et al.
+2021, IEEE TMI 40:2306, the brain challenge; the ``brain_multicoil_{train,val,test}`` archives,
+which unpack into ``multicoil_train/`` etc.) and reads it as the ``fastmri`` package's ``SliceDataset`` and
+data transforms do. Native layout::
 
-    <root>/file_brain_AXT1POST_201_600003.h5     (any depth, e.g. multicoil_train/)
-        kspace               (slices, coils, ky, kx) complex64
-        reconstruction_rss   (slices, y, x) float32      (absent in the test split)
-        ismrmrd_header       XML bytes: encodedSpace/reconSpace matrixSize, fieldOfView_mm
+    <root>/multicoil_train/file_brain_AXT1POST_201_600003.h5   (any depth; the demo's folder)
+        kspace               (slices, coils, rows, cols) complex64; rows are the readout,
+                             oversampled twice (640 rows for a 320-row image), cols the
+                             phase encoding (the axis fastMRI's masks under-sample)
+        reconstruction_rss   (slices, rows', cols') float32: RSS of the coil images
+                             centre-cropped to the reconSpace matrix (absent in the test split)
+        mask                 (cols,) sampled columns, only in the under-sampled test split
+        ismrmrd_header       ISMRMRD XML: encoding/encodedSpace and reconSpace (matrixSize,
+                             fieldOfView_mm; x is the readout = rows, y the phase encoding =
+                             cols, as fastMRI's ``recon_size`` crop reads them),
+                             encodingLimits/kspace_encoding_step_1 (center, maximum: the
+                             acquired columns, fastMRI's padding_left/right), ...
         attrs: acquisition (AXT1, AXT1PRE, AXT1POST, AXT2, AXFLAIR), max, norm, patient_id
 
 fastMRI has no affine. Slices are axial; rows run anterior to posterior and
 columns patient right to left (radiological display). The manifest's
 ``voxel_x``/``voxel_y`` are the column/row spacing and ``voxel_z`` the slice
 thickness (reconSpace field of view / matrix size), and ``orientation`` is
-empty. ``native_id`` is the ``patient_id`` attribute (the file stem when
+empty. A file without ``reconstruction_rss`` (fully sampled k-space) is read as
+fastMRI reconstructs it: the RSS of the inverse FFT of the k-space, centre-cropped
+to the reconSpace matrix (:func:`reconstruct_rss`); an under-sampled test-split
+file (a ``mask`` and no ``reconstruction_rss``) has no fully sampled image and is
+reported, not used. ``native_id`` is the ``patient_id`` attribute (the file stem when
 absent), so files of one patient share a subject; the demo sets
 ``patient_id`` to the file stem. Each file is one acquisition with its own
 geometry, so it is its own volume: ``session`` is the file stem, and two files
@@ -20,7 +35,18 @@ of one patient and acquisition are two sessions of one subject (never one
 session with a contrast listed twice). File names must be unique under the
 root: a second file of the same name in another folder is reported and not
 used. Synthetic truth lives in ``_truth/<file stem>/`` as NIfTI whose arrays
-index like ``reconstruction_rss``.
+index like ``reconstruction_rss``; it sits beside ``multicoil_train/``, so that
+``SliceDataset(<root>/multicoil_train, challenge="multicoil")`` opens the demo files.
+
+The demo writes every file as the real ones are: a complete ISMRMRD header (encoding
+limits, acquisition system with ``receiverChannels``, sequence parameters; the
+values are illustrative), k-space with :data:`READOUT_OVERSAMPLING` times the
+image's rows (the synthetic head fills the centre half of the readout field of
+view; the outer rows hold no signal), the RSS target cropped from it, and
+:data:`N_COILS` coils (real brain files have 4 to 20, most 16 or 20; the demo
+stays at the low end to keep it fast; ``write_subject(..., n_coils=16)`` writes
+paper-like files). The k-space has the image's own columns, fully acquired
+(``center`` = cols // 2, ``maximum`` = cols - 1: no padding).
 """
 
 from __future__ import annotations
@@ -70,6 +96,12 @@ __all__ = [
     "to_slice_stack",
     "rss_affine",
     "load_rss",
+    "reconstruct_rss",
+    "recon_matrix",
+    "recon_shape",
+    "DATA_DIR",
+    "N_COILS",
+    "READOUT_OVERSAMPLING",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,24 +121,118 @@ ACQUISITION_MODALITY = {
     "AXFLAIR": "FLAIR",
 }
 ACQUISITIONS = tuple(ACQUISITION_MODALITY)
+#: Receive coils of a demo file (real brain files: 4 to 20; ``write_subject(n_coils=...)`` overrides).
 N_COILS = 4
+#: k-space rows per image row: the readout is oversampled twice, as in every fastMRI brain file.
+READOUT_OVERSAMPLING = 2
+#: The folder the demo writes its files into (the real release's ``multicoil_train/``).
+DATA_DIR = "multicoil_train"
 MAX_SLICES = 16  # real fastMRI brain volumes hold about 16 thick axial slices over the brain
 STACK_AXCODES = ("S", "P", "L")  # (slice, row, column) of the slice stack
 _NAME = re.compile(r"^file_brain_(AXT1PRE|AXT1POST|AXT1|AXT2|AXFLAIR)_\d+_\d+\.h5$")
+#: Illustrative sequence parameters per acquisition: (protocol name, TR ms, TE ms, TI ms, flip deg).
+_SEQUENCE = {
+    "AXT1": ("AX T1", 500.0, 10.0, 0.0, 90.0),
+    "AXT1PRE": ("AX T1 PRE", 500.0, 10.0, 0.0, 90.0),
+    "AXT1POST": ("AX T1 POST", 500.0, 10.0, 0.0, 90.0),
+    "AXT2": ("AX T2", 5000.0, 100.0, 0.0, 90.0),
+    "AXFLAIR": ("AX FLAIR", 9000.0, 100.0, 2500.0, 90.0),
+}
 _HEADER = """<?xml version="1.0" encoding="utf-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
+xmlns:xs="http://www.w3.org/2001/XMLSchema" xsi:schemaLocation="http://www.ismrm.org/ISMRMRD ismrmrd.xsd">
+  <measurementInformation>
+    <measurementID>{nid}</measurementID>
+    <patientPosition>HFS</patientPosition>
+    <protocolName>{protocol}</protocolName>
+  </measurementInformation>
+  <acquisitionSystemInformation>
+    <systemVendor>brainssl</systemVendor>
+    <systemModel>synthetic demo</systemModel>
+    <systemFieldStrength_T>3.0</systemFieldStrength_T>
+    <receiverChannels>{coils}</receiverChannels>
+    <institutionName>brainssl synthetic cohort</institutionName>
+  </acquisitionSystemInformation>
+  <experimentalConditions>
+    <H1resonanceFrequency_Hz>127728000</H1resonanceFrequency_Hz>
+  </experimentalConditions>
   <encoding>
     <encodedSpace>
-      <matrixSize><x>{kx}</x><y>{ky}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{fx:.4f}</x><y>{fy:.4f}</y><z>{fz:.4f}</z></fieldOfView_mm>
+      <matrixSize><x>{ex}</x><y>{ey}</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>{fex:.4f}</x><y>{fey:.4f}</y><z>{fz:.4f}</z></fieldOfView_mm>
     </encodedSpace>
     <reconSpace>
       <matrixSize><x>{rx}</x><y>{ry}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{gx:.4f}</x><y>{gy:.4f}</y><z>{fz:.4f}</z></fieldOfView_mm>
+      <fieldOfView_mm><x>{frx:.4f}</x><y>{fry:.4f}</y><z>{fz:.4f}</z></fieldOfView_mm>
     </reconSpace>
+    <encodingLimits>
+      <kspace_encoding_step_1><minimum>0</minimum><maximum>{e1max}</maximum><center>{e1centre}</center></kspace_encoding_step_1>
+      <kspace_encoding_step_2><minimum>0</minimum><maximum>0</maximum><center>0</center></kspace_encoding_step_2>
+      <average><minimum>0</minimum><maximum>0</maximum><center>0</center></average>
+      <slice><minimum>0</minimum><maximum>{slicemax}</maximum><center>0</center></slice>
+      <contrast><minimum>0</minimum><maximum>0</maximum><center>0</center></contrast>
+      <phase><minimum>0</minimum><maximum>0</maximum><center>0</center></phase>
+      <repetition><minimum>0</minimum><maximum>0</maximum><center>0</center></repetition>
+      <set><minimum>0</minimum><maximum>0</maximum><center>0</center></set>
+      <segment><minimum>0</minimum><maximum>0</maximum><center>0</center></segment>
+    </encodingLimits>
+    <trajectory>cartesian</trajectory>
+    <parallelImaging>
+      <accelerationFactor><kspace_encoding_step_1>1</kspace_encoding_step_1><kspace_encoding_step_2>1</kspace_encoding_step_2></accelerationFactor>
+      <calibrationMode>other</calibrationMode>
+    </parallelImaging>
   </encoding>
+  <sequenceParameters>
+    <TR>{tr}</TR>
+    <TE>{te}</TE>
+    <TI>{ti}</TI>
+    <flipAngle_deg>{flip}</flipAngle_deg>
+    <sequence_type>TurboSpinEcho</sequence_type>
+  </sequenceParameters>
 </ismrmrdHeader>
 """
+
+
+def ismrmrd_header(
+    nid: str,
+    acquisition: str,
+    kspace_shape: Sequence[int],
+    recon_shape: Sequence[int],
+    zooms: Sequence[float],
+) -> str:
+    """The ISMRMRD XML header of a demo file, with the fields fastMRI's ``SliceDataset`` reads.
+
+    Args:
+        nid: file stem (the measurement id).
+        acquisition: ``AXT1`` ... ``AXFLAIR``.
+        kspace_shape: ``(slices, coils, rows, cols)`` of the k-space (rows = readout = ``x``).
+        recon_shape: ``(slices, rows, cols)`` of the RSS target (the reconSpace matrix).
+        zooms: ``(slice, row, column)`` spacing in mm.
+    """
+    z, coils, rows, cols = (int(n) for n in kspace_shape)
+    _, rx, ry = (int(n) for n in recon_shape)
+    protocol, tr, te, ti, flip = _SEQUENCE[acquisition]
+    return _HEADER.format(
+        nid=nid,
+        protocol=protocol,
+        coils=coils,
+        ex=rows,
+        ey=cols,
+        fex=rows * zooms[1],
+        fey=cols * zooms[2],
+        rx=rx,
+        ry=ry,
+        frx=rx * zooms[1],
+        fry=ry * zooms[2],
+        fz=zooms[0],
+        e1max=cols - 1,
+        e1centre=cols // 2,
+        slicemax=z - 1,
+        tr=tr,
+        te=te,
+        ti=ti,
+        flip=flip,
+    )
 
 
 def native_id(index: int) -> str:
@@ -154,8 +280,18 @@ def brain_slices(mask_stack: np.ndarray, stack_affine: np.ndarray) -> tuple[slic
     return picked, stack_affine @ shift
 
 
-def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) -> dict[str, Any]:
-    """Write one synthetic acquisition as a fastMRI HDF5 file (+ truth); return its record."""
+def write_subject(
+    root: Path, index: int, nid: str, make: Callable[..., Any], n_coils: int | None = None
+) -> dict[str, Any]:
+    """Write one synthetic acquisition as a fastMRI HDF5 file (+ truth); return its record.
+
+    Args:
+        root: dataset root; the file goes to ``<root>/multicoil_train/<nid>.h5``.
+        index: demo subject index (picks the acquisition).
+        nid: file stem.
+        make: draws the synthetic subject.
+        n_coils: receive coils (default :data:`N_COILS`; real brain files have 4 to 20).
+    """
     from brainssl.synth import simulate_kspace
 
     acquisition = ACQUISITIONS[index % len(ACQUISITIONS)]
@@ -169,20 +305,12 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
     stack = stack[picked]
     truth = {name: (array[picked], stack_affine) for name, (array, _) in truth.items()}
     seed = int.from_bytes(hashlib.sha256(nid.encode()).digest()[:8], "little")
-    kspace, rss = simulate_kspace(stack, N_COILS, np.random.default_rng(seed))
+    coils = N_COILS if n_coils is None else int(n_coils)
+    kspace, rss = simulate_kspace(stack, coils, np.random.default_rng(seed), READOUT_OVERSAMPLING)
     zooms = np.sqrt((stack_affine[:3, :3] ** 2).sum(axis=0))  # slice, row, column spacing
-    header = _HEADER.format(
-        kx=kspace.shape[3],
-        ky=kspace.shape[2],
-        fx=kspace.shape[3] * zooms[2],
-        fy=kspace.shape[2] * zooms[1],
-        rx=rss.shape[2],
-        ry=rss.shape[1],
-        gx=rss.shape[2] * zooms[2],
-        gy=rss.shape[1] * zooms[1],
-        fz=zooms[0],
-    )
-    path = root / f"{nid}.h5"
+    header = ismrmrd_header(nid, acquisition, kspace.shape, rss.shape, zooms)
+    path = root / DATA_DIR / f"{nid}.h5"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         handle.create_dataset("kspace", data=np.asarray(kspace, dtype=np.complex64))
         handle.create_dataset("reconstruction_rss", data=np.asarray(rss, dtype=np.float32))
@@ -203,7 +331,12 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
             "stack_affine": stack_affine,
         },
     )
-    return {"native_id": nid, "files": [rel(root, path)], "meta": meta, "extra": {"acquisition": acquisition}}
+    return {
+        "native_id": nid,
+        "files": [rel(root, path)],
+        "meta": meta,
+        "extra": {"acquisition": acquisition, "coils": coils},
+    }
 
 
 def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
@@ -212,7 +345,11 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
 
 
 def _header_geometry(path: Path, raw: Any) -> tuple[list[float], tuple[int, int]]:
-    """Return (column, row, slice) spacing in mm and the recon matrix (rows, cols) from the XML header."""
+    """Return (column, row, slice) spacing in mm and the recon matrix (rows, cols) from the XML header.
+
+    ISMRMRD's ``x`` is the readout, the rows of fastMRI's arrays, and ``y`` the phase
+    encoding, the columns (fastMRI crops to ``(recon x, recon y)`` as ``(rows, cols)``).
+    """
     text = raw.decode() if isinstance(raw, bytes | np.bytes_) else str(raw)
     try:
         tree = ET.fromstring(text)
@@ -226,11 +363,83 @@ def _header_geometry(path: Path, raw: Any) -> tuple[list[float], tuple[int, int]
         node = next((el for el in recon.iter() if el.tag.endswith(tag)), None)
         if node is None:
             raise SubjectError(path, f"ismrmrd_header reconSpace has no {tag}")
-        return [float(next(el for el in node if el.tag.endswith(axis)).text or "nan") for axis in "xyz"]
+        try:
+            return [float(next(el for el in node if el.tag.endswith(axis)).text or "nan") for axis in "xyz"]
+        except (StopIteration, ValueError) as err:
+            raise SubjectError(path, f"ismrmrd_header reconSpace {tag} lacks a numeric x, y or z") from err
 
     matrix, fov = triple("matrixSize"), triple("fieldOfView_mm")
-    spacing = [fov[0] / matrix[0], fov[1] / matrix[1], fov[2]]
-    return spacing, (int(matrix[1]), int(matrix[0]))
+    if min(matrix[:2]) < 1:
+        raise SubjectError(path, f"ismrmrd_header reconSpace matrixSize {matrix[:2]} is not positive")
+    spacing = [fov[1] / matrix[1], fov[0] / matrix[0], fov[2]]
+    return spacing, (int(matrix[0]), int(matrix[1]))
+
+
+def recon_matrix(path: str | Path, raw: Any) -> tuple[int, int]:
+    """The reconSpace matrix ``(rows, cols)`` (ISMRMRD ``(x, y)``) of a file's ``ismrmrd_header``.
+
+    Raises:
+        SubjectError: for a header that is not XML or has no reconSpace matrix and field of view.
+    """
+    return _header_geometry(Path(path), raw)[1]
+
+
+def recon_shape(kspace_shape: Sequence[int], matrix: Sequence[int]) -> tuple[int, int]:
+    """The ``(rows, cols)`` fastMRI crops a k-space's RSS to: the reconSpace matrix, within the k-space.
+
+    As ``UnetDataTransform`` does with no target: the crop is ``(recon x, recon y)``, but a
+    k-space with fewer rows than the crop has columns (fastMRI's "FLAIR 203" files) is cropped
+    to a square of its rows; a crop larger than the k-space is limited to it.
+    """
+    rows, cols = int(kspace_shape[-2]), int(kspace_shape[-1])
+    crop = (int(matrix[0]), int(matrix[1]))
+    if rows < crop[1]:
+        crop = (rows, rows)
+    return min(crop[0], rows), min(crop[1], cols)
+
+
+def reconstruct_rss(kspace: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The RSS reconstruction fastMRI makes of fully sampled multi-coil k-space, centre-cropped to ``shape``.
+
+    ``sqrt(sum_coils |ifft2c(kspace)|^2)`` with the centred orthonormal inverse FFT, then the
+    centre crop of ``fastmri.data.transforms.center_crop`` (start ``(n - crop) // 2``); this is
+    how ``reconstruction_rss`` relates to ``kspace`` in the real files.
+
+    Args:
+        kspace: ``(slices, coils, rows, cols)`` complex.
+        shape: ``(rows, cols)`` to crop to (:func:`recon_shape`).
+
+    Returns:
+        ``(slices, rows, cols)`` float32.
+    """
+    from brainssl.synth.acquisition import ifft2c
+
+    h, w = (int(n) for n in shape)
+    rss = np.sqrt((np.abs(ifft2c(np.asarray(kspace))) ** 2).sum(axis=1))
+    top, left = (rss.shape[1] - h) // 2, (rss.shape[2] - w) // 2
+    return np.ascontiguousarray(rss[:, top : top + h, left : left + w], dtype=np.float32)
+
+
+def _image_geometry(
+    path: Path, kspace_shape: Sequence[int], rss: np.ndarray | None, header: Any, undersampled: bool
+) -> tuple[tuple[int, ...], list[float]]:
+    """Shape of the file's RSS image (stored, or reconstructed from the k-space) and its spacing."""
+    if rss is not None and (rss.ndim != 3 or not np.isfinite(rss).all()):
+        raise SubjectError(path, f"reconstruction_rss must be a finite 3D array, got shape {rss.shape}")
+    spacing = [float("nan")] * 3
+    if rss is not None:
+        shape = tuple(int(n) for n in rss.shape)
+        if header is not None:
+            spacing, _ = _header_geometry(path, header)
+    else:
+        if undersampled:
+            raise SubjectError(path, _UNDERSAMPLED)
+        if header is None:
+            raise SubjectError(path, "no reconstruction_rss and no ismrmrd_header: the image size is unknown")
+        spacing, matrix = _header_geometry(path, header)
+        shape = (int(kspace_shape[0]), *recon_shape(kspace_shape, matrix))
+    check_size(path, shape, "reconstruction_rss" if rss is not None else "RSS of the k-space")
+    return shape, spacing
 
 
 def _read_file(root: Path, path: Path) -> dict[str, Any]:
@@ -242,6 +451,7 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
             kspace = handle["kspace"][()]
             rss = handle["reconstruction_rss"][()] if "reconstruction_rss" in handle else None
             header = handle["ismrmrd_header"][()] if "ismrmrd_header" in handle else None
+            undersampled = "mask" in handle
             attrs = dict(handle.attrs)
     except SubjectError:
         raise
@@ -257,19 +467,13 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
         )
     if not np.isfinite(kspace).all():
         raise SubjectError(path, "kspace holds NaN/inf")
-    image = rss if rss is not None else kspace[:, 0]
-    if rss is not None and (rss.ndim != 3 or not np.isfinite(rss).all()):
-        raise SubjectError(path, f"reconstruction_rss must be a finite 3D array, got shape {rss.shape}")
-    check_size(path, image.shape, "reconstruction_rss" if rss is not None else "kspace image")
+    shape, spacing = _image_geometry(path, kspace.shape, rss, header, undersampled)
     acquisition = _text(attrs.get("acquisition", ""))
     if acquisition not in ACQUISITION_MODALITY:
         named = _NAME.match(path.name)
         if not named:
             raise SubjectError(path, f"unknown acquisition {acquisition!r}")
         acquisition = named.group(1)
-    spacing = [float("nan")] * 3
-    if header is not None:
-        spacing, _ = _header_geometry(path, header)
     nid = _text(attrs.get("patient_id")) or path.stem
     truth = read_truth(root, path.stem)
     return make_row(
@@ -282,10 +486,16 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
         voxel_x=spacing[0],
         voxel_y=spacing[1],
         voxel_z=spacing[2],
-        shape="x".join(str(n) for n in image.shape),
+        shape="x".join(str(n) for n in shape),
         orientation="",
         **truth,
     )
+
+
+_UNDERSAMPLED = (
+    "under-sampled k-space (a 'mask' dataset and no reconstruction_rss, as in the test split): "
+    "no fully sampled image to read"
+)
 
 
 def _text(value: Any) -> str:
@@ -368,25 +578,39 @@ def rss_affine(spacing: Sequence[float], shape: Sequence[int]) -> np.ndarray:
 
 
 def load_rss(path: str | Path) -> nib.Nifti1Image:
-    """Load a fastMRI file's ``reconstruction_rss`` as a 3D image with an affine from its header.
+    """Load a fastMRI file's RSS image as a 3D image with an affine from its header.
 
-    Spacing comes from the ismrmrd header's reconSpace (:func:`_header_geometry`); the
-    orientation and centring from :func:`rss_affine`. Synthetic truth volumes of the file
-    index like the stack and can be wrapped with the returned affine.
+    The image is ``reconstruction_rss``; a file without it (fully sampled k-space and no
+    ``mask``) is reconstructed as fastMRI does (:func:`reconstruct_rss`, cropped to the
+    reconSpace matrix, :func:`recon_shape`). Spacing comes from the ismrmrd header's
+    reconSpace (:func:`_header_geometry`); the orientation and centring from
+    :func:`rss_affine`. Synthetic truth volumes of the file index like the stack and can be
+    wrapped with the returned affine.
 
     Raises:
-        SubjectError: for an unreadable file, a missing ``reconstruction_rss`` or header,
-            or a non-3D reconstruction.
+        SubjectError: for an unreadable file, a missing header, an under-sampled file without
+            ``reconstruction_rss``, or a non-3D reconstruction.
     """
     path = Path(path)
     try:
         with h5py.File(path, "r") as handle:
             if "reconstruction_rss" not in handle:
-                raise SubjectError(path, "no 'reconstruction_rss' dataset (test split?)")
+                if "mask" in handle:
+                    raise SubjectError(path, f"no 'reconstruction_rss' dataset ({_UNDERSAMPLED})")
+                if "kspace" not in handle or "ismrmrd_header" not in handle:
+                    raise SubjectError(
+                        path, "no 'reconstruction_rss' dataset, nor 'kspace' and 'ismrmrd_header' to make it"
+                    )
             if "ismrmrd_header" not in handle:
                 raise SubjectError(path, "no 'ismrmrd_header' (geometry unknown)")
-            rss = np.asarray(handle["reconstruction_rss"][()], dtype=np.float32)
             header = handle["ismrmrd_header"][()]
+            if "reconstruction_rss" in handle:
+                rss = np.asarray(handle["reconstruction_rss"][()], dtype=np.float32)
+            else:
+                kspace = np.asarray(handle["kspace"][()])
+                if kspace.ndim != 4:
+                    raise SubjectError(path, f"kspace is {kspace.shape}, not (slices, coils, rows, cols)")
+                rss = reconstruct_rss(kspace, recon_shape(kspace.shape, _header_geometry(path, header)[1]))
     except SubjectError:
         raise
     except Exception as err:  # h5py raises OSError/KeyError for truncated files

@@ -1,6 +1,9 @@
 """Medical Segmentation Decathlon Task04 Hippocampus: T1w crops with anterior/posterior labels.
 
-Native layout::
+Follows ``Task04_Hippocampus.tar`` of the Medical Segmentation Decathlon (Antonelli et al. 2022,
+Nat. Commun. 13:4128; Simpson et al. 2019, arXiv:1902.09063): 260 training and 130 test crops
+from Vanderbilt University Medical Center, read with MONAI's ``load_decathlon_datalist`` as
+well as here. Native layout::
 
     <root>/dataset.json
     <root>/imagesTr/hippocampus_001.nii.gz   <root>/labelsTr/hippocampus_001.nii.gz

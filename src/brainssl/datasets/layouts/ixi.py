@@ -1,6 +1,9 @@
 """IXI: healthy adults from three London hospitals, T1/T2/PD NIfTI plus a demographics sheet.
 
-Native layout::
+Follows the IXI release of brain-development.org (about 600 subjects at Guy's (Philips 1.5 T),
+Hammersmith (HH, Philips 3 T) and the Institute of Psychiatry (IOP, GE 1.5 T); archives
+``IXI-T1.tar``, ``IXI-T2.tar``, ``IXI-PD.tar``, each a flat set of ``.nii.gz`` files, unpacked
+into a folder of the archive's name; ``IXI-MRA``/``IXI-DTI`` folders are ignored). Native layout::
 
     <root>/IXI-T1/IXI002-Guys-0828-T1.nii.gz
     <root>/IXI-T2/IXI002-Guys-0828-T2.nii.gz

@@ -1,19 +1,34 @@
 """OASIS-3: longitudinal ageing and Alzheimer's disease MRI in BIDS, plus a clinical table.
 
-Native layout::
+Follows the OASIS-3 release (LaMontagne et al. 2019, medRxiv 10.1101/2019.12.13.19014902;
+https://www.oasis-brains.org/) as its BIDS download scripts lay it out, with the clinical
+visits of its UDS/ADRC tables (``OASISID``, ``days_to_visit``, ``age at visit``, CDR,
+``dx1``; ``GENDER`` from the demographics table) merged into one CSV. Native layout::
 
-    <root>/sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129[_acq-*][_run-01]_{T1w,T2w,FLAIR}.nii.gz
-                                       (+ optional .json sidecars)
+    <root>/sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129[_acq-TSE][_run-01]_{T1w,T2w,FLAIR}.nii.gz
+                                       (+ .json sidecars; other suffixes, e.g. T2star, angio, and
+                                       other folders, e.g. func/, dwi/, fmap/, swi/, are ignored)
     <root>/OASIS3_clinical.csv   OASISID, days_to_visit, age at visit, cdr, dx1 [, GENDER]
+    <root>/dataset_description.json, participants.tsv, README, .bidsignore   (BIDS; optional)
+
+File names are read as BIDS names (:func:`~brainssl.datasets.layouts.base.parse_bids_name`):
+any entities in any order (``acq-``, ``run-``, ``rec-``, ``echo-``, ...), the suffix naming the
+contrast. Several files of one contrast in a session are resolved by :func:`_run_order` (lowest
+run, no ``acq-`` first, then lowest echo; see :func:`read`); a phase or real/imaginary part, a
+contrast-enhanced (``ce-``) variant or one ``chunk-`` of an image is reported and not used.
+Sidecars, ``*_scans.tsv``, ``*_sessions.tsv`` and the dataset-level BIDS files are not read.
 
 Each MR session is matched to the clinical visit nearest in days (within
 :data:`MAX_VISIT_GAP_DAYS`). ``dx1`` maps to ``control`` ("Cognitively normal")
 or ``alzheimer`` (text naming AD/Alzheimer); other diagnoses stay empty.
 ``GENDER`` (1 male, 2 female, as in the OASIS-3 demographics table) is optional.
 
-Demo subjects with ``index % 3 == 0`` get a second session about 2-4 years
-later: a second synthetic draw from the same seed (same subject identity) with
-the age fixed to the later age, so age-dependent atrophy advances.
+The demo folder is valid BIDS (``bids-validator`` reports no error): :func:`finalize` writes
+``dataset_description.json``, ``participants.tsv``, ``README`` and a ``.bidsignore`` for the
+clinical table and ``_truth/``. Demo subjects with ``index % 3 == 0`` get a second session
+about 2-4 years later: a second synthetic draw from the same seed (same subject identity) with
+the age fixed to the later age, so age-dependent atrophy advances; subjects with
+``index % 4 == 1`` name their T1w ``run-01``.
 """
 
 from __future__ import annotations
@@ -29,14 +44,18 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts.base import (
+    BidsName,
     DatasetInfo,
     LabelBook,
     SubjectError,
     SubjectRecorder,
+    bids_image_order,
+    bids_image_problem,
     folder_problem,
     image_row,
     list_dir,
     meta_dict,
+    parse_bids_name,
     parse_choice,
     parse_number,
     read_csv_table,
@@ -49,7 +68,7 @@ from brainssl.datasets.layouts.base import (
     volume_array,
     write_truth,
 )
-from brainssl.io import write_json, write_table
+from brainssl.io import atomic_write, write_json, write_table
 
 __all__ = ["INFO", "native_id", "sessions", "subject_params", "write_subject", "finalize", "read"]
 
@@ -58,16 +77,14 @@ logger = logging.getLogger(__name__)
 INFO = DatasetInfo(
     key="oasis3",
     name="OASIS-3",
-    layout="BIDS: sub-OAS3####/ses-d####/anat/sub-OAS3####_ses-d####[_acq-*][_run-##]_{T1w,T2w,FLAIR}.nii.gz "
-    "plus a clinical table OASIS3_clinical.csv (OASISID, days_to_visit, age at visit, cdr, dx1)",
+    layout="BIDS: sub-OAS3####/ses-d####/anat/sub-OAS3####_ses-d####[_acq-*][_run-##]..."
+    "_{T1w,T2w,FLAIR}.nii.gz plus a clinical table OASIS3_clinical.csv "
+    "(OASISID, days_to_visit, age at visit, cdr, dx1)",
     source="https://www.oasis-brains.org/ (OASIS-3, data use agreement via NITRC-IR/XNAT Central)",
 )
 MODALITIES = ("T1w", "T2w", "FLAIR")
 CLINICAL_TABLE = "OASIS3_clinical.csv"
 MAX_VISIT_GAP_DAYS = 365
-_FILE = re.compile(
-    r"^sub-(OAS3\d{4})_ses-(d\d{4})(?:_acq-[A-Za-z0-9]+)?(?:_run-\d+)?_(T1w|T2w|FLAIR)\.nii(?:\.gz)?$"
-)
 
 
 def native_id(index: int) -> str:
@@ -100,6 +117,27 @@ def _stem(nid: str, session: str, modality: str, index: int) -> str:
     return f"sub-{nid}_ses-{session}{run}_{modality}"
 
 
+#: Illustrative sequence parameters of the demo sidecars (s, s, s, deg; MPRAGE, TSE, FLAIR at 3 T).
+_SEQUENCES = {
+    "T1w": {"MRAcquisitionType": "3D", "RepetitionTime": 2.4, "EchoTime": 0.00316, "InversionTime": 1.0},
+    "T2w": {"MRAcquisitionType": "2D", "RepetitionTime": 3.2, "EchoTime": 0.455},
+    "FLAIR": {"MRAcquisitionType": "2D", "RepetitionTime": 9.0, "EchoTime": 0.091, "InversionTime": 2.5},
+}
+
+
+def _sidecar(modality: str, site: str) -> dict[str, Any]:
+    """The JSON sidecar of a demo image (BIDS keys as dcm2niix writes them; values illustrative)."""
+    return {
+        "Modality": "MR",
+        "MagneticFieldStrength": 3,
+        "Manufacturer": "brainssl",
+        "ManufacturersModelName": "synthetic demo",
+        "InstitutionName": site,
+        **_SEQUENCES[modality],
+        "FlipAngle": 8 if modality == "T1w" else 150,
+    }
+
+
 def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) -> dict[str, Any]:
     """Write one synthetic subject's session(s) in BIDS (+ sidecars, truth); return its record."""
     days = sessions(index)
@@ -121,10 +159,7 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
             volume = subject.images[modality]
             stem = _stem(nid, session, modality, index)
             save_volume(anat / f"{stem}.nii.gz", volume_array(volume), np.asarray(volume.affine))
-            write_json(
-                anat / f"{stem}.json",
-                {"Modality": "MR", "Manufacturer": str(meta.get("site", "")), "MagneticFieldStrength": 3},
-            )
+            write_json(anat / f"{stem}.json", _sidecar(modality, str(meta.get("site", ""))))
             files.append(rel(root, anat / f"{stem}.nii.gz"))
             sequence[rel(root, anat / f"{stem}.nii.gz")] = modality
         write_truth(
@@ -143,7 +178,69 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
 
 
 def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
-    """Write the clinical table (one visit per MR session) from the shard records."""
+    """Write the clinical table (one visit per MR session) and the BIDS dataset files.
+
+    The BIDS files make the demo folder valid BIDS (``bids-validator`` reports no error):
+    ``dataset_description.json``, ``participants.tsv`` (+ ``participants.json``), ``README``
+    and a ``.bidsignore`` naming what is not BIDS (the clinical table, ``_truth/``).
+    """
+    return [_write_clinical(root, shard), *_write_bids_files(root, shard)]
+
+
+#: BIDS version the demo's dataset_description.json declares (bids-validator 3.0.2's schema reads it).
+BIDS_VERSION = "1.10.0"
+#: ``.bidsignore`` lines (a folder by its bare name: bids-validator 3.0.2 does not match ``_truth/``).
+BIDS_IGNORE = ("# not BIDS: the OASIS-3 clinical table, brainssl's synthetic truth", CLINICAL_TABLE, "_truth")
+
+
+_README = """Synthetic OASIS-3-style cohort written by brainssl (not real data).
+
+Laid out as the OASIS-3 BIDS release: sub-OAS3####/ses-d####/anat/ with T1w, T2w and FLAIR
+images and JSON sidecars; OASIS3_clinical.csv holds the visits (OASISID, days_to_visit,
+age at visit, cdr, dx1, GENDER); _truth/ holds the generator's ground truth. Both are listed
+in .bidsignore. The real data: https://www.oasis-brains.org/
+"""
+
+
+def _write_bids_files(root: Path, shard: pd.DataFrame) -> list[Path]:
+    description = {
+        "Name": "OASIS-3 synthetic demo (brainssl), in the layout of the OASIS-3 BIDS release",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "raw",
+        "License": "CC0",
+        "Authors": ["brainssl synthetic cohort generator"],
+        "HowToAcknowledge": "Synthetic data; the real OASIS-3 is at https://www.oasis-brains.org/",
+        "ReferencesAndLinks": ["https://www.oasis-brains.org/"],
+    }
+    records = sorted(shard.to_dict("records"), key=lambda r: str(r["native_id"]))
+    participants = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{r['native_id']}" for r in records],
+            "sex": [r["sex"] if r["sex"] in ("M", "F") else "n/a" for r in records],
+        }
+    )
+    sidecar = {
+        "participant_id": {"Description": "OASIS-3 subject id (OASISID) with the BIDS sub- prefix"},
+        "sex": {"Description": "sex (GENDER of the clinical table)", "Levels": {"M": "male", "F": "female"}},
+    }
+    paths = [
+        root / "dataset_description.json",
+        root / "participants.tsv",
+        root / "participants.json",
+        root / "README",
+    ]
+    write_json(paths[0], description)
+    write_table(paths[1], participants)
+    write_json(paths[2], sidecar)
+    with atomic_write(paths[3], "w") as handle:
+        handle.write(_README)
+    ignore = root / ".bidsignore"
+    with atomic_write(ignore, "w") as handle:
+        handle.write("".join(f"{line}\n" for line in BIDS_IGNORE))
+    return [*paths, ignore]
+
+
+def _write_clinical(root: Path, shard: pd.DataFrame) -> Path:
     rows = []
     for record in shard.to_dict("records"):
         for visit in json.loads(record["extra"])["visits"]:
@@ -161,7 +258,7 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
     table = pd.DataFrame(rows).sort_values(["OASISID", "days_to_visit"], kind="stable")
     path = root / CLINICAL_TABLE
     write_table(path, table)
-    return [path]
+    return path
 
 
 def _diagnosis(dx: Any) -> str:
@@ -288,20 +385,24 @@ def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 _SUBJECT_DIR = re.compile(r"sub-OAS3[0-9A-Za-z]+")
 _SESSION_DIR = re.compile(r"ses-[0-9A-Za-z]+")
-_RUN = re.compile(r"_run-(\d+)")
-_ACQ = re.compile(r"_acq-([A-Za-z0-9]+)")
 
 
-def _run_order(path: Path) -> tuple[int, str, bool, str]:
-    """Sort key among files of one contrast: run number (none = 0), no acq- first, .nii.gz first."""
-    run = _RUN.search(path.name)
-    acq = _ACQ.search(path.name)
-    return (
-        int(run.group(1)) if run else 0,
-        acq.group(1) if acq else "",
-        not path.name.endswith(".gz"),
-        path.name,
-    )
+def _run_order(path: Path) -> tuple[Any, ...]:
+    """Sort key among files of one contrast (:func:`~brainssl.datasets.layouts.base.bids_image_order`).
+
+    Lowest run first (none = the lowest), no acq- first, then no rec-, lowest echo, .nii.gz first.
+    """
+    name = parse_bids_name(path.name)
+    assert name is not None
+    return bids_image_order(name, path.name)
+
+
+def _image_name(path: Path) -> BidsName | None:
+    """The BIDS name of an OASIS image (suffix T1w, T2w or FLAIR; .nii or .nii.gz), else ``None``."""
+    name = parse_bids_name(path.name)
+    if name is None or name.suffix not in MODALITIES or name.extension not in (".nii", ".nii.gz"):
+        return None
+    return name if name.has("ses") else None
 
 
 def _read_session(
@@ -312,7 +413,7 @@ def _read_session(
         raise SubjectError(session_dir, problem)
     anat = session_dir / "anat"
     entries = list_dir(anat, "anat folder") if anat.exists() or anat.is_symlink() else []
-    images = [p for p in entries if _FILE.match(p.name)]
+    images = [p for p in entries if _image_name(p) is not None]
     if not images:
         raise SubjectError(anat, "empty session folder: no anat/*_{T1w,T2w,FLAIR}.nii.gz")
     session = session_dir.name
@@ -321,17 +422,21 @@ def _read_session(
     truth = read_truth(root, nid, session)
     by_modality: dict[str, list[Path]] = {}
     for path in images:
-        match = _FILE.match(path.name)
-        assert match is not None
-        if match.group(1) != nid or f"ses-{match.group(2)}" != session:
+        name = _image_name(path)
+        assert name is not None
+        if name.get("sub") != nid or f"ses-{name.get('ses')}" != session:
             recorder.note(
                 nid,
                 path,
-                f"names sub-{match.group(1)} ses-{match.group(2)}, not this folder's sub-{nid} {session}; "
+                f"names sub-{name.get('sub')} ses-{name.get('ses')}, not this folder's sub-{nid} {session}; "
                 "this file is not used",
             )
             continue
-        by_modality.setdefault(match.group(3), []).append(path)
+        problem = bids_image_problem(name)
+        if problem is not None:
+            recorder.note(nid, path, f"{problem}; this file is not used as the session's {name.suffix}")
+            continue
+        by_modality.setdefault(name.suffix, []).append(path)
     if not by_modality:
         raise SubjectError(anat, f"no image of sub-{nid} {session} in the session folder")
     rows = []

@@ -1,13 +1,18 @@
 """The 4-class brain tumour image set: 2D grayscale JPEG slices in class folders.
 
-Native layout (Kaggle "Brain Tumor MRI Dataset", Masoud Nickparvar)::
+Follows the Kaggle "Brain Tumor MRI Dataset" (Masoud Nickparvar, 2021; 7,023 images combined
+from figshare, SARTAJ and Br35H). Native layout::
 
-    <root>/Training/{glioma,meningioma,pituitary,notumor}/Tr-gl_0010.jpg
-    <root>/Testing/{glioma,meningioma,pituitary,notumor}/Te-gl_0010.jpg
+    <root>/Training/{glioma,meningioma,notumor,pituitary}/Tr-glTr_0000.jpg ... Tr-gl_0010.jpg
+    <root>/Testing/{glioma,meningioma,notumor,pituitary}/Te-glTr_0000.jpg ... Te-gl_0010.jpg
 
-The class is the folder name and the split the top folder. The contrast of a
+Images are numbered within each split and class folder from ``0000``; the release names the
+first ten ``<Tr|Te>-<gl|me|no|pi>Tr_000#`` and the rest ``<Tr|Te>-<gl|me|no|pi>_####``, and
+the demo names its images the same way. Real images vary in size (most 512 x 512) and may be
+stored as RGB JPEGs; they are read as grayscale. There are no
+tables: the class is the folder name and the split the top folder. The contrast of a
 real image is unknown, so ``modality`` is empty unless synthetic truth (meta
-JSON in ``_truth/<file stem>/``) names it. The demo writes one axial slice per
+JSON in ``_truth/<file stem>/``) names it. The demo writes one 256 x 256 axial slice per
 synthetic subject, through the tumour's centre (mid-brain for ``notumor``),
 shown in radiological convention (anterior up, patient left on the right).
 """
@@ -69,10 +74,25 @@ def _split_and_class(index: int) -> tuple[str, str]:
     return ("Testing" if index % 5 == 4 else "Training"), CLASSES[index % 4]
 
 
+_CYCLE = 20  # the (split, class) pattern of demo indices repeats every 20 images
+
+
+def _number(index: int) -> int:
+    """Position of demo image ``index`` among the earlier images of its split and class folder."""
+    key = _split_and_class(index)
+    per_cycle = [r for r in range(_CYCLE) if _split_and_class(r) == key]
+    return (index // _CYCLE) * len(per_cycle) + sum(1 for r in per_cycle if r < index % _CYCLE)
+
+
 def native_id(index: int) -> str:
-    """File stem of demo image ``index`` (``Tr-gl_0000``; every fifth image is a test image)."""
+    """File stem of demo image ``index``, named as the release names its images.
+
+    ``Tr-glTr_0000`` ... ``Tr-glTr_0009``, then ``Tr-gl_0010``: numbered within its split and
+    class folder; the class cycles with the index and every fifth image is a test image.
+    """
     split, cls = _split_and_class(index)
-    return f"{split[:2]}-{PREFIX[cls]}_{index:04d}"
+    number = _number(index)
+    return f"{split[:2]}-{PREFIX[cls]}{'Tr' if number < 10 else ''}_{number:04d}"
 
 
 def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
