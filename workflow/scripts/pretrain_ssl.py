@@ -2,6 +2,7 @@ from pathlib import Path
 
 from brainssl.jobs import job_context
 from brainssl.pretrain import pretrain_from_index
+from brainssl.pretrain.distributed import job_processes
 from brainssl.pretrain.metrics import redraw_curves
 
 # A preempted run raises PreemptedError: the job fails, Snakemake's `retries:` resubmits it,
@@ -12,7 +13,7 @@ with job_context(snakemake) as job:
         Path(snakemake.output.encoder).parent,
         {**snakemake.params.settings, "seed": job.seed},
         snakemake.params.probe,
-        nprocs=snakemake.params.processes,
+        nprocs=job_processes(snakemake.resources),  # a resource: changing it re-runs nothing
     )
     job.extra.update(knn=summary["knn"], final_loss=summary["final_loss"], steps=summary["step"])
     # the loop draws curves.png while it trains; the finished figure adds the random encoder's kNN

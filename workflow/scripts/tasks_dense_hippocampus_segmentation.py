@@ -18,5 +18,6 @@ with job_context(snakemake) as job:
         job.seed,
         outputs,
         percentiles=percentiles,
+        device=snakemake.params.device,
     )
     job.extra.update(rows=len(frame), skipped=int((frame["status"] == "skipped").sum()))

@@ -12,5 +12,6 @@ with job_context(snakemake) as job:
         settings,
         job.seed,
         outputs,
+        device=snakemake.params.device,
     )
     job.extra.update(rows=len(frame), skipped=int((frame["status"] == "skipped").sum()))

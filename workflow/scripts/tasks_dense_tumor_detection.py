@@ -10,6 +10,12 @@ with job_context(snakemake) as job:
     stores = dict(zip(snakemake.params.slice_stores, snakemake.input.slice_indexes, strict=True))
     percentiles = slice_recipes(stores, snakemake.params.slice_settings)["brats21"]
     frame = tumor_detection_task(
-        snakemake.input.table, encoders, settings, job.seed, outputs, percentiles=percentiles
+        snakemake.input.table,
+        encoders,
+        settings,
+        job.seed,
+        outputs,
+        percentiles=percentiles,
+        device=snakemake.params.device,
     )
     job.extra.update(rows=len(frame), skipped=int((frame["status"] == "skipped").sum()))

@@ -1,4 +1,26 @@
-"""Process-group set-up from torchrun's variables, or from SLURM's when torchrun's are absent."""
+"""Process-group set-up from torchrun's variables, or from SLURM's when torchrun's are absent.
+
+How a pretraining job's processes start (one launcher per job, one process per GPU):
+
+- A Snakemake job runs the rule's script once; :func:`brainssl.pretrain.pretrain_from_index`
+  is the launcher. With ``nprocs = job_processes(resources)`` above one it spawns that many
+  processes (``torch.multiprocessing``, start method spawn): rank = local rank, world size =
+  ``nprocs``, rendezvous on 127.0.0.1 at a free port, each process on ``cuda:<local rank>``
+  of the devices the job sees, or on the CPU with gloo. torchrun cannot be used: a ``script:``
+  runs inside Snakemake's own job process, which it would have to wrap.
+- The devices a job sees: under SLURM its allocation (``CUDA_VISIBLE_DEVICES`` set by SLURM);
+  on a workstation the ones :mod:`brainssl.gpus` claims for its ``gpu`` resource.
+- SLURM: snakemake-executor-plugin-slurm submits a job with ``gpu: N`` (``gpu_model``) as
+  ``--gpus=[model:]N`` with one task and ``--cpus-per-task=<threads>``, and its job step
+  starts the script once (``srun -n1``). Never give a GPU rule ``tasks`` or
+  ``tasks_per_gpu``: the plugin turns them into ``--ntasks-per-gpu`` (threads CPUs for every
+  task, and the script still started once per job).
+- Several nodes: the plugin's job step is one task on one node, so a workflow job trains on
+  one node's GPUs. Ranks started by ``srun`` (one task per GPU, any number of nodes) or by
+  torchrun join one process group instead: :func:`init_distributed` reads RANK, WORLD_SIZE,
+  LOCAL_RANK, MASTER_ADDR and MASTER_PORT, or derives them from SLURM_PROCID, SLURM_NTASKS,
+  SLURM_LOCALID and the first host of SLURM_STEP_NODELIST (:func:`slurm_to_torchrun_env`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +29,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "slurm_to_torchrun_env", "first_slurm_host", "init_distributed"]
+__all__ = ["DistEnv", "slurm_to_torchrun_env", "first_slurm_host", "init_distributed", "job_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +63,24 @@ def first_slurm_host(nodelist: str) -> str:
         return first
     prefix, ranges, suffix = match.groups()
     return f"{prefix}{ranges.split(',')[0].split('-')[0]}{suffix}"
+
+
+def job_processes(resources: Mapping[str, Any]) -> int:
+    """How many training processes one job starts, from its Snakemake resources (read at job time).
+
+    The ``processes`` resource when given (``--set-resources pretrain_moco:processes=2`` runs two
+    gloo processes on the CPU), else one per GPU of the ``gpu`` resource (as Snakemake granted
+    it: a local run scales a job's ``gpu`` down to the profile's total), else one. Resources
+    are never rerun triggers, so changing the GPU count re-runs nothing.
+    """
+    for key in ("processes", "gpu"):
+        value = resources.get(key)
+        if value not in (None, "", 0, "0"):
+            count = int(value)
+            if count < 1:
+                raise ValueError(f"resource {key}={value!r}: need a positive number of processes")
+            return count
+    return 1
 
 
 def slurm_to_torchrun_env(env: Mapping[str, str]) -> dict[str, str]:

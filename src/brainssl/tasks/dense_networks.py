@@ -91,7 +91,8 @@ class DenseModel(nn.Module):
         self.residual = residual
         self.n_contrasts = n_contrasts
         with torch.no_grad():
-            probe = encoder.forward_features(torch.zeros(1, 1, *_input_side(encoder)))
+            where = next(encoder.parameters()).device
+            probe = encoder.forward_features(torch.zeros(1, 1, *_input_side(encoder), device=where))
         dims = [m.shape[1] * n_contrasts for m in probe]
         self.decoder = DenseDecoder(dims, n_contrasts, out_channels, width)
         if residual:
@@ -144,12 +145,25 @@ def encode_contrasts(encoder: nn.Module, images: torch.Tensor) -> list[torch.Ten
 
 
 @torch.no_grad()
-def encode_slices(encoder: nn.Module, images: np.ndarray, batch_size: int = 64) -> list[torch.Tensor]:
-    """Cache a frozen encoder's maps of ``(N, C, S, S)`` slices (contrasts through the shared encoder)."""
+def encode_slices(
+    encoder: nn.Module, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
+) -> list[torch.Tensor]:
+    """Cache a frozen encoder's maps of ``(N, C, S, S)`` slices (contrasts through the shared encoder).
+
+    The encoder runs on ``device`` (bf16 autocast on CUDA); the maps are kept on the host in float32,
+    and training copies each batch's maps to the device.
+    """
+    from .dense_training import autocast, resolve_device, to_device
+
+    device = resolve_device(device)
+    encoder.to(device)
     encoder.eval()
     chunks: list[list[torch.Tensor]] = []
     for start in range(0, len(images), batch_size):
-        chunks.append(encode_contrasts(encoder, torch.from_numpy(images[start : start + batch_size])))
+        batch = to_device(torch.from_numpy(images[start : start + batch_size]), device)
+        with autocast(device):
+            maps = encode_contrasts(encoder, batch)
+        chunks.append([m.float().cpu() for m in maps])
     if not chunks:
         raise ValueError("no slices to encode")
     return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]

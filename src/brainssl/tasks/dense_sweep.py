@@ -20,7 +20,7 @@ from brainssl.pretrain.backbones import build_encoder
 from brainssl.pretrain.export import encoder_spec, load_encoder
 
 from .dense_networks import DenseModel, encode_slices
-from .dense_training import TrainSettings, predict, seeded_generator, train_dense
+from .dense_training import TrainSettings, predict, resolve_device, seeded_generator, train_dense
 from .results import label_fraction_subjects
 
 __all__ = ["MODES", "SweepResult", "TrainingSet", "Variant", "dense_variants", "encoder_side", "sweep"]
@@ -147,6 +147,7 @@ def sweep(
     max_train_slices: int,
     residual: bool = False,
     first_bias: float | None = None,
+    device: str | torch.device = "cpu",
 ) -> list[SweepResult]:
     """Train every variant at every label fraction and seed; predict the test slices.
 
@@ -166,24 +167,27 @@ def sweep(
         max_train_slices: cap on training slices per run (a seeded random subset).
         residual: see :class:`DenseModel`.
         first_bias: initial bias of output channel 0 (a heatmap's prior logit, as in CenterNet).
+        device: where encoders and decoders run (``tasks.device``; see
+            :func:`~brainssl.tasks.dense_training.resolve_device`); outputs come back to the host.
 
     Returns:
         One result per trained network.
     """
     subjects = np.unique(train.subjects)
+    device = resolve_device(device)
     results = []
     for variant in variants:
-        encoder = variant.build(seed=0)
+        encoder = variant.build(seed=0, device=device)
         frozen = variant.mode == "frozen"
-        train_feats = encode_slices(encoder, train.images) if frozen else None
-        test_feats = encode_slices(encoder, test_images) if frozen else None
+        train_feats = encode_slices(encoder, train.images, device=device) if frozen else None
+        test_feats = encode_slices(encoder, test_images, device=device) if frozen else None
         for fraction in fractions if frozen else [max(fractions)]:
             for seed in seeds:
                 chosen = label_fraction_subjects(subjects, None, fraction, seed)
                 rows = np.flatnonzero(np.isin(train.subjects, chosen))
                 if len(rows) > max_train_slices:
                     rows = np.sort(np.random.default_rng(seed).choice(rows, max_train_slices, replace=False))
-                model_encoder = encoder if frozen else variant.build(seed=seed)
+                model_encoder = encoder if frozen else variant.build(seed=seed, device=device)
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     model = DenseModel(
@@ -206,8 +210,9 @@ def sweep(
                     settings,
                     seeded_generator(seed),
                     feats,
+                    device=device,
                 )
-                outputs = predict(model, test_images, test_feats)
+                outputs = predict(model, test_images, test_feats, device=device)
                 run = SweepResult(variant, float(fraction), int(seed), len(chosen), outputs, history)
                 results.append(run)
                 logger.info(

@@ -1,7 +1,16 @@
-"""Training and inference of a dense network on slices, seeded apart from the global RNG."""
+"""Training and inference of a dense network on slices, seeded apart from the global RNG.
+
+Every task network (dense decoders, fine-tuned and scratch encoders, the scratch classifiers)
+trains on the device :func:`resolve_device` picks from the ``tasks.device`` setting. On the CPU
+nothing differs from a device-less loop (float32, same order of operations, so results do not
+change). On CUDA the forward passes run under bf16 autocast (:func:`autocast`; losses are computed
+in float32 on the upcast outputs), batches are gathered on the host and copied from pinned memory
+without blocking (:func:`to_device`), and outputs come back to the host as float32.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,9 +20,64 @@ import torch
 
 from .dense_networks import DenseModel
 
-__all__ = ["TrainSettings", "predict", "run_epochs", "seeded_generator", "train_dense"]
+__all__ = [
+    "DEVICES",
+    "TrainSettings",
+    "autocast",
+    "predict",
+    "resolve_device",
+    "run_epochs",
+    "seeded_generator",
+    "to_device",
+    "train_dense",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Values of a ``device`` setting: ``auto`` takes CUDA when torch finds a GPU, else the CPU.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str | torch.device = "cpu", setting: str = "tasks.device") -> torch.device:
+    """The torch device a ``device`` setting names.
+
+    Args:
+        name: ``auto`` (CUDA when torch finds a GPU, else the CPU), ``cpu``, ``cuda`` or
+            ``cuda:<index>``; a :class:`torch.device` is returned as it is.
+        setting: the config key named in the error message.
+
+    Raises:
+        ValueError: for another name.
+        RuntimeError: for ``cuda`` where torch finds no GPU (never a silent CPU fallback).
+    """
+    if isinstance(name, torch.device):
+        return name
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ValueError(f"{setting} = {name!r}: not one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"{setting} = {name!r} but torch finds no CUDA GPU here (torch {torch.__version__}, "
+            f"CUDA build {torch.version.cuda or 'none'}); use 'cpu' or 'auto', or run the job where a GPU is"
+        )
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing on the CPU (float32 there, so CPU results stay as they were)."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on ``device``: pinned and copied without blocking on CUDA; as it is on the CPU."""
+    if device.type != "cuda":
+        return tensor
+    if tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 @dataclass(frozen=True)
@@ -81,6 +145,7 @@ def train_dense(
     settings: TrainSettings,
     generator: torch.Generator,
     features: Sequence[torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
 ) -> list[float]:
     """Train ``model`` on slices; return the mean loss of each epoch.
 
@@ -91,13 +156,16 @@ def train_dense(
         loss_fn: ``loss_fn(output, target) -> scalar``.
         settings: epochs, batch size, learning rates.
         generator: shuffling order.
-        features: cached encoder maps of ``images`` (frozen encoders only).
+        features: cached encoder maps of ``images`` (frozen encoders only; on the host).
+        device: where the model trains (:func:`resolve_device`); batches are copied there.
 
     Raises:
         ValueError: for no training slices, mismatched lengths or a non-finite loss.
     """
     if len(images) == 0 or len(images) != len(targets):
         raise ValueError(f"need matching, non-empty images and targets, got {len(images)} and {len(targets)}")
+    device = resolve_device(device)
+    model.to(device)
     groups = [{"params": list(model.decoder.parameters()), "lr": settings.lr}]
     if not model.frozen:
         groups.append({"params": list(model.encoder.parameters()), "lr": settings.encoder_lr})
@@ -105,8 +173,10 @@ def train_dense(
     image_t, target_t = torch.from_numpy(images), torch.from_numpy(targets)
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        batch_features = None if features is None else [f[idx] for f in features]
-        return loss_fn(model(image_t[idx], batch_features), target_t[idx])
+        batch_features = None if features is None else [to_device(f[idx], device) for f in features]
+        with autocast(device):
+            output = model(to_device(image_t[idx], device), batch_features)
+        return loss_fn(output.float(), to_device(target_t[idx], device))
 
     model.train()
     history = run_epochs(batch_loss, len(images), settings.epochs, settings.batch_size, optimiser, generator)
@@ -124,14 +194,22 @@ def predict(
     images: np.ndarray,
     features: Sequence[torch.Tensor] | None = None,
     batch_size: int = 64,
+    device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """Run ``model`` in eval mode over ``(N, C, S, S)`` slices; return the raw outputs ``(N, K, S, S)``."""
+    """Run ``model`` in eval mode over ``(N, C, S, S)`` slices; return the raw outputs ``(N, K, S, S)``.
+
+    The outputs are float32 on the host, wherever ``device`` (:func:`resolve_device`) puts the model.
+    """
+    device = resolve_device(device)
+    model.to(device)
     model.eval()
     outs = []
     for start in range(0, len(images), batch_size):
         stop = start + batch_size
-        batch_features = None if features is None else [f[start:stop] for f in features]
-        outs.append(model(torch.from_numpy(images[start:stop]), batch_features))
+        batch_features = None if features is None else [to_device(f[start:stop], device) for f in features]
+        with autocast(device):
+            output = model(to_device(torch.from_numpy(images[start:stop]), device), batch_features)
+        outs.append(output.float().cpu())
     return torch.cat(outs) if outs else torch.zeros(0)
 
 

@@ -217,6 +217,7 @@ def run_detection(
     table_split: Mapping[str, str],
     settings: TumorDetectionSettings,
     seed: int,
+    device: str = "cpu",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train and score every variant of tumour detection (BraTS whole-tumour boxes).
 
@@ -228,6 +229,7 @@ def run_detection(
         settings: the task's settings (see :func:`~brainssl.tasks.segmentation.run_segmentation`),
             with the box and decoding settings.
         seed: workflow seed.
+        device: ``tasks.device`` (:func:`~brainssl.tasks.dense_training.resolve_device`).
 
     Returns:
         Results rows and an overlay example.
@@ -270,6 +272,7 @@ def run_detection(
         centernet_loss,
         max_train_slices=settings.max_train_slices,
         first_bias=HEATMAP_PRIOR_LOGIT,
+        device=device,
     )
     rows = []
     for result in results:
@@ -425,6 +428,7 @@ def tumor_detection_task(
     outputs: Mapping[str, Any],
     *,
     percentiles: tuple[float, float],
+    device: str = "cpu",
 ) -> Any:
     """Tumour detection on BraTS slices: results table and example boxes.
 
@@ -436,6 +440,7 @@ def tumor_detection_task(
         outputs: paths ``results`` and ``overlays``.
         percentiles: the slice store's intensity percentiles of ``brats21``
             (:func:`~brainssl.tasks.dense_slices.slice_recipes`).
+        device: where the networks train (``tasks.device``: auto, cpu or cuda).
 
     Returns:
         The results table as written.
@@ -454,7 +459,7 @@ def tumor_detection_task(
     for problem in problems:
         logger.warning("left out: %s", problem)
     split = dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
-    rows, example = run_detection(cases, "brats21", encoders, split, settings, seed)
+    rows, example = run_detection(cases, "brats21", encoders, split, settings, seed, device)
     frame = write_results(rows, outputs["results"])
     plot_detections(example, outputs["overlays"])
     return frame

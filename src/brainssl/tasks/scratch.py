@@ -38,7 +38,7 @@ from brainssl.slices import SliceDataset
 from brainssl.slices.store import read_index
 
 from .dense_sweep import Variant, dense_variants
-from .dense_training import run_epochs, seeded_generator
+from .dense_training import autocast, resolve_device, run_epochs, seeded_generator, to_device
 from .frozen import Prediction
 from .units import EvaluationSettings, Fit, TaskSpec, TaskUnits
 
@@ -118,25 +118,35 @@ def train_classifier(
     labels: torch.Tensor,
     settings: ScratchSettings,
     generator: torch.Generator,
+    device: str | torch.device = "cpu",
 ) -> list[float]:
     """Train ``model`` end to end with cross-entropy; return the mean loss of each epoch.
 
     Args:
         model: the network (every parameter is trained).
-        images: ``(N, 1, S, S)`` slices in ``[0, 1]``.
+        images: ``(N, 1, S, S)`` slices in ``[0, 1]`` (on the host).
         labels: ``(N,)`` class codes.
         settings: epochs, batch size, learning rate, weight decay.
         generator: shuffling order.
+        device: where the network trains (``tasks.device``; bf16 autocast on CUDA).
 
     Raises:
         ValueError: for no training slices, mismatched lengths or a non-finite loss.
     """
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need matching, non-empty images and labels, got {len(images)} and {len(labels)}")
+    device = resolve_device(device)
+    model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     model.train()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            logits = model(to_device(images[idx], device))
+        return F.cross_entropy(logits.float(), to_device(labels[idx], device))
+
     return run_epochs(
-        lambda idx: F.cross_entropy(model(images[idx]), labels[idx]),
+        batch_loss,
         len(images),
         settings.epochs,
         settings.batch_size,
@@ -146,9 +156,13 @@ def train_classifier(
 
 
 @torch.no_grad()
-def _probabilities(model: nn.Module, images: torch.Tensor, batch_size: int) -> np.ndarray:
+def _probabilities(model: nn.Module, images: torch.Tensor, size: int, device: torch.device) -> np.ndarray:
     model.eval()
-    chunks = [model(images[s : s + batch_size]).softmax(dim=1) for s in range(0, len(images), batch_size)]
+    chunks = []
+    for start in range(0, len(images), size):
+        with autocast(device):
+            logits = model(to_device(images[start : start + size], device))
+        chunks.append(logits.float().softmax(dim=1).cpu())
     return torch.cat(chunks).double().numpy()
 
 
@@ -163,6 +177,7 @@ class ScratchBaseline:
         evaluation: the shared evaluation settings (their fractions and seeds bound the baseline's).
         pool_window: the embedding's pooling window (``embed.pool_window``).
         root: folder the index's array paths are relative to (default: working directory).
+        device: where the networks train (``tasks.device``: auto, cpu or cuda).
 
     Raises:
         ValueError: when a configured fraction is not one of the shared label fractions.
@@ -176,6 +191,7 @@ class ScratchBaseline:
         evaluation: EvaluationSettings,
         pool_window: Sequence[float],
         root: str | Path | None = None,
+        device: str = "cpu",
     ) -> None:
         missing = [f for f in settings.label_fractions if not _among(f, evaluation.label_fractions)]
         if missing:
@@ -190,6 +206,7 @@ class ScratchBaseline:
         self.n_seeds = evaluation.seeds if settings.seeds is None else min(settings.seeds, evaluation.seeds)
         self.pool_window = tuple(float(v) for v in pool_window)
         self.root = root
+        self.device = resolve_device(device)
 
     @classmethod
     def from_files(
@@ -199,10 +216,11 @@ class ScratchBaseline:
         settings: Mapping[str, Any],
         evaluation: EvaluationSettings,
         pool_window: Sequence[float],
+        device: str = "cpu",
     ) -> ScratchBaseline:
         """Build from the rule's inputs and params (array paths relative to the working directory)."""
         scratch = ScratchSettings.from_dict(settings)
-        return cls(read_index(index_path), encoders, scratch, evaluation, pool_window)
+        return cls(read_index(index_path), encoders, scratch, evaluation, pool_window, device=device)
 
     def names(self, spec: TaskSpec) -> tuple[str, ...]:
         """The baselines this hook adds to ``spec`` (none for regression and survival)."""
@@ -257,7 +275,7 @@ class ScratchBaseline:
         if len(train) > cap:
             keep = np.sort(np.random.default_rng(seed).choice(len(train), cap, replace=False))
             train, labels = train.iloc[keep], labels[keep]
-        encoder = variant.build(seed)
+        encoder = variant.build(seed, self.device)
         side = int(encoder.config["img_size"])  # type: ignore[index]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -268,6 +286,7 @@ class ScratchBaseline:
             torch.from_numpy(labels.astype(np.int64)),
             self.settings,
             seeded_generator(seed),
+            self.device,
         )
         logger.info(
             "%s %s on %s, fraction %.3g seed %d fold %d: %d slices of %d subjects, loss %s",
@@ -282,7 +301,7 @@ class ScratchBaseline:
             " ".join(f"{v:.3f}" for v in history),
         )
         test = slices[slices["unit"].isin(fit.test)]
-        proba = _probabilities(model, self._images(test, side), self.settings.batch_size)
+        proba = _probabilities(model, self._images(test, side), self.settings.batch_size, self.device)
         return self._pool(spec, units, test, proba, fit.test)
 
     def _images(self, rows: pd.DataFrame, side: int) -> torch.Tensor:

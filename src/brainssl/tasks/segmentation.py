@@ -118,6 +118,7 @@ def run_segmentation(
     table_split: Mapping[str, str],
     settings: DenseTaskSettings,
     seed: int,
+    device: str = "cpu",
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
     """Train and score every variant of a segmentation task on one dataset.
 
@@ -130,6 +131,7 @@ def run_segmentation(
         settings: the task's settings (label fractions, seeds, bootstrap, modes, test fraction,
             training slices and the training subset :attr:`~DenseTaskSettings.train`).
         seed: workflow seed.
+        device: ``tasks.device`` (:func:`~brainssl.tasks.dense_training.resolve_device`).
 
     Returns:
         Results rows, the per-subject metric table and an overlay example (for the figure).
@@ -155,6 +157,7 @@ def run_segmentation(
         spec.out_channels(),
         segmentation_loss(spec.multilabel),
         max_train_slices=settings.max_train_slices,
+        device=device,
     )
     rows, per_subject = [], []
     for result in results:
@@ -342,6 +345,7 @@ def tumor_segmentation_task(
     outputs: Mapping[str, str | Path],
     *,
     percentiles: tuple[float, float],
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """BraTS whole tumour, tumour core and enhancing tumour segmentation (results, subjects, overlays).
 
@@ -353,6 +357,7 @@ def tumor_segmentation_task(
         outputs: paths ``results``, ``subjects``, ``overlays``.
         percentiles: the slice store's intensity percentiles of ``brats21``
             (:func:`~brainssl.tasks.dense_slices.slice_recipes`).
+        device: where the networks train (``tasks.device``: auto, cpu or cuda).
 
     Returns:
         The results table as written.
@@ -366,7 +371,9 @@ def tumor_segmentation_task(
     for problem in problems:
         logger.warning("left out: %s", problem)
     split = _table_split(table)
-    rows, per_subject, example = run_segmentation(cases, spec, "brats21", encoders, split, settings, seed)
+    rows, per_subject, example = run_segmentation(
+        cases, spec, "brats21", encoders, split, settings, seed, device
+    )
     return write_outputs(rows, per_subject, [example], **outputs)
 
 
@@ -379,6 +386,7 @@ def hippocampus_segmentation_task(
     outputs: Mapping[str, str | Path],
     *,
     percentiles: Mapping[str, tuple[float, float]],
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """Hippocampus segmentation per dataset (Decathlon labels, or generator labels of OASIS-3/IXI).
 
@@ -393,6 +401,7 @@ def hippocampus_segmentation_task(
         outputs: paths ``results``, ``subjects``, ``overlays``.
         percentiles: ``{dataset: the slice store's intensity percentiles}``
             (:func:`~brainssl.tasks.dense_slices.slice_recipes`).
+        device: where the networks train (``tasks.device``: auto, cpu or cuda).
 
     Returns:
         The results table as written.
@@ -412,7 +421,9 @@ def hippocampus_segmentation_task(
         )
         logger.info("%s: %d subjects, %d without labels", dataset, len(cases), len(problems))
         split = _table_split(table)
-        found, frame, example = run_segmentation(cases, spec, dataset, encoders, split, settings, seed)
+        found, frame, example = run_segmentation(
+            cases, spec, dataset, encoders, split, settings, seed, device
+        )
         rows += found
         frames.append(frame.assign(dataset=dataset))
         examples.append(example)
