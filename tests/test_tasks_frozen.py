@@ -24,7 +24,7 @@ TASK_SETTINGS = {
         "rsf_min_leaf": 2,
     },
 }
-SHARED = {"evaluation": "kfold", "folds": 3, "label_fractions": [0.3, 1.0], "seeds": 2, "bootstrap": 20}
+SHARED = {"evaluation": "kfold", "folds": 3, "label_fractions": [0.5, 1.0], "seeds": 2, "bootstrap": 20}
 
 
 def _pooled_table(n_subjects: int = 24, seed: int = 0) -> pd.DataFrame:
@@ -120,7 +120,7 @@ def test_run_task_scores_every_encoder_and_fraction():
     outcome = _run(run, table)
     frame = pd.DataFrame(outcome.rows)
     assert set(frame["status"]) == {"ok"}
-    assert set(frame["label_fraction"]) == {0.3, 1.0} and set(frame["seed"]) == {0, 1}
+    assert set(frame["label_fraction"]) == {0.5, 1.0} and set(frame["seed"]) == {0, 1}
     assert set(frame["encoder"]) == {"moco-vit_tiny", "random-vit_tiny"}
     full = frame[(frame["label_fraction"] == 1.0) & (frame["metric"] == "accuracy")]
     assert (full["value"] > 0.9).all()  # the features carry the class

@@ -1,7 +1,8 @@
 # Frozen-feature tasks: light heads on pooled embeddings of every encoder, one job per task of
-# the registry (brainssl.tasks.registry; encoders, label fractions, seeds and subject-level
-# folds loop inside), the representation analysis of slice embeddings, and the merge of every
-# task's results.tsv (dense tasks included, via TASK_RESULTS) into results/tasks/results.tsv.
+# the registry (brainssl.tasks.registry; encoders, label fractions and shots, seeds and
+# subject-level folds loop inside), the representation analysis of slice embeddings, and the
+# merge of every task's results.tsv (dense tasks included, via TASK_RESULTS) into
+# results/tasks/results.tsv, with the conclusions and the few-shot figures.
 # Input and params functions in common.smk, task lists from brainssl.wiring.
 
 
@@ -19,7 +20,9 @@ rule tasks_frozen:
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
+    # one GPU where tasks.device is cuda, for the jobs that train scratch networks
     resources:
+        **wiring.frozen_task_gpu_resources(config),
         mem_mb=4000,
         runtime=30,
     params:
@@ -95,6 +98,11 @@ rule tasks_representation:
         "../scripts/tasks_representation.py"
 
 
+# The report's tasks section opens with the few-shot curves of every frozen-feature task, the
+# conclusions (which encoder beats which, where) and the merged table; the merge writes them.
+TASKS_SUMMARY = "1. Few-shot curves, conclusions, all results"
+
+
 rule tasks_merge:
     input:
         results=expand("results/tasks/{task}/results.tsv", task=TASK_RESULTS),
@@ -104,9 +112,35 @@ rule tasks_merge:
             "results/tasks/results.tsv",
             caption="../report/tasks_results.rst",
             category="5. Tasks",
-            labels={"figure": "results table of every task"},
+            subcategory=TASKS_SUMMARY,
+            labels={"task": "all", "figure": "results table of every task"},
         ),
         comparisons="results/tasks/comparisons.tsv",
+        conclusions=report(
+            "results/tasks/conclusions.tsv",
+            caption="../report/tasks_conclusions.rst",
+            category="5. Tasks",
+            subcategory=TASKS_SUMMARY,
+            labels={"task": "all", "figure": "conclusions: who beats whom (table)"},
+        ),
+        conclusions_figure=report(
+            "results/tasks/conclusions.png",
+            caption="../report/tasks_conclusions_figure.rst",
+            category="5. Tasks",
+            subcategory=TASKS_SUMMARY,
+            labels={"task": "all", "figure": "conclusions: who beats whom, where"},
+        ),
+        claims="results/tasks/claims.md",
+        fewshot=[
+            report(
+                f"results/tasks/{task}/fewshot.png",
+                caption="../report/tasks_fewshot.rst",
+                category="5. Tasks",
+                subcategory=TASKS_SUMMARY,
+                labels={"task": task, "figure": "few-shot curves"},
+            )
+            for task in FROZEN_TASKS
+        ],
         prov="results/tasks/results.provenance.json",
     log:
         "logs/tasks/merge.log",

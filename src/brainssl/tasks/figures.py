@@ -1,4 +1,4 @@
-"""Figures of the task results: label-fraction curves per task and Kaplan-Meier curves of risk groups."""
+"""Figures of the task results: label-fraction and few-shot curves, conclusions, Kaplan-Meier curves."""
 
 from __future__ import annotations
 
@@ -11,16 +11,24 @@ import pandas as pd
 
 from brainssl.io import atomic_path
 
-__all__ = ["degenerate_cells", "save_fraction_curves", "save_risk_group_curves"]
+__all__ = [
+    "degenerate_cells",
+    "save_conclusions_figure",
+    "save_fewshot_curves",
+    "save_fraction_curves",
+    "save_risk_group_curves",
+]
 
 
-def _figure(n_panels: int, width: float = 3.6, height: float = 3.0) -> tuple[Any, np.ndarray]:
+def _figure(
+    n_panels: int, width: float = 3.6, height: float = 3.0, max_cols: int = 4
+) -> tuple[Any, np.ndarray]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(4, max(1, n_panels))
+    cols = min(max_cols, max(1, n_panels))
     rows = max(1, -(-n_panels // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     return fig, axes.ravel()
@@ -78,7 +86,7 @@ def save_fraction_curves(results: pd.DataFrame, path: str | Path) -> Any:
     Returns:
         The (closed) matplotlib figure, for inspection.
     """
-    ok = results[results["status"] == "ok"]
+    ok = results[(results["status"] == "ok") & (_shots(results) == 0)]  # the few-shot rows have their figure
     panels = sorted(ok.groupby(["task", "dataset", "metric"]).groups) if len(ok) else []
     fig, axes = _figure(max(1, len(panels)))
     if not panels:
@@ -119,6 +127,222 @@ def save_fraction_curves(results: pd.DataFrame, path: str | Path) -> Any:
         ax.set_axis_off()
     save_figure(fig, path)
     return fig
+
+
+def _shots(results: pd.DataFrame) -> pd.Series:
+    """The ``shots`` column (0 for label-fraction rows; tables without it have none)."""
+    if "shots" not in results:
+        return pd.Series(0, index=results.index)
+    return pd.to_numeric(results["shots"], errors="coerce").fillna(0).astype(int)
+
+
+_REGRESSION_METRICS = ("mae", "mae_corrected", "gap_slope", "gap_slope_corrected")
+_SURVIVAL_METRICS = ("c_harrell", "c_uno", "ibs", "logrank_p")
+
+
+def fewshot_axis_label(metric: str) -> str:
+    """The x label of a few-shot panel: per class, per event status (survival) or in all (regression)."""
+    if metric in _REGRESSION_METRICS:
+        return "labelled training subjects (log)"
+    if any(metric.endswith(f"_{m}") for m in _SURVIVAL_METRICS):
+        return "labelled training subjects per event status (log)"
+    return "labelled training subjects per class (log)"
+
+
+def _skipped_note(part: pd.DataFrame) -> str:
+    """``skipped (reasons in results.tsv): 2 shots x4, 10 shots x4`` for a panel's skipped cells."""
+    skipped = part[part["status"] == "skipped"]
+    if skipped.empty:
+        return ""
+    counts = skipped.groupby(_shots(skipped)).size().sort_index()
+    cells = ", ".join(f"{int(k)} shots x{int(n)}" for k, n in counts.items())
+    return f"skipped (reasons in results.tsv): {cells}"
+
+
+def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = "") -> Any:
+    """One task's few-shot curves: metric against labelled training subjects per class (log x).
+
+    One panel per (task, dataset, metric) of the rows with ``shots`` > 0; one line per encoder:
+    the mean over label draws, with bars from the mean of the draws' 95% bootstrap intervals
+    over test subjects (the encoders' points are spread a little along x so that bars do not
+    hide each other). A dotted line in the encoder's colour marks its value with every training
+    subject (the largest label fraction), as a ceiling. Skipped cells (too few subjects per
+    class, a degenerate fit) and :func:`degenerate_cells` are left out, and the panel counts
+    them. Without any few-shot row the figure says so, so that it always exists.
+
+    Args:
+        results: one task's results table (``results.tsv`` columns, ``shots`` included).
+        path: destination PNG.
+        title: the figure's title (default: the task names).
+
+    Returns:
+        The (closed) matplotlib figure, for inspection.
+    """
+    shots = _shots(results)
+    few = results[shots > 0]
+    panels = sorted(few.groupby(["task", "dataset", "metric"]).groups) if len(few) else []
+    fig, axes = _figure(max(1, len(panels)), width=3.8, height=3.2)
+    names = " / ".join(sorted(set(results["task"]))) or "no task"
+    fig.suptitle(title or f"{names}: few-shot curves", fontsize=10)
+    if not panels:
+        axes[0].text(
+            0.5,
+            0.5,
+            "no few-shot budget was evaluated\n(tasks.shots empty, or the task was skipped)",
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
+        axes[0].set_axis_off()
+    full = results[(results["status"] == "ok") & (shots == 0)]
+    for ax, key in zip(axes, panels, strict=False):
+        part = few[(few["task"] == key[0]) & (few["dataset"] == key[1]) & (few["metric"] == key[2])]
+        ok = part[part["status"] == "ok"]
+        bad = degenerate_cells(ok)
+        good = ok[~bad]
+        budgets = sorted(int(k) for k in _shots(part).unique())
+        encoders = sorted(good["encoder"].unique())
+        ceiling = full[(full["task"] == key[0]) & (full["dataset"] == key[1]) & (full["metric"] == key[2])]
+        ceiling = ceiling[~degenerate_cells(ceiling)]
+        handles: list[Any] = []
+        for i, encoder in enumerate(encoders):
+            rows = good[good["encoder"] == encoder]
+            stats = rows.groupby(_shots(rows))[["value", "ci_low", "ci_high"]].mean().sort_index()
+            x = stats.index.to_numpy(dtype=float) * 1.05 ** (i - (len(encoders) - 1) / 2)
+            mean = stats["value"].to_numpy(dtype=float)
+            low = np.nan_to_num(mean - stats["ci_low"].to_numpy(dtype=float), nan=0.0)
+            high = np.nan_to_num(stats["ci_high"].to_numpy(dtype=float) - mean, nan=0.0)
+            bars = ax.errorbar(
+                x, mean, yerr=np.clip(np.vstack([low, high]), 0.0, None), marker="o", capsize=3, label=encoder
+            )
+            handles.append(bars)
+            top = ceiling[ceiling["encoder"] == encoder]
+            if len(top):
+                largest = top[np.isclose(top["label_fraction"], top["label_fraction"].max())]
+                ax.axhline(
+                    float(largest["value"].mean()),
+                    ls=":",
+                    lw=1.0,
+                    color=bars.lines[0].get_color(),
+                    gid="all training subjects",
+                )
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(k) for k in budgets])
+        ax.minorticks_off()
+        ax.set_xlim(min(budgets) / 1.5, max(budgets) * 1.5)
+        ax.set_xlabel(fewshot_axis_label(key[2]))
+        ax.set_ylabel(key[2])
+        ax.set_title(f"{key[0]} / {key[1]}", fontsize=9)
+        if encoders:
+            if any(line.get_gid() == "all training subjects" for line in ax.get_lines()):
+                handles += ax.plot([], [], ls=":", color="0.3", label="dotted: all training subjects")
+            ax.legend(handles=handles, fontsize=7)
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "no few-shot cell reported",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+            )
+            ax.set_ylim(0.0, 1.0)
+        notes = [n for n in (_skipped_note(part), _left_out_note(ok, bad)) if n]
+        if notes:
+            ax.text(
+                0.5,
+                -0.32,
+                "\n".join(notes),
+                transform=ax.transAxes,
+                fontsize=7,
+                color="0.3",
+                ha="center",
+                va="top",
+            )
+    for ax in axes[len(panels) or 1 :]:
+        ax.set_axis_off()
+    save_figure(fig, path, rect=(0.0, 0.0, 1.0, 0.95))
+    return fig
+
+
+#: Cell colours of the conclusions figure, per verdict of the row's encoder.
+VERDICT_COLOURS = {"better": "#4daf4a", "worse": "#e41a1c", "inconclusive": "#d9d9d9", "undefined": "#ffffff"}
+
+
+def save_conclusions_figure(table: pd.DataFrame, path: str | Path) -> Any:
+    """Which encoder beats which, where: one panel per encoder pair, cells coloured by verdict.
+
+    Rows of a panel are the tasks (and datasets) with their primary metric, columns the label
+    budgets (shots per class, then label fractions); each cell holds the gain of the panel's
+    first encoder over the second (positive = better; a lower MAE is a gain) with its 95%
+    interval, green where the interval is above 0, red below, grey when it holds 0.
+
+    Args:
+        table: :func:`brainssl.tasks.conclusions.conclusions` output.
+        path: destination PNG.
+
+    Returns:
+        The (closed) matplotlib figure; each cell's text has gid ``cell``.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    primary = table[table["primary"].astype(bool)] if len(table) else table
+    pairs = sorted(primary.groupby(["encoder", "baseline"]).groups) if len(primary) else []
+    cells = [
+        _budget(shots, fraction)
+        for shots, fraction in zip(primary["shots"], primary["label_fraction"], strict=True)
+    ]
+    budgets = sorted(set(cells), key=lambda b: (b[0] == 0, b[0], b[1]))  # shots first, then fractions
+    tasks = sorted(primary.groupby(["task", "dataset", "metric"]).groups) if len(primary) else []
+    width = max(4.0, 1.15 * len(budgets) + 2.6)
+    height = max(2.2, 0.42 * len(tasks) + 1.4)
+    fig, axes = _figure(max(1, len(pairs)), width=width, height=height, max_cols=2)
+    if not pairs:
+        axes[0].text(
+            0.5, 0.5, "no paired comparison was reported\n(every cell skipped?)", ha="center", va="center"
+        )
+        axes[0].set_axis_off()
+    order = list(VERDICT_COLOURS)
+    cmap = ListedColormap([VERDICT_COLOURS[v] for v in order])
+    for ax, (encoder, baseline) in zip(axes, pairs, strict=False):
+        part = primary[(primary["encoder"] == encoder) & (primary["baseline"] == baseline)]
+        codes = np.full((len(tasks), len(budgets)), order.index("undefined"), dtype=float)
+        for _, row in part.iterrows():
+            r = tasks.index((row["task"], row["dataset"], row["metric"]))
+            c = budgets.index(_budget(row["shots"], row["label_fraction"]))
+            codes[r, c] = order.index(str(row["verdict"]))
+            low, high = float(row["ci_low"]), float(row["ci_high"])
+            interval = f"\n[{low:+.2g}, {high:+.2g}]" if np.isfinite([low, high]).all() else ""
+            ax.text(
+                c, r, f"{float(row['gain']):+.2g}{interval}", ha="center", va="center", fontsize=6, gid="cell"
+            )
+        ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, aspect="auto")
+        ax.set_xticks(range(len(budgets)), [_budget_label(*b) for b in budgets], fontsize=7, rotation=30)
+        ax.set_yticks(range(len(tasks)), [_task_label(*t) for t in tasks], fontsize=7)
+        ax.set_title(f"{encoder} vs {baseline}", fontsize=9)
+    for ax in axes[len(pairs) or 1 :]:
+        ax.set_axis_off()
+    handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in order[:3]]
+    title = "gain of the first encoder over the second (95% paired bootstrap interval over test subjects)"
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, title=title, title_fontsize=8)
+    save_figure(fig, path, rect=(0.0, 0.0, 1.0, 1.0 - 0.75 / fig.get_figheight()))
+    return fig
+
+
+def _budget(shots: Any, fraction: Any) -> tuple[int, float]:
+    """A budget as a sortable pair: ``(shots, 0.0)`` or ``(0, fraction)``."""
+    return (int(shots), 0.0) if int(shots) else (0, float(fraction))
+
+
+def _budget_label(shots: int, fraction: float) -> str:
+    return f"{shots} shots" if shots else f"fraction {fraction:g}"
+
+
+def _task_label(task: str, dataset: str, metric: str) -> str:
+    on = task if dataset == task else f"{task} ({dataset})"
+    return f"{on}\n{metric}"
 
 
 def _at_risk_times(t_max: float) -> np.ndarray:

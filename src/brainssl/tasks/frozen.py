@@ -1,12 +1,15 @@
-"""Run one task rule: every encoder x label fraction x seed x fold, scored with subject bootstrap CIs.
+"""Run one task rule: every encoder x label budget x seed x fold, scored with subject bootstrap CIs.
 
 :func:`run_task` is what the ``tasks_frozen`` rule calls for one task of
 :mod:`brainssl.tasks.registry`. It reads each encoder's pooled table, builds the task's
 units, walks :func:`~brainssl.tasks.units.evaluation_plan` (out-of-fold predictions for
-every unit), scores them and compares every encoder with the
-baselines (random initialisation, classical features, supervised from scratch) by a paired
-subject bootstrap. A task (or one encoder of it) whose labels are missing or degenerate
-yields ``skipped`` rows with the reason, and the other tasks and encoders go on.
+every unit, per label fraction and per few-shot budget), scores them and compares, by a
+paired subject bootstrap, every encoder with the baselines (random initialisation,
+classical features, supervised from scratch) and the pretrained encoders with each other.
+A task (or one encoder of it) whose labels are missing or degenerate yields ``skipped``
+rows with the reason, and the other tasks and encoders go on; so does a cell (budget and
+seed) one of whose fits is too small (:func:`~brainssl.tasks.units.fit_shortfall`) or
+fails: a cell is a number only when every fold of it was fitted.
 :mod:`brainssl.tasks.outputs` writes the rule's files.
 """
 
@@ -36,14 +39,26 @@ from .metrics import (
     uno_weights,
 )
 from .results import bootstrap_ci, paired_bootstrap, result_row, skipped_rows
-from .units import EvaluationSettings, Fit, TaskSpec, TaskUnits, build_units, evaluation_plan, task_specs
+from .units import (
+    MIN_TRAIN_EVENTS,
+    EvaluationSettings,
+    Fit,
+    TaskSpec,
+    TaskUnits,
+    budget_columns,
+    build_units,
+    evaluation_plan,
+    task_specs,
+)
 
 __all__ = [
     "COMPARISON_COLUMNS",
+    "MIN_TRAIN_EVENTS",
     "ExtraBaselines",
     "Prediction",
     "TaskOutcome",
     "TaskRun",
+    "comparison_pairs",
     "encoder_mode",
     "run_task",
 ]
@@ -55,6 +70,7 @@ COMPARISON_COLUMNS = (
     "dataset",
     "metric",
     "label_fraction",
+    "shots",
     "seed",
     "encoder",
     "baseline",
@@ -63,8 +79,6 @@ COMPARISON_COLUMNS = (
     "ci_high",
     "p_value",
 )
-#: A survival head needs at least this many events among its training subjects.
-MIN_TRAIN_EVENTS = 2
 
 
 def encoder_mode(name: str) -> str:
@@ -81,7 +95,7 @@ def is_baseline(name: str) -> bool:
 
 @dataclass
 class Prediction:
-    """Out-of-fold predictions of one encoder at one label fraction and seed (NaN = not tested)."""
+    """Out-of-fold predictions of one encoder at one label budget and seed (NaN = not tested)."""
 
     values: np.ndarray
     """Class probabilities ``(n, K)``, ages ``(n,)`` or risks ``(n,)``."""
@@ -90,6 +104,8 @@ class Prediction:
     n_train: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """Why some units stayed unpredicted (becomes the reason of a skipped row)."""
+    short: str = ""
+    """Why the cell is not reported: a fit too small or one that failed (its rows are skipped)."""
 
     @property
     def tested(self) -> np.ndarray:
@@ -118,6 +134,7 @@ class TaskRun:
             label_fractions=tuple(float(f) for f in shared["label_fractions"]),
             seeds=int(shared["seeds"]),
             seed=int(seed),
+            shots=tuple(int(k) for k in shared.get("shots", ())),
         )
         return cls(task, dict(settings), evaluation, int(shared["bootstrap"]))
 
@@ -131,7 +148,10 @@ class ExtraBaselines(Protocol):
     def __call__(
         self, spec: TaskSpec, units: TaskUnits, plan: list[Fit]
     ) -> Mapping[str, Mapping[tuple[float, int], Prediction]]:
-        """Out-of-fold predictions per baseline on ``plan``'s fits: name -> (fraction, seed) -> prediction."""
+        """Out-of-fold predictions per baseline on ``plan``'s fits: name -> (budget, seed) -> prediction.
+
+        A label fraction's budget key is the fraction itself (:func:`~brainssl.tasks.units.budget_key`).
+        """
 
 
 @dataclass
@@ -141,7 +161,7 @@ class TaskOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     predictions: dict[tuple[str, str, str], dict[tuple[float, int], Prediction]] = field(default_factory=dict)
-    """(task, dataset, encoder) -> (fraction, seed) -> prediction."""
+    """(task, dataset, encoder) -> (budget key, seed) -> prediction (see :func:`.units.budget_key`)."""
     units: dict[tuple[str, str], TaskUnits] = field(default_factory=dict)
 
 
@@ -170,23 +190,40 @@ def degenerate_reason(spec: TaskSpec, units: TaskUnits) -> str:
     return ""
 
 
+def short_cells(plan: Sequence[Fit]) -> dict[tuple[float, int], str]:
+    """(budget, seed) cells of ``plan`` with a fit too small to report, and the first such fit's reason."""
+    short: dict[tuple[float, int], str] = {}
+    for fit in plan:
+        if fit.short and (fit.budget, fit.seed) not in short:
+            budget = f"{fit.shots} shots" if fit.shots else f"label fraction {fit.fraction:g}"
+            short[(fit.budget, fit.seed)] = f"{budget}, fold {fit.fold}: {fit.short}"
+    return short
+
+
 def _predict(
     spec: TaskSpec, units: TaskUnits, plan: Sequence[Fit], run: TaskRun
 ) -> dict[tuple[float, int], Any]:
-    """Out-of-fold predictions of every fit, grouped by (fraction, seed)."""
+    """Out-of-fold predictions of every fit, grouped by (budget, seed); short cells are not fitted."""
     n = len(units.features)
     out: dict[tuple[float, int], Any] = {}
     x, y = units.features, units.target
+    short = short_cells(plan)
     for fit in plan:
-        key = (fit.fraction, fit.seed)
+        key = (fit.budget, fit.seed)
         if spec.kind in ("multiclass", "binary"):
             pred = out.setdefault(key, Prediction(np.full((n, len(units.classes)), np.nan)))
+        else:
+            pred = out.setdefault(key, Prediction(np.full(n, np.nan), np.full(n, np.nan)))
+        pred.n_train.append(fit.n_train_subjects)
+        if key in short:
+            pred.short = short[key]
+            continue
+        if spec.kind in ("multiclass", "binary"):
             c = float(run.settings["logistic_c"])
             pred.values[fit.test] = fit_classifier(
                 x[fit.train], y[fit.train], x[fit.test], len(units.classes), c, fit.seed
             )
         elif spec.kind == "regression":
-            pred = out.setdefault(key, Prediction(np.full(n, np.nan), np.full(n, np.nan)))
             test_pred, inner = fit_regressor(
                 x[fit.train], y[fit.train], x[fit.test], float(run.settings["ridge_alpha"])
             )
@@ -196,7 +233,6 @@ def _predict(
                     pred.corrected[fit.test] = correct_age_bias(test_pred, *fit_age_bias(y[fit.train], inner))
                 except ValueError as err:
                     logger.warning("no age-bias correction for fold %d: %s", fit.fold, err)
-        pred.n_train.append(fit.n_train_subjects)
     return out
 
 
@@ -213,14 +249,16 @@ def _predict_survival(
     n = len(units.features)
     out: dict[tuple[float, int], Prediction] = {}
     x, y = units.features, units.target
+    short = short_cells(plan)
     for fit in plan:
         empty = Prediction(np.full(n, np.nan), np.full((n, grid.size), np.nan))
-        pred = out.setdefault((fit.fraction, fit.seed), empty)
-        events = int(y[fit.train][y.dtype.names[0]].sum())
-        if events < MIN_TRAIN_EVENTS:
-            note = f"{model}: fewer than {MIN_TRAIN_EVENTS} events among the training subjects"
-            pred.notes.append(note)
-            logger.warning("fold %d, fraction %s: %s", fit.fold, fit.fraction, note)
+        key = (fit.budget, fit.seed)
+        pred = out.setdefault(key, empty)
+        pred.n_train.append(fit.n_train_subjects)
+        if key in short:
+            pred.short = short[key]
+            continue
+        if pred.short:  # an earlier fold of this cell failed
             continue
         try:
             with warnings.catch_warnings():
@@ -229,11 +267,10 @@ def _predict_survival(
                     model, x[fit.train], y[fit.train], x[fit.test], grid, run.settings, fit.seed
                 )
         except (ArithmeticError, ValueError, RuntimeWarning, np.linalg.LinAlgError) as err:
-            pred.notes.append(f"{model} did not fit: {err}")
-            logger.warning("fold %d, fraction %s: %s did not fit: %s", fit.fold, fit.fraction, model, err)
+            pred.short = f"{model} did not fit in fold {fit.fold}: {err}"
+            logger.warning("fold %d, budget %s: %s did not fit: %s", fit.fold, fit.budget, model, err)
             continue
         pred.values[fit.test], pred.corrected[fit.test] = risk, surv
-        pred.n_train.append(fit.n_train_subjects)
     return out
 
 
@@ -271,15 +308,15 @@ def _classification_metrics(spec: TaskSpec) -> dict[str, Callable[..., float]]:
 
 
 def _row_base(
-    spec: TaskSpec, encoder: str, fraction: float, seed: int, pred: Prediction, groups: np.ndarray
+    spec: TaskSpec, encoder: str, budget: float, seed: int, pred: Prediction, groups: np.ndarray
 ) -> dict[str, Any]:
-    """The identifying columns of one (encoder, fraction, seed) evaluation's result rows."""
+    """The identifying columns of one (encoder, budget, seed) evaluation's result rows."""
     return {
         "task": spec.name,
         "dataset": spec.dataset,
         "encoder": encoder,
         "mode": encoder_mode(encoder),
-        "label_fraction": fraction,
+        **budget_columns(budget),
         "seed": seed,
         "n_train": int(np.median(pred.n_train)) if pred.n_train else 0,
         "n_test": int(len(set(groups))),
@@ -294,10 +331,13 @@ def _score(
     run: TaskRun,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for (fraction, seed), pred in sorted(preds.items()):
+    for (budget, seed), pred in sorted(preds.items()):
         tested = pred.tested
         groups = units.subjects[tested]
-        base = _row_base(spec, encoder, fraction, seed, pred, groups)
+        base = _row_base(spec, encoder, budget, seed, pred, groups)
+        if pred.short:
+            rows += skipped_rows(reason=pred.short, metrics=spec.metrics, **base)
+            continue
         y = units.target[tested]
         if spec.kind in ("multiclass", "binary"):
             metrics = _classification_metrics(spec)
@@ -343,11 +383,15 @@ def _survival_rows(
     weights_all = uno_weights(everyone, everyone, tau=float(grid[-1]))
 
     rows: list[dict[str, Any]] = []
-    for (fraction, seed), pred in sorted(preds.items()):
+    for (budget, seed), pred in sorted(preds.items()):
         tested = pred.tested
         y, risk, groups = everyone[tested], pred.values[tested], units.subjects[tested]
         event, time, weights = event_all[tested], time_all[tested], weights_all[tested]
-        base = _row_base(spec, encoder, fraction, seed, pred, groups)
+        base = _row_base(spec, encoder, budget, seed, pred, groups)
+        if pred.short:
+            names = tuple(f"{model}_{m}" for m in spec.metrics)
+            rows += skipped_rows(reason=pred.short, metrics=names, **base)
+            continue
         contributions = (
             brier_contributions(everyone, y, pred.corrected[tested], grid) if tested.any() else np.zeros(0)
         )
@@ -373,45 +417,58 @@ def _comparisons(
     predictions: Mapping[str, Mapping[tuple[float, int], Prediction]],
     run: TaskRun,
 ) -> list[dict[str, Any]]:
-    """Paired subject bootstrap: every non-baseline encoder against every baseline, per metric."""
+    """Paired subject bootstrap per metric and reported cell of every :func:`comparison_pairs` pair.
+
+    ``diff`` is ``encoder`` minus ``baseline`` (the encoder compared with); skipped cells are
+    not compared.
+    """
     if spec.kind not in ("multiclass", "binary", "regression"):
         return []
     metrics: dict[str, Callable[..., float]] = (
         _classification_metrics(spec) if spec.kind != "regression" else {"mae": mean_absolute_error}
     )
     out = []
-    encoders = [e for e in predictions if not is_baseline(e)]
-    baselines = [e for e in predictions if is_baseline(e)]
-    for encoder in encoders:
-        for baseline in baselines:
-            for key, pred in sorted(predictions[encoder].items()):
-                other = predictions[baseline].get(key)
-                if other is None:
-                    continue
-                tested = pred.tested & other.tested
-                for name, metric in metrics.items():
-                    stats = paired_bootstrap(
-                        metric,
-                        units.target[tested],
-                        pred.values[tested],
-                        other.values[tested],
-                        n_boot=run.n_boot,
-                        seed=key[1],
-                        groups=units.subjects[tested],
-                    )
-                    out.append(
-                        {
-                            "task": spec.name,
-                            "dataset": spec.dataset,
-                            "metric": name,
-                            "label_fraction": key[0],
-                            "seed": key[1],
-                            "encoder": encoder,
-                            "baseline": baseline,
-                            **stats,
-                        }
-                    )
+    for encoder, baseline in comparison_pairs(list(predictions)):
+        for key, pred in sorted(predictions[encoder].items()):
+            other = predictions[baseline].get(key)
+            if other is None or pred.short or other.short:
+                continue
+            tested = pred.tested & other.tested
+            for name, metric in metrics.items():
+                stats = paired_bootstrap(
+                    metric,
+                    units.target[tested],
+                    pred.values[tested],
+                    other.values[tested],
+                    n_boot=run.n_boot,
+                    seed=key[1],
+                    groups=units.subjects[tested],
+                )
+                out.append(
+                    {
+                        "task": spec.name,
+                        "dataset": spec.dataset,
+                        "metric": name,
+                        **budget_columns(key[0]),
+                        "seed": key[1],
+                        "encoder": encoder,
+                        "baseline": baseline,
+                        **stats,
+                    }
+                )
     return out
+
+
+def comparison_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """The (encoder, compared-with) pairs of the paired comparisons, in order.
+
+    Every pretrained (non-baseline) encoder against every baseline, then every two pretrained
+    encoders (the first by name as ``encoder``); baselines are not compared with each other.
+    """
+    pretrained = sorted(n for n in names if not is_baseline(n))
+    baselines = [n for n in names if is_baseline(n)]
+    pairs = [(e, b) for e in pretrained for b in baselines]
+    return pairs + [(a, b) for i, a in enumerate(pretrained) for b in pretrained[i + 1 :]]
 
 
 def run_task(
@@ -448,7 +505,10 @@ def run_task(
                 spec_units = units
         if spec_units is not None and extra_predictions is not None:
             plan = list(evaluation_plan(spec_units, run.evaluation))
+            short = short_cells(plan)
             for name, preds in extra_predictions(spec, spec_units, plan).items():
+                for key, pred in preds.items():  # the heads' skipped cells are the baseline's too
+                    pred.short = pred.short or short.get(key, "")
                 outcome.rows += _score(spec, spec_units, name, preds, run)
                 spec_preds[name] = preds
         elif tables and extra_predictions is not None:

@@ -28,15 +28,18 @@ logger = logging.getLogger(__name__)
 def risk_group_curves(outcome: TaskOutcome) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """Per encoder of a survival target: the survival of tested subjects, their high-risk half, log-rank p.
 
-    Uses the first survival model's out-of-fold risks at the largest label fraction, seed 0.
+    Uses the first survival model's out-of-fold risks at the largest reported label fraction,
+    seed 0 (no curve where every fraction's cell was skipped).
     """
     curves = {}
     for (task, dataset, encoder), preds in sorted(outcome.predictions.items()):
         units = outcome.units.get((task, dataset))
-        if units is None or not units.target.dtype.names or ":" in encoder or not preds:
+        if units is None or not units.target.dtype.names or ":" in encoder:
             continue
-        key = max(k for k in preds if k[1] == 0)
-        pred = preds[key]
+        reported = [k for k, p in preds.items() if k[1] == 0 and k[0] > 0 and not p.short]
+        if not reported:
+            continue
+        pred = preds[max(reported)]
         tested = pred.tested
         try:
             high, p_value = logrank_groups(units.target[tested], pred.values[tested])
@@ -61,7 +64,8 @@ def write_task_outputs(
     """
     table = write_results(outcome.rows, results)
     frame = pd.DataFrame(outcome.comparisons, columns=list(COMPARISON_COLUMNS))
-    write_table(comparisons, frame.sort_values(list(COMPARISON_COLUMNS[:7]), kind="stable"))
+    order = list(COMPARISON_COLUMNS[: COMPARISON_COLUMNS.index("baseline") + 1])
+    write_table(comparisons, frame.sort_values(order, kind="stable"))
     save_fraction_curves(table, curves)
     if risk_groups is not None:
         save_risk_group_curves(risk_group_curves(outcome), risk_groups)

@@ -1,11 +1,15 @@
 """The one results table every downstream task writes, with its statistics helpers.
 
 Every task rule (frozen-feature heads, dense fine-tuning, baselines) reports one row per
-(task, dataset, encoder, mode, label fraction, seed, metric) in the columns of
+(task, dataset, encoder, mode, label budget, seed, metric) in the columns of
 :data:`RESULT_COLUMNS`, so that one merge rule and one report can read them all. A task
 that cannot run (labels missing, one class only, everything censored) writes rows with
 ``status="skipped"`` and the reason, never an empty file or a crash: the run goes on and
 the table says why a number is absent.
+
+A label budget is a share of the training subjects (``label_fraction``, ``shots`` 0) or, for
+the few-shot curves of the frozen-feature tasks, a number of labelled training subjects per
+class (``shots`` > 0, ``label_fraction`` NaN; :func:`shot_subjects`).
 
 Confidence intervals resample test *subjects* (the rows of the per-subject arrays given),
 never slices, because slices of one subject are not independent observations.
@@ -33,6 +37,7 @@ __all__ = [
     "label_fraction_subjects",
     "paired_bootstrap",
     "result_row",
+    "shot_subjects",
     "skipped_rows",
     "merge_comparisons",
     "merge_results",
@@ -48,6 +53,7 @@ RESULT_COLUMNS = (
     "encoder",
     "mode",
     "label_fraction",
+    "shots",
     "seed",
     "metric",
     "value",
@@ -59,7 +65,7 @@ RESULT_COLUMNS = (
     "reason",
 )
 #: Row order of a written table: identical inputs give byte-identical files.
-SORT_COLUMNS = ("task", "dataset", "encoder", "mode", "label_fraction", "seed", "metric")
+SORT_COLUMNS = ("task", "dataset", "encoder", "mode", "label_fraction", "shots", "seed", "metric")
 STATUSES = ("ok", "skipped")
 _FLOAT_COLUMNS = ("label_fraction", "value", "ci_low", "ci_high")
 
@@ -68,6 +74,7 @@ _DEFAULTS: dict[str, Any] = {
     "encoder": "",
     "mode": "none",
     "label_fraction": math.nan,
+    "shots": 0,
     "seed": -1,
     "metric": "",
     "value": math.nan,
@@ -84,7 +91,7 @@ def result_row(**fields: Any) -> dict[str, Any]:
     """Return one results row with every column of :data:`RESULT_COLUMNS`, missing ones filled.
 
     Defaults: confidence bounds and value NaN, ``status="ok"``, ``reason=""``, ``mode="none"``,
-    ``seed=-1``, counts 0.
+    ``seed=-1``, counts and ``shots`` 0.
 
     Raises:
         ValueError: for an unknown column, a missing ``task``, an unknown status, or a
@@ -113,7 +120,7 @@ def skipped_rows(
         dataset: dataset name.
         reason: why nothing could be measured (shown in the report).
         metrics: one row per metric name, so the skip shows up wherever the metric is looked for.
-        **fields: other columns (encoder, mode, label_fraction, seed, n_train, n_test).
+        **fields: other columns (encoder, mode, label_fraction, shots, seed, n_train, n_test).
 
     Returns:
         The rows, with ``status="skipped"`` and NaN values.
@@ -320,6 +327,52 @@ def label_fraction_subjects(
     return np.sort(np.concatenate(chosen)) if chosen else subjects_np[:0]
 
 
+def shot_subjects(
+    subjects: Sequence[str] | np.ndarray,
+    labels: Sequence[Any] | np.ndarray | None,
+    shots: int,
+    seed: int,
+) -> np.ndarray:
+    """Choose ``shots`` training subjects per class (the few-shot budgets), or ``shots`` in all.
+
+    Subjects are drawn, never units or slices: every unit of a chosen subject follows it. Each
+    class's subjects are put in one random order per seed and the first ``shots`` are taken, so
+    with one seed the budgets are nested (the 5-shot subjects include the 2-shot ones) and a
+    curve changes by the labels added, not by a new draw. A class with fewer than ``shots``
+    subjects gives all it has (the caller reports such a cell as skipped). The draw depends only
+    on the subjects, labels, shots and seed, not on the input order.
+
+    Args:
+        subjects: unique training subject ids (one entry per subject).
+        labels: the class (or event status) of each subject, or ``None`` for unstratified
+            targets (regression): then ``shots`` subjects are drawn in all.
+        shots: subjects per class, at least 1.
+        seed: seed of the draw.
+
+    Returns:
+        The chosen subject ids, sorted.
+
+    Raises:
+        ValueError: for ``shots`` below 1, repeated subjects or mismatched lengths.
+    """
+    if shots < 1:
+        raise ValueError(f"shots must be at least 1, got {shots}")
+    subjects_np = np.asarray(subjects).astype(str)
+    if len(np.unique(subjects_np)) != len(subjects_np):
+        raise ValueError("shot_subjects takes one entry per subject; got repeated subject ids")
+    order = np.argsort(subjects_np, kind="stable")  # input order must not change the draw
+    subjects_np = subjects_np[order]
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return np.sort(rng.permutation(subjects_np)[:shots])
+    labels_np = np.asarray(labels).astype(str)
+    if len(labels_np) != len(subjects_np):
+        raise ValueError(f"{len(subjects_np)} subjects but {len(labels_np)} labels")
+    labels_np = labels_np[order]
+    chosen = [rng.permutation(subjects_np[labels_np == label])[:shots] for label in np.unique(labels_np)]
+    return np.sort(np.concatenate(chosen)) if chosen else subjects_np[:0]
+
+
 def write_results(rows: Iterable[Mapping[str, Any]], path: str | Path) -> pd.DataFrame:
     """Write results rows as a TSV atomically, columns in :data:`RESULT_COLUMNS` order, sorted.
 
@@ -332,15 +385,20 @@ def write_results(rows: Iterable[Mapping[str, Any]], path: str | Path) -> pd.Dat
     """
     frame = pd.DataFrame([result_row(**dict(row)) for row in rows], columns=list(RESULT_COLUMNS))
     frame = frame.astype({"label_fraction": float, "value": float, "ci_low": float, "ci_high": float})
-    frame = frame.astype({"seed": int, "n_train": int, "n_test": int})
+    frame = frame.astype({"shots": int, "seed": int, "n_train": int, "n_test": int})
     frame = frame.sort_values(list(SORT_COLUMNS), kind="stable").reset_index(drop=True)
     write_table(path, frame)
     return frame
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """Read a results TSV back with its column types (empty reasons stay empty strings)."""
+    """Read a results TSV back with its column types (empty reasons stay empty strings).
+
+    A table written before the ``shots`` column existed reads as label-fraction rows (``shots`` 0).
+    """
     frame = pd.read_csv(path, sep="\t", keep_default_na=False, na_values={c: [""] for c in _FLOAT_COLUMNS})
+    if "shots" not in frame.columns and "label_fraction" in frame.columns:
+        frame.insert(int(frame.columns.get_loc("label_fraction")) + 1, "shots", 0)
     return frame.astype({c: float for c in _FLOAT_COLUMNS})
 
 

@@ -16,10 +16,12 @@ from brainssl.settings import setting
 from .registry import TASKS, task_settings
 from .scratch import ScratchSettings
 
-__all__ = ["EVALUATION_SCHEMES", "TaskSharedSettings", "tasks_section"]
+__all__ = ["DEVICES", "EVALUATION_SCHEMES", "TaskSharedSettings", "tasks_section"]
 
 #: How frozen-feature tasks split subjects: stratified k-fold, or the slice store's split.
 EVALUATION_SCHEMES = ("kfold", "fixed")
+#: Where task networks train (:func:`brainssl.tasks.dense_training.resolve_device`).
+DEVICES = ("auto", "cpu", "cuda")
 _SCRATCH = (
     "Supervised-from-scratch baseline of the classification tasks ({tasks}): per architecture of "
     "the random-initialised encoders, a freshly initialised copy plus a linear head trained end to "
@@ -59,6 +61,25 @@ class TaskSharedSettings:
         "Folds of the kfold evaluation (fewer when a class has fewer subjects).",
         minimum=2,
         maximum=50,
+    )
+    shots: tuple[int, ...] = setting(
+        (2, 5, 10),
+        "Few-shot label budgets of the frozen-feature heads, beside the label fractions: labelled "
+        "training subjects per class (per event status for survival; in total for regression), "
+        "drawn by subject from each fold's training subjects, tasks.seeds draws each; [] for none. "
+        "A cell (fraction or shots) whose fit has fewer than two training subjects in a class, "
+        "fewer than five for a regression, fewer than two events for survival, or fewer "
+        "training subjects in a class than its shots is a skipped row with the reason.",
+        unique_items=True,
+        items={"minimum": 1, "maximum": 10000},
+    )
+    device: str = setting(
+        "auto",
+        "Where every task network trains (dense decoders, fine-tuning, from-scratch networks and "
+        "baselines): auto = CUDA when the job sees a GPU, else the CPU; cuda requests one GPU per "
+        "training job and refuses to start without one; cpu results are deterministic. On CUDA "
+        "forward passes run in bf16 autocast. The frozen-feature heads are scikit-learn (CPU).",
+        enum=DEVICES,
     )
 
 

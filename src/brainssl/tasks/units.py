@@ -6,6 +6,13 @@ Whatever the unit, folds are drawn over *subjects*: :func:`subject_folds` assign
 subject to exactly one test fold, and all units of a subject follow it, so no subject is
 ever on both sides of a split. :func:`evaluation_plan` is the only place train/test index
 sets come from; the leakage test walks it for every task.
+
+Label budgets are label fractions (:func:`~brainssl.tasks.results.label_fraction_subjects`)
+and few-shot budgets of labelled subjects per class
+(:func:`~brainssl.tasks.results.shot_subjects`). A fit too small to measure anything (fewer
+than :data:`MIN_CLASS_SUBJECTS` training subjects in a class, :data:`MIN_REGRESSION_SUBJECTS`
+for a regression, :data:`MIN_TRAIN_EVENTS` events for survival, or fewer subjects in a class
+than its shots) carries the reason in :attr:`Fit.short`; the task reports its cell as skipped.
 """
 
 from __future__ import annotations
@@ -21,11 +28,17 @@ import pandas as pd
 from brainssl.embed import feature_columns
 
 from .registry import TASKS, TaskSpec
-from .results import label_fraction_subjects
+from .results import label_fraction_subjects, shot_subjects
 
 __all__ = [
+    "MIN_CLASS_SUBJECTS",
+    "MIN_REGRESSION_SUBJECTS",
+    "MIN_TRAIN_EVENTS",
     "EvaluationSettings",
     "Fit",
+    "budget_columns",
+    "budget_key",
+    "fit_shortfall",
     "TaskSpec",
     "TaskUnits",
     "build_units",
@@ -35,6 +48,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: A classification cell needs at least this many training subjects in every class.
+MIN_CLASS_SUBJECTS = 2
+#: A regression head needs at least this many training subjects: a ridge on features
+#: standardised over fewer extrapolates (the demo's brain age at 1 % -- two subjects -- had
+#: MAEs of 45-210 years).
+MIN_REGRESSION_SUBJECTS = 5
+#: A survival head needs at least this many events among its training subjects.
+MIN_TRAIN_EVENTS = 2
 
 
 def task_specs(task: str, settings: Mapping[str, Any]) -> list[TaskSpec]:
@@ -61,6 +83,8 @@ class TaskUnits:
     classes: tuple[str, ...] = ()
     dropped: int = 0
     """Units left out for a missing label."""
+    site_folds: str = ""
+    """The spec's site-aware folds (``keys`` then holds ``site``; :mod:`brainssl.tasks.sites`)."""
 
     @property
     def subjects(self) -> np.ndarray:
@@ -108,6 +132,8 @@ def build_units(table: pd.DataFrame, spec: TaskSpec, survival: pd.DataFrame | No
         grouped_features = grouped[features].mean()
         label_col = spec.target if spec.target in rows else None
         info = grouped[["split"]].first()
+        if spec.site_folds:
+            info["site"] = grouped["site"].first().map(_label_text) if "site" in rows else ""
         if spec.target == "modality":
             info["label"] = grouped_features.index.get_level_values("modality")
         elif label_col is not None:
@@ -119,15 +145,20 @@ def build_units(table: pd.DataFrame, spec: TaskSpec, survival: pd.DataFrame | No
     if spec.kind == "survival":
         return _survival_units(info, x, survival)
     labelled = info["label"].astype(str) != ""
+    if spec.classes:
+        labelled &= info["label"].astype(str).isin(spec.classes)
     info, x = info[labelled.to_numpy()].reset_index(drop=True), x[labelled.to_numpy()]
     dropped = int((~labelled).sum())
+    if spec.site_folds and "site" not in info:
+        info["site"] = ""
     if spec.kind == "regression":
-        return TaskUnits(info, x, info["label"].astype(float).to_numpy(), dropped=dropped)
+        target = info["label"].astype(float).to_numpy()
+        return TaskUnits(info, x, target, dropped=dropped, site_folds=spec.site_folds)
     classes = sorted(set(info["label"]))
     if spec.kind == "binary" and spec.positive in classes:
         classes = [c for c in classes if c != spec.positive] + [spec.positive]
     codes = info["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-    return TaskUnits(info, x, codes, tuple(classes), dropped)
+    return TaskUnits(info, x, codes, tuple(classes), dropped, site_folds=spec.site_folds)
 
 
 def _survival_units(info: pd.DataFrame, x: np.ndarray, survival: pd.DataFrame | None) -> TaskUnits:
@@ -152,8 +183,10 @@ class EvaluationSettings:
             subjects of the store's split against its test subjects).
         folds: number of subject-level folds for ``kfold``.
         label_fractions: shares of training subjects used to fit heads.
-        seeds: label-fraction draws (and model seeds) per fraction.
+        seeds: label draws (and model seeds) per label fraction and per shots budget.
         seed: master seed of the fold assignment (fixed across encoders: comparisons are paired).
+        shots: few-shot budgets, labelled training subjects per class (``tasks.shots``);
+            empty for none.
     """
 
     scheme: str
@@ -161,6 +194,7 @@ class EvaluationSettings:
     label_fractions: tuple[float, ...]
     seeds: int
     seed: int
+    shots: tuple[int, ...] = ()
 
 
 def _subject_strata(subjects: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -220,9 +254,30 @@ def fixed_split(splits: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.flatnonzero(~test), np.flatnonzero(test))]
 
 
+def budget_key(fraction: float, shots: int = 0) -> float:
+    """The number that keys one label budget's predictions: the fraction, or ``-shots``.
+
+    Predictions are keyed ``(budget, seed)``; a label fraction keys as itself (so the
+    supervised-from-scratch baseline's ``(fraction, seed)`` keys pair with the heads'), a
+    shots budget as its negative, so the two never collide and sort shots first.
+    """
+    return -float(shots) if shots else float(fraction)
+
+
+def budget_columns(key: float) -> dict[str, Any]:
+    """The results-table columns of a budget key: ``label_fraction`` (NaN for shots) and ``shots``."""
+    if key < 0:
+        return {"label_fraction": float("nan"), "shots": int(round(-key))}
+    return {"label_fraction": float(key), "shots": 0}
+
+
 @dataclass(frozen=True)
 class Fit:
-    """One head fit: which units train it and which it predicts."""
+    """One head fit: which units train it and which it predicts.
+
+    ``fraction`` is NaN for a shots budget (``shots`` > 0); ``short`` says why the fit is too
+    small to be reported (empty when it is not).
+    """
 
     fraction: float
     seed: int
@@ -230,30 +285,102 @@ class Fit:
     train: np.ndarray
     test: np.ndarray
     n_train_subjects: int = field(default=0)
+    shots: int = 0
+    short: str = ""
+
+    @property
+    def budget(self) -> float:
+        """The key of this fit's label budget (:func:`budget_key`)."""
+        return budget_key(self.fraction, self.shots)
+
+
+def _per_class_subjects(units: TaskUnits, rows: np.ndarray) -> dict[str, int]:
+    """Distinct training subjects per class (classification) or event status (survival)."""
+    subjects = units.subjects[rows]
+    if units.target.dtype.names:
+        event = units.target[units.target.dtype.names[0]].astype(bool)
+        names = {"censored": ~event[rows], "event": event[rows]}
+        present = {name for name, flag in (("censored", ~event), ("event", event)) if flag.any()}
+        return {name: len(set(subjects[mask])) for name, mask in names.items() if name in present}
+    codes = units.target[rows]
+    return {name: len(set(subjects[codes == code])) for code, name in enumerate(units.classes)}
+
+
+def fit_shortfall(units: TaskUnits, rows: np.ndarray, shots: int = 0) -> str:
+    """Why a fit on these training units cannot be reported, or ``""`` when it can.
+
+    Classification: fewer than :data:`MIN_CLASS_SUBJECTS` training subjects in a class.
+    Regression: fewer than :data:`MIN_REGRESSION_SUBJECTS` subjects, or one target value.
+    Survival: fewer than :data:`MIN_TRAIN_EVENTS` events. A shots budget also needs ``shots``
+    subjects in every class (event status for survival; in all for regression).
+    """
+    subjects = units.subjects[rows]
+    if units.target.dtype.names:
+        per_class = _per_class_subjects(units, rows)
+        events = int(units.target[rows][units.target.dtype.names[0]].sum())
+        if events < MIN_TRAIN_EVENTS:
+            return f"{events} event(s) among the training subjects; a survival fit needs {MIN_TRAIN_EVENTS}"
+    elif units.classes:
+        per_class = _per_class_subjects(units, rows)
+        for name, n in per_class.items():
+            if n < MIN_CLASS_SUBJECTS:
+                return (
+                    f"{n} training subject(s) of class {name!r}; a cell needs at least "
+                    f"{MIN_CLASS_SUBJECTS} per class"
+                )
+    else:
+        n = len(set(subjects))
+        per_class = {"all": n}
+        if n < MIN_REGRESSION_SUBJECTS:
+            return f"{n} training subject(s); a regression fit needs at least {MIN_REGRESSION_SUBJECTS}"
+        if np.unique(units.target[rows]).size < 2:
+            return "one target value among the training subjects"
+    if shots:
+        for name, n in per_class.items():
+            if n < shots:
+                where = "in all" if name == "all" else f"of {name!r}"
+                return f"{n} training subject(s) {where} for {shots} shots"
+    return ""
 
 
 def evaluation_plan(units: TaskUnits, settings: EvaluationSettings) -> Iterator[Fit]:
-    """Every head fit of a task: label fraction x seed x fold, with subject-level index sets.
+    """Every head fit of a task: label budget x seed x fold, with subject-level index sets.
 
-    The training units of a fit are all units of the subjects drawn by
-    :func:`~brainssl.tasks.results.label_fraction_subjects` from the fold's training subjects
-    (stratified by class, or by event for survival).
+    The label budgets are the label fractions, then the shots. The training units of a fit
+    are all units of the subjects drawn from the fold's training subjects (stratified by
+    class, or by event for survival) by
+    :func:`~brainssl.tasks.results.label_fraction_subjects` or
+    :func:`~brainssl.tasks.results.shot_subjects`; :func:`fit_shortfall` fills ``short``.
+
+    Folds come from :func:`subject_folds` (``kfold``) or :func:`fixed_split` (``fixed``), or,
+    for units of a spec with ``site_folds``, from :func:`brainssl.tasks.sites.site_folds`.
 
     Raises:
-        ValueError: when no split is possible (too few subjects, an empty side).
+        ValueError: when no split is possible (too few subjects, an empty side, no site).
     """
     subjects = units.subjects
-    if settings.scheme == "fixed":
+    if units.site_folds:  # the spec's site-aware folds replace tasks.evaluation
+        from .sites import site_folds
+
+        sites = units.keys["site"].to_numpy()
+        folds = site_folds(subjects, sites, units.strata, units.site_folds, settings.folds, settings.seed)
+    elif settings.scheme == "fixed":
         folds = fixed_split(units.keys["split"].to_numpy())
     else:
         folds = subject_folds(subjects, units.strata, settings.folds, settings.seed)
     strata = units.strata
-    for fraction in settings.label_fractions:
+    budgets = [(float(f), 0) for f in settings.label_fractions]
+    budgets += [(float("nan"), int(k)) for k in settings.shots]
+    for fraction, shots in budgets:
         for seed in range(settings.seeds):
             for fold, (train, test) in enumerate(folds):
                 train_subjects, train_strata = _subject_strata(
                     subjects[train], None if strata is None else strata[train]
                 )
-                chosen = label_fraction_subjects(train_subjects, train_strata, fraction, seed)
+                if shots:
+                    chosen = shot_subjects(train_subjects, train_strata, shots, seed)
+                else:
+                    chosen = label_fraction_subjects(train_subjects, train_strata, fraction, seed)
                 rows = train[np.isin(subjects[train], chosen)]
-                yield Fit(fraction, seed, fold, rows, test, len(chosen))
+                short = fit_shortfall(units, rows, shots)
+                yield Fit(fraction, seed, fold, rows, test, len(chosen), shots, short)

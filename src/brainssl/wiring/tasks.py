@@ -7,15 +7,15 @@ see :mod:`brainssl.wiring`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from brainssl.config import stage_params
 from brainssl.tasks.registry import TASKS, task_datasets, tasks_of_kind
-from brainssl.wiring.stages import Config, encoders, preprocess_enabled, slice_datasets
+from brainssl.wiring.stages import Config, embed_encoders, encoders, preprocess_enabled, slice_datasets
 
 #: Keys of the `tasks` section every frozen-feature task's job depends on.
-TASK_SHARED_KEYS = ("label_fractions", "seeds", "bootstrap", "evaluation", "folds")
+TASK_SHARED_KEYS = ("label_fractions", "shots", "seeds", "bootstrap", "evaluation", "folds")
 #: Shared `tasks` keys a dense task takes where its own subsection leaves them null.
 DENSE_SHARED_KEYS = ("label_fractions", "seeds", "bootstrap")
 #: Report label of each extra figure a registry entry can declare.
@@ -173,11 +173,53 @@ def scratch_inputs(config: Config, task: str) -> dict[str, Any]:
 
 
 def scratch_params(config: Config, task: str) -> dict[str, Any]:
-    """`tasks.scratch`, the encoder names and the embedding's pooling window ({} when off)."""
+    """`tasks.scratch`, the encoder names, the pooling window and `tasks.device` ({} when off)."""
     if not scratch_enabled(config, task):
         return {}
     return {
         "settings": stage_params(config, "tasks", keys=["scratch"])["scratch"],
         "encoders": list(scratch_encoders(config)),
         "pool_window": config["embed"]["pool_window"],
+        "device": task_device(config),
     }
+
+
+# ---- devices: where the training rules run, and the GPU each one requests
+
+
+def task_device(config: Config) -> str:
+    """`tasks.device`: where every task network trains (auto, cpu or cuda); a param of those jobs."""
+    return str(config["tasks"]["device"])
+
+
+def gpu_request(device: str) -> dict[str, int]:
+    """The resources of a job that runs on ``device``: one GPU for `cuda`, none for `auto` and `cpu`.
+
+    `gpu` is the resource name snakemake-executor-plugin-slurm turns into ``--gpus=1`` and that
+    profiles/local limits to the machine's GPUs. `auto` requests nothing: such a job uses a GPU only
+    where it happens to see one.
+    """
+    return {"gpu": 1} if device == "cuda" else {}
+
+
+def task_gpu_resources(config: Config) -> dict[str, int]:
+    """Resources of a dense-task job (frozen decoders, fine-tuning, scratch): one GPU on `cuda`."""
+    return gpu_request(task_device(config))
+
+
+def frozen_task_gpu_resources(config: Config) -> dict[str, Callable[..., int]]:
+    """Resources of a frozen-feature task job: one GPU on `cuda` for the jobs that train scratch networks.
+
+    The other jobs fit scikit-learn heads on the CPU and request no GPU (`gpu` 0).
+    """
+    if not gpu_request(task_device(config)):
+        return {}
+    return {"gpu": lambda wildcards: int(scratch_enabled(config, wildcards.task))}
+
+
+def embed_gpu_resources(config: Config) -> dict[str, Callable[..., int]]:
+    """Resources of an embed job: one GPU on `embed.device: cuda`, none for the classical baseline."""
+    if not gpu_request(str(config["embed"]["device"])):
+        return {}
+    specs = embed_encoders(config)
+    return {"gpu": lambda wildcards: int(specs.get(wildcards.encoder) is not None)}
