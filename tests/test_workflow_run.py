@@ -43,14 +43,18 @@ def test_dry_run_after_the_manifests_lists_one_job_per_shard(finished_run):
         "-n", "--configfile", str(config), "--forcerun", "preprocess_shard", workdir=workdir, timeout=120
     )
     jobs = _jobs_in_dry_run(result.stdout)
-    # shard_size 2 over 3, 3, 2, 3, 3 subjects (ixi, brats21, fastmri_brain, oasis3, hippocampus)
-    assert jobs["preprocess_shard"] == 2 + 2 + 1 + 2 + 2, result.stdout
+    # shard_size 2 over 3, 3, 2, 3, 3, 8, 10 subjects (ixi, brats21, fastmri_brain, oasis3, hippocampus,
+    # and the user-named BIDS demos abide and atlas)
+    assert jobs["preprocess_shard"] == 2 + 2 + 1 + 2 + 2 + 4 + 5, result.stdout
 
 
 def test_full_run_writes_every_output_with_provenance(finished_run):
     workdir, _, result = finished_run
     merged = pd.read_csv(workdir / "results/datasets/manifest.tsv", sep="\t")
-    assert set(merged["dataset"]) == {"ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus"}
+    registered = {"ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus"}
+    assert set(merged["dataset"]) == registered | {"abide", "atlas"}  # and the user-named BIDS entries
+    ids = pd.read_csv(workdir / "results/datasets/ids.tsv", sep="\t", dtype=str)
+    assert set(ids["subject"]) == set(merged["subject"]) and "0050002" in set(ids["native_id"])
     assert "results/datasets/manifest.tsv" in result.stdout + result.stderr
     prov = json.loads((workdir / "results/datasets/manifest.provenance.json").read_text())
     assert prov["stage"] == "datasets" and prov["config"]["datasets"]
@@ -95,6 +99,7 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run,
         "preprocess_merge": 1,
         "tasks_hippocampus_segmentation": 1,
         "tasks_merge": 1,
+        "attrition": 1,
         "all": 1,
     }, dry.stdout
     result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=600)
@@ -111,6 +116,7 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run,
         "datasets/manifest.provenance.json",
         "preprocess/hippocampus/shards/shard-1.provenance.json",
         "preprocess/hippocampus/table.provenance.json",
+        "attrition.provenance.json",
         # the task re-runs; its hash changes only if the new subject's volume reached its table
     } | ({"tasks/hippocampus_segmentation/provenance.json", "tasks/results.provenance.json"} & changed)
 
@@ -268,3 +274,16 @@ def test_one_pretraining_methods_settings_rerun_its_encoder_and_what_reads_it(fi
     assert "pretrain_dino" in rules and not rules & {"pretrain_moco", "pretrain_random"}, rules
     assert not {rule for rule in rules if rule.startswith(("datasets_", "preprocess_", "slices_"))}, rules
     assert [wc["encoder"] for rule, wc in jobs if rule == "embed_encoder"] == ["dino-vit_tiny"]
+
+
+def test_resources_rerun_nothing(finished_run, tmp_path):
+    """GPU counts, threads, memory and wall time are resources, never params: no job re-runs."""
+    workdir, config, _ = finished_run
+    cfg = yaml.safe_load(config.read_text())
+    cfg["pretrain"]["resources"].update(gpus=2, gpu_model="h100", threads=8, mem_mb=64000, runtime=600)
+    cfg["preprocess"]["threads"] = 4
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    dry = run_snakemake("-n", "--configfile", str(changed), workdir=workdir, timeout=120)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "Nothing to be done" in dry.stdout + dry.stderr, _planned_jobs(dry.stdout)

@@ -4,6 +4,7 @@
 # subject re-runs the shard it lands in (the last one) and the dataset aggregates, nothing else.
 
 
+# Nyúl landmarks: fitted on QC-passing training subjects (wiring.nyul_candidates).
 rule preprocess_landmarks:
     input:
         images=lambda wc: shard_files(preprocess_training_rows(wc)),
@@ -21,6 +22,7 @@ rule preprocess_landmarks:
     params:
         settings=lambda wc: wiring.preprocess_settings(config, wc.dataset),
         rows=lambda wc: shard_records(preprocess_training_rows(wc)),
+        fit_subjects=config["preprocess"]["nyul_fit_subjects"],
         seed=config["seed"],
     script:
         "../scripts/preprocess_landmarks.py"

@@ -1,9 +1,13 @@
 """Dataset-level steps around the shard jobs: Nyúl landmarks, merged tables, cohort QC.
 
-* :func:`fit_landmarks` fits Nyúl landmarks on the training subjects' preprocessed
+* :func:`fit_cohort_landmarks` fits Nyúl landmarks on the training subjects' preprocessed
   (bias-corrected, stripped, clipped) intensities; the workflow gives it the rows of
   training subjects only (:func:`brainssl.preprocess.shards.training_rows`), so an
-  evaluation subject can never move them.
+  evaluation subject can never move them. Only sessions that the shard job would write
+  without a QC flag are used (same reading, same settings, same QC rules), and per contrast
+  the first ``n_subjects`` usable subjects in subject order; what was skipped, and why, is
+  logged and returned (:class:`LandmarkFit`). It is the only thing fitted on a cohort here:
+  z-score and WhiteStripe normalise each volume on its own.
 * :func:`merge_shards` joins the shard tables into the dataset's ``table.tsv``,
   ``failures.tsv`` and the cohort QC table ``qc.tsv`` (one row per session, flags and
   whether the session was excluded).
@@ -28,12 +32,14 @@ from brainssl.splits import subject_split
 
 from .inputs import _session_inputs, _text
 from .intensity import NyulLandmarks, fit_nyul
-from .session import preprocess_session
+from .session import PreprocessError, PreprocessResult, preprocess_session
 from .settings import PreprocessSettings
-from .shard_job import FAILURE_COLUMNS, TABLE_COLUMNS
+from .shard_job import FAILURE_COLUMNS, NO_SESSION, TABLE_COLUMNS
 
 __all__ = [
     "QC_COLUMNS",
+    "LandmarkFit",
+    "fit_cohort_landmarks",
     "fit_landmarks",
     "save_landmarks",
     "load_landmarks",
@@ -47,6 +53,7 @@ logger = logging.getLogger(__name__)
 QC_COLUMNS = (
     "dataset",
     "subject",
+    "native_id",
     "session",
     "split",
     "modalities",
@@ -62,40 +69,156 @@ QC_COLUMNS = (
 )
 
 
-def fit_landmarks(rows: pd.DataFrame, settings: PreprocessSettings) -> dict[str, NyulLandmarks]:
-    """Fit Nyúl landmarks per modality on the given (training) sessions.
+@dataclasses.dataclass(frozen=True)
+class LandmarkFit:
+    """Nyúl landmarks and the sessions they were (and were not) fitted on.
 
-    Each session runs through :func:`preprocess_session` with normalisation ``none``
-    (clipping kept), so the landmarks see the same intensities :func:`apply_nyul` will.
+    Attributes:
+        landmarks: ``{modality: NyulLandmarks}``, sorted by modality.
+        subjects: ``{modality: [subject, ...]}`` the landmarks of each contrast were fitted
+            on, in subject order.
+        sessions: ``{modality: ["subject/session", ...]}`` the volumes came from.
+        skipped: one record per session left out: ``subject``, ``session``, ``why``
+            (``failed``: the shard job would refuse it; ``qc``: it breaks a QC rule) and
+            ``reason``.
+        short: ``{modality: usable subjects}`` for contrasts with fewer than asked for.
+        n_subjects: usable subjects asked for per contrast (``None``: all given).
+    """
+
+    landmarks: dict[str, NyulLandmarks]
+    subjects: dict[str, list[str]]
+    sessions: dict[str, list[str]]
+    skipped: list[dict[str, str]]
+    short: dict[str, int]
+    n_subjects: int | None
+
+    def record(self) -> dict[str, Any]:
+        """What the landmarks' provenance records (JSON-able)."""
+        return {
+            "modalities": sorted(self.landmarks),
+            "n_train": {m: lm.n_train for m, lm in self.landmarks.items()},
+            "fit_subjects_per_contrast": self.n_subjects,
+            "subjects": self.subjects,
+            "sessions": self.sessions,
+            "skipped": self.skipped,
+            "short": self.short,
+        }
+
+
+def fit_cohort_landmarks(
+    rows: pd.DataFrame, settings: PreprocessSettings, n_subjects: int | None = None
+) -> LandmarkFit:
+    """Fit Nyúl landmarks per contrast on the first usable training subjects.
+
+    Sessions are read and preprocessed as the shard job does (:func:`_session_inputs`, then
+    :func:`preprocess_session` with the same settings, truth mask and labels) but with
+    normalisation ``none`` (clipping kept), so the landmarks see the intensities
+    :func:`apply_nyul` will. A session is usable when that succeeds and gives no QC flag
+    (``settings.qc``, computed before normalisation, so exactly the shard job's flags);
+    the others are skipped and logged with the reason. Subjects are taken in the order of
+    ``rows``; a contrast takes every usable session of its first ``n_subjects`` subjects
+    that have one with it, so a subject that is unusable, or lacks the contrast, makes room
+    for the next. Sessions no contrast still needs are not read.
 
     Args:
-        rows: manifest rows of training subjects only.
+        rows: manifest rows of training subjects only, in subject order (candidates: give
+            more subjects than ``n_subjects`` so that skipped ones can be replaced).
         settings: the stage settings of the dataset.
+        n_subjects: usable subjects per contrast; ``None`` uses every usable session.
 
     Returns:
-        ``{modality: NyulLandmarks}`` for every modality with at least one usable session.
+        The :class:`LandmarkFit`.
 
     Raises:
-        ValueError: if no session could be preprocessed.
+        ValueError: if no session is usable (naming why the first ones were skipped).
     """
     fit_settings = dataclasses.replace(
         settings, normalisation=dataclasses.replace(settings.normalisation, method="none")
     )
-    samples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    wanted = n_subjects if n_subjects is not None else len(rows) + 1
     frame = rows.assign(session=rows["session"].map(_text))
-    for (subject, session), group in frame.groupby(["subject", "session"], sort=False):
-        try:
-            images, _, _ = _session_inputs(group)
-            result = preprocess_session(images, fit_settings)
-        except Exception as err:  # a bad training session is skipped, the others fit
-            logger.warning("landmarks: skipping %s %s: %s", subject, session, err)
-            continue
-        mask = np.asarray(result.mask.dataobj) > 0
-        for modality, img in result.volumes.items():
-            samples.setdefault(modality, []).append((np.asarray(img.dataobj), mask))
+    contrasts = sorted(set(frame["modality"].map(str)))
+    samples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    subjects: dict[str, list[str]] = {m: [] for m in contrasts}
+    sessions: dict[str, list[str]] = {m: [] for m in contrasts}
+    skipped: list[dict[str, str]] = []
+    for subject, visits in frame.groupby("subject", sort=False):
+        needed = {m for m in contrasts if len(subjects[m]) < wanted}
+        if not needed:
+            break
+        taken: set[str] = set()
+        for session, group in visits.groupby("session", sort=False):
+            use = needed & set(group["modality"].map(str))
+            if not use:
+                continue
+            name = str(session) or NO_SESSION
+            result, why, reason = _usable_session(group, fit_settings)
+            if result is None:
+                logger.warning("landmarks: skipping %s %s (%s): %s", subject, name, why, reason)
+                skipped.append({"subject": str(subject), "session": name, "why": why, "reason": reason})
+                continue
+            mask = np.asarray(result.mask.dataobj) > 0
+            for modality in sorted(use & set(result.volumes)):
+                samples.setdefault(modality, []).append((np.asarray(result.volumes[modality].dataobj), mask))
+                sessions[modality].append(f"{subject}/{name}")
+                taken.add(modality)
+        for modality in sorted(taken):
+            subjects[modality].append(str(subject))
     if not samples:
-        raise ValueError("no training session could be preprocessed to fit Nyúl landmarks")
-    return {modality: fit_nyul(pairs, modality=modality) for modality, pairs in sorted(samples.items())}
+        first = "; ".join(f"{s['subject']} {s['session']}: {s['reason']}" for s in skipped[:3])
+        raise ValueError(
+            f"no training session is usable to fit Nyúl landmarks ({len(skipped)} skipped"
+            + (f", first: {first})" if first else ")")
+        )
+    short = {
+        m: len(subjects[m]) for m in contrasts if n_subjects is not None and len(subjects[m]) < n_subjects
+    }
+    for modality, count in short.items():
+        logger.warning(
+            "landmarks: %s fitted on %d usable training subject(s), not %d%s",
+            modality,
+            count,
+            n_subjects,
+            "" if count else f"; sessions with {modality} will fail normalisation",
+        )
+    for modality in sorted(samples):
+        logger.info("landmarks: %s fitted on %s", modality, ", ".join(sessions[modality]))
+    return LandmarkFit(
+        landmarks={m: fit_nyul(pairs, modality=m) for m, pairs in sorted(samples.items())},
+        subjects={m: s for m, s in subjects.items() if s},
+        sessions={m: s for m, s in sessions.items() if s},
+        skipped=skipped,
+        short=short,
+        n_subjects=n_subjects,
+    )
+
+
+def _usable_session(
+    group: pd.DataFrame, settings: PreprocessSettings
+) -> tuple[PreprocessResult | None, str, str]:
+    """Preprocess one session as the shard job does; say whether it is usable.
+
+    Returns ``(result, "", "")`` when it is, else ``(None, why, reason)`` with ``why``
+    ``failed`` (and the shard job's failure reason) or ``qc`` (and its flags).
+    """
+    try:
+        images, truth, labels = _session_inputs(group)
+        result = preprocess_session(images, settings, truth, labels)
+    except Exception as err:  # the shard job records this session as a failure
+        return (
+            None,
+            "failed",
+            str(err) if isinstance(err, PreprocessError) else f"{type(err).__name__}: {err}",
+        )
+    flags = list(result.qc["flags"])
+    return (None, "qc", "; ".join(flags)) if flags else (result, "", "")
+
+
+def fit_landmarks(
+    rows: pd.DataFrame, settings: PreprocessSettings, n_subjects: int | None = None
+) -> dict[str, NyulLandmarks]:
+    """The landmarks of :func:`fit_cohort_landmarks` alone: ``{modality: NyulLandmarks}``."""
+    return fit_cohort_landmarks(rows, settings, n_subjects).landmarks
 
 
 def save_landmarks(path: str | os.PathLike[str], landmarks: Mapping[str, NyulLandmarks]) -> None:
@@ -137,6 +260,7 @@ def merge_shards(
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(TABLE_COLUMNS))
     table["qc_flags"] = table["qc_flags"].map(_text)
     fixed = manifest.groupby("subject")["split_group"].first() if "split_group" in manifest else pd.Series()
+    native = manifest.groupby("subject")["native_id"].first() if "native_id" in manifest else pd.Series()
     table["split"] = [
         subject_split(str(s), seed, fractions, _text(fixed.get(s, ""))) for s in table["subject"]
     ]
@@ -149,6 +273,7 @@ def merge_shards(
             {
                 "dataset": dataset,
                 "subject": subject,
+                "native_id": _text(native.get(subject, "")),  # to find the session's subject
                 "session": session,
                 "split": first["split"],
                 "modalities": ",".join(group["modality"].map(str)),
