@@ -1,9 +1,11 @@
 import copy
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import BIN, REPO, run_snakemake
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
 
@@ -131,3 +133,81 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "seed = -5: must be >= 0" in result.stderr
     assert not (tmp_path / "results").exists(), "a job ran although the config was invalid"
+
+
+# ---- every file in config/, merged onto config.yaml as the workflow does
+
+
+def merged(*names: str) -> dict:
+    """config.yaml with each file laid over it by Snakemake's own merge (what --configfile does)."""
+    from snakemake.utils import update_config
+
+    config = load("config.yaml")
+    for name in names:
+        update_config(config, load(name))
+    return config
+
+
+CONFIG_FILES = sorted(str(path.relative_to(REPO)) for path in (REPO / "config").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_config_file_is_valid_merged_onto_config_yaml(name):
+    from brainssl import wiring
+
+    config = merged(name)
+    validate(config, SCHEMA)
+    wiring.check_slice_sizes(config)  # what common.smk refuses at start
+
+
+def test_paper_config_is_complete_for_the_study_scale():
+    config = merged("config/paper.yaml")
+    validate(config, SCHEMA)
+    pretrain = config["pretrain"]
+    assert config["slices"]["size"] == pretrain["img_size"] == 224
+    assert pretrain["device"] == config["embed"]["device"] == config["tasks"]["device"] == "cuda"
+    assert pretrain["resources"]["gpus"] >= 1 and pretrain["archs"] == ["resnet50", "vit_small"]
+    assert pretrain["per_method"]["moco"]["min_lr"] == 0.0  # MoCo v3's cosine decays to 0
+    # config.yaml's demo values that a merge would otherwise leak into the study's DINO runs
+    assert pretrain["per_method"]["dino"] == {"momentum": 0.996, "lr": 0.0005}
+    assert pretrain["dino"]["head_use_bn"] is False and pretrain["vit_depth"] is None
+    assert config["preprocess"]["spacing_mm"] == 1.0
+    for task in ("tumor_segmentation", "hippocampus_segmentation", "reconstruction"):
+        assert config["tasks"][task]["max_train_slices"] == 20000 and config["tasks"][task]["seeds"] is None
+    from brainssl import wiring
+
+    enabled = wiring.enabled_datasets(config)
+    assert {"ixi", "brats21", "fastmri_brain", "oasis3"} <= set(enabled)
+    assert all(config["datasets"][d]["source"] != "synthetic" for d in enabled)  # no demo cohort
+
+
+def test_paper_config_holds_only_what_differs_from_config_yaml():
+    base = load("config.yaml")
+    validate(base, SCHEMA)  # defaults filled: a key equal to the default is redundant too
+
+    def redundant(override: dict, current: dict, where: str) -> list[str]:
+        found = []
+        for key, value in override.items():
+            here = f"{where}.{key}".lstrip(".")
+            if isinstance(value, dict) and isinstance(current.get(key), dict):
+                found += redundant(value, current[key], here)
+            elif key in current and current[key] == value:
+                found.append(here)
+        return found
+
+    assert redundant(load("config/paper.yaml"), base, "") == []
+
+
+def test_snakemake_merges_configfiles_key_by_key(tmp_path):
+    """Snakemake 9: --configfile merges mappings over the Snakefile's configfile; lists and null replace."""
+    (tmp_path / "base.yaml").write_text("a: {b: 1, c: [1, 2], d: {e: 1, f: 2}}\ng: 1\n")
+    (tmp_path / "over.yaml").write_text("a: {c: [3], d: {e: null}}\n")
+    (tmp_path / "Snakefile").write_text(
+        'import json\nconfigfile: "base.yaml"\n'
+        'print("CONFIG=" + json.dumps(config, sort_keys=True))\n'
+        "rule all:\n    run:\n        pass\n"
+    )
+    cmd = [str(BIN / "snakemake"), "-n", "-s", "Snakefile", "--configfile", "over.yaml"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("CONFIG="))
+    assert json.loads(line[len("CONFIG=") :]) == {"a": {"b": 1, "c": [3], "d": {"e": None, "f": 2}}, "g": 1}

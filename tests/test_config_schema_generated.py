@@ -84,7 +84,7 @@ def test_the_yaml_reads_back_as_the_generated_schema():
 def test_schema_defaults_are_the_settings_defaults():
     """Spot checks that a section's defaults come from its class (the rest follows by construction)."""
     from brainssl.preprocess.settings import PreprocessSettings
-    from brainssl.pretrain.methods import PretrainSettings
+    from brainssl.pretrain.settings import PretrainSettings
     from brainssl.tasks.dense_settings import DenseTaskSettings
 
     schema = yaml.safe_load(_committed())

@@ -33,12 +33,8 @@ from PIL import Image
 
 from brainssl.datasets import DATASETS, build_manifest, finalize_demo, generate_demo_shard
 from brainssl.datasets.catalog import LAYOUTS
-from brainssl.datasets.layouts.base import (
-    MIN_IMAGE_SIZE,
-    MIN_VOLUME_SIZE,
-    DatasetLayoutError,
-    NoUsableSubjectsError,
-)
+from brainssl.datasets.layouts.errors import DatasetLayoutError, NoUsableSubjectsError
+from brainssl.datasets.layouts.files import MIN_IMAGE_SIZE, MIN_VOLUME_SIZE
 from brainssl.io import write_table
 
 SEED = 7

@@ -77,7 +77,7 @@ def test_manifest_schema_columns_and_dtypes(manifests: dict[str, pd.DataFrame]) 
     ("column", "value", "words"),
     [
         ("modality", "T3w", "'modality', row 1: value 'T3w'"),
-        ("dataset", "adni", "'dataset', row 1"),
+        ("dataset", "ADNI 2", "'dataset', row 1"),  # any lower-case name is a user's BIDS entry
         ("subject", "sub-XYZ", "'subject', row 1"),
         ("sex", "male", "'sex', row 1"),
         ("cdr", 0.7, "'cdr', row 1"),

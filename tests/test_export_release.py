@@ -163,7 +163,7 @@ def test_release_params_of_the_test_config():
     release = modelcard.release_params(config)
     assert modelcard.RECIPE_SLICE_KEYS == SHARD_KEYS
     assert sorted(release["slices"]) == sorted(
-        ["default", "ixi", "brats21", "fastmri_brain", "oasis3", "tumor4"]
+        ["default", "ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "abide", "atlas"]
     )
     assert "tumor4" not in release["preprocess"] and release["preprocess"]["brats21"]["skull_strip"] == "none"
     assert release["preprocess"]["oasis3"]["normalisation"]["method"] == "nyul"

@@ -12,17 +12,9 @@ import torch
 
 from brainssl.synth.acquisition import simulate_kspace
 from brainssl.tasks import reconstruction as recon
-from brainssl.tasks.reconstruction import (
-    MASK_KINDS,
-    ReconVolume,
-    SSIMLoss,
-    cartesian_mask,
-    mask_seed,
-    mse,
-    nmse,
-    psnr,
-    ssim,
-)
+from brainssl.tasks.recon_masks import MASK_KINDS, cartesian_mask, mask_seed, zero_filled
+from brainssl.tasks.recon_metrics import SSIMLoss, mse, nmse, psnr, ssim
+from brainssl.tasks.reconstruction import ReconVolume
 
 subsample = pytest.importorskip("fastmri.data.subsample")
 evaluate = pytest.importorskip("fastmri.evaluate")
@@ -91,7 +83,7 @@ def test_reconstruction_inputs_use_the_files_fastmri_mask():
     volume = ReconVolume("file_brain_AXT1_201_600000", "sub-x", kspace, rss, "file_brain_AXT1_201_600000.h5")
     for kind in MASK_KINDS:
         want, _ = _fastmri_mask(kind, 32, 4, 0.08, tuple(map(ord, volume.file_name)))
-        zf = recon.zero_filled(kspace, want, rss.shape[1:])
+        zf = zero_filled(kspace, want, rss.shape[1:])
         prepared = recon._prepare(volume, kind, 4, 0.08, 32)
         assert np.allclose(prepared.inputs[:, 0], recon._square(zf / zf.max(), 32), atol=1e-6)
 

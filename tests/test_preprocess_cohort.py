@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainssl.datasets.layouts.base import SubjectError
+from brainssl.datasets.layouts.errors import SubjectError
 from brainssl.datasets.layouts.fastmri import load_rss, rss_affine
 from brainssl.io import write_table
 from brainssl.preprocess import FAILURE_COLUMNS, TABLE_COLUMNS, PreprocessSettings, preprocess_shard

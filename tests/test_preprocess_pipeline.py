@@ -7,6 +7,7 @@ non-RAS grid, multiplied by a smooth bias field and given Rician noise.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,15 +274,29 @@ def test_shard_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypa
     assert "dimensionality" in reasons["sub-000000000005"]
     assert "spacing" in reasons["sub-000000000006"]
     assert "dimensionality" in reasons["sub-000000000007"]
-    folder = out / "sub-000000000001" / "ses-none"
-    assert list(table["path"]) == [str(folder / "T1w.nii.gz")]
-    names = {p.name for p in folder.iterdir()}
-    assert names == {"T1w.nii.gz", "mask.nii.gz", "seg.nii.gz", "transforms.json", "qc.json", "qc.png"}
+    folder = out / "sub-000000000001" / "ses-none" / "anat"  # BIDS derivatives
+    stem = "sub-000000000001_ses-none"
+    assert list(table["path"]) == [str(folder / f"{stem}_desc-preproc_T1w.nii.gz")]
+    names = {p.name.removeprefix(f"{stem}_") for p in folder.iterdir()}
+    assert names == {
+        "desc-preproc_T1w.nii.gz",
+        "desc-brain_mask.nii.gz",
+        "desc-preproc_dseg.nii.gz",
+        "xfm.json",
+        "qc.json",
+        "qc.png",
+    }
+    assert table.loc[0, "mask_path"] == str(folder / f"{stem}_desc-brain_mask.nii.gz")
     assert table.loc[0, "dice"] >= 0.9
-    seg_out = np.asarray(nib.load(folder / "seg.nii.gz").dataobj)
+    seg_out = np.asarray(nib.load(table.loc[0, "seg_path"]).dataobj)
     assert set(np.unique(seg_out)) <= {0, 3}
-    assert sorted(p.name for p in out.iterdir()) == ["sub-000000000001"]
-    assert not [p for p in out.rglob(".*")]  # no temp folders or files left
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".bidsignore",
+        "dataset_description.json",
+        "sub-000000000001",
+    ]
+    assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["Name"] == "brainssl"
+    assert not [p for p in out.rglob(".*") if p.name != ".bidsignore"]  # no temp folders or files left
 
     # a failure while writing leaves no partial session folder behind
     def explode(*args: object, **kwargs: object) -> None:
@@ -293,7 +308,7 @@ def test_shard_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypa
     )
     assert table2.empty and "disk full" in failures2.loc[0, "reason"]
     assert not (out / "sub-00000000000a" / "ses-none").exists()
-    assert not [p for p in out.rglob(".*")]
+    assert not [p for p in out.rglob(".*") if p.name != ".bidsignore"]
 
 
 def test_session_rejects_missing_nyul_landmarks() -> None:

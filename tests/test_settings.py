@@ -8,7 +8,7 @@ import pytest
 
 from brainssl.embed.embed import EmbedSettings
 from brainssl.preprocess.settings import PreprocessSettings
-from brainssl.pretrain.methods import PretrainSettings
+from brainssl.pretrain.settings import PretrainSettings
 from brainssl.settings import UnknownSettingError, from_mapping
 from brainssl.slices.settings import SliceSettings
 from brainssl.tasks.representation import RepresentationSettings

@@ -41,14 +41,9 @@ from brainssl.tasks.dense_slices import (
 from brainssl.tasks.dense_sweep import dense_variants
 from brainssl.tasks.dense_training import TrainSettings
 from brainssl.tasks.detection import boxes_from_mask, centernet_targets, coco_map, decode_detections, nms
-from brainssl.tasks.reconstruction import (
-    cartesian_mask,
-    load_recon_volume,
-    nmse,
-    psnr,
-    ssim,
-    zero_filled,
-)
+from brainssl.tasks.recon_masks import cartesian_mask, zero_filled
+from brainssl.tasks.recon_metrics import nmse, psnr, ssim
+from brainssl.tasks.reconstruction import load_recon_volume
 from brainssl.tasks.segmentation import SegmentationSpec, run_segmentation
 
 MONAI_DEPRECATION = "ignore::FutureWarning"

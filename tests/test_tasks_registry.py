@@ -83,6 +83,8 @@ def test_the_registry_lists_every_task_once_by_kind():
         "molecular",
         "brain_age",
         "survival",
+        "neurodevelopmental",
+        "stroke_time",
     ]
     assert tasks_of_kind("dense") == [
         "tumor_segmentation",
@@ -91,7 +93,8 @@ def test_the_registry_lists_every_task_once_by_kind():
         "reconstruction",
     ]
     assert tasks_of_kind("analysis") == ["representation"]
-    assert [t for t in TASKS if TASKS[t].scratch] == ["tumor4", "sequence", "neurodegeneration", "molecular"]
+    scratch = ["tumor4", "sequence", "neurodegeneration", "molecular", "neurodevelopmental"]
+    assert [t for t in TASKS if TASKS[t].scratch] == scratch
     with pytest.raises(ValueError, match="registered already"):
         register(Task("tumor4", "frozen", specs=registry.tumor4_specs))
 

@@ -34,11 +34,13 @@ def edited(config: dict[str, Any], *path: str, value: Any) -> dict[str, Any]:
 
 
 def test_datasets_preprocess_and_slice_store(config):
-    every = ["ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus"]
-    assert wiring.enabled_datasets(config) == every
+    every = ["ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus", "abide", "atlas"]
+    assert wiring.enabled_datasets(config) == every  # the user-named BIDS entries last
     # the 2D tumour image set is not preprocessed; the hippocampus crops are, but not sliced
-    assert wiring.preprocess_enabled(config) == ["ixi", "brats21", "fastmri_brain", "oasis3", "hippocampus"]
-    assert wiring.slice_datasets(config) == ["ixi", "brats21", "fastmri_brain", "oasis3", "tumor4"]
+    preprocessed = ["ixi", "brats21", "fastmri_brain", "oasis3", "hippocampus", "abide", "atlas"]
+    assert wiring.preprocess_enabled(config) == preprocessed
+    sliced = ["ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "abide", "atlas"]
+    assert wiring.slice_datasets(config) == sliced
     assert wiring.slices_table("tumor4") == "results/datasets/tumor4/manifest.tsv"
     assert wiring.slices_table("ixi") == "results/preprocess/ixi/table.tsv"
     off = edited(config, "datasets", "brats21", "enabled", value=False)
@@ -157,5 +159,5 @@ def test_final_outputs_list_every_stage(config):
     assert "results/slices/hippocampus/montage.png" not in outputs
     assert outputs[-2:] == ["results/tasks/results.tsv", "results/tasks/comparisons.tsv"]
     assert "results/pretrain/moco-vit_tiny/export/README.md" in outputs
-    assert len(outputs) == len(set(outputs)) == 1 + 6 + 5 * 3 + 2 + 5 * 3 + 3 + 3 * 2 + 1 + 2
+    assert len(outputs) == len(set(outputs)) == 1 + 8 + 7 * 3 + 2 + 7 * 3 + 3 + 3 * 2 + 1 + 2
     assert wiring.final_output_message(config).splitlines()[1] == "  results/datasets/manifest.tsv"

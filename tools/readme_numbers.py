@@ -156,7 +156,7 @@ def _strip_method(results: Path, qc: pd.DataFrame) -> str:
     """The skull-strip method of a dataset, from its first session's ``qc.json``."""
     for png in qc.get("qc_png", pd.Series(dtype=str)).dropna().astype(str):
         for base in (results.parent, Path.cwd(), Path("/")):
-            path = (base / png).with_name("qc.json")
+            path = (base / png).with_name(Path(png).name.replace("qc.png", "qc.json"))  # <stem>_qc.json
             if path.is_file():
                 return str(json.loads(path.read_text()).get("skull_strip", {}).get("method", "?"))
     return "?"

@@ -67,7 +67,7 @@ def pretrain_run_settings(config: Mapping[str, Any], method: str, arch: str) -> 
         arch: the encoder architecture.
 
     Returns:
-        A :class:`~brainssl.pretrain.methods.PretrainSettings` mapping (without ``seed``), keys
+        A :class:`~brainssl.pretrain.settings.PretrainSettings` mapping (without ``seed``), keys
         sorted recursively, holding only what this run depends on: editing DINO's section does
         not touch the MoCo run's params, so Snakemake re-runs only the DINO job.
     """

@@ -8,13 +8,17 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The package lives in src/; put it on the path of this process and of every job
-# (jobs inherit the environment, also inside conda envs and SLURM jobs).
+# The package lives in src/. Parsing imports only its light modules (Snakemake, numpy and
+# pandas suffice: tests/test_envs.py), never nibabel, SimpleITK, scipy, h5py, matplotlib, torch.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-# Setting (not reading) a variable, so no `envvars:` assertion is needed.
+# Jobs without --use-conda find the package through PYTHONPATH. Conda jobs do not (Snakemake
+# drops PYTHONPATH there): each env's post-deploy script (envs/<env>.post-deploy.sh) installs
+# the package from BRAINSSL_WORKFLOW_DIR when Snakemake creates the env. Setting (not reading)
+# variables, so no `envvars:` assertion is needed.
 os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
+    PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p),
+    BRAINSSL_WORKFLOW_DIR=workflow.basedir,
 )
 
 from brainssl import wiring  # noqa: E402
@@ -28,14 +32,20 @@ wiring.check_config(
     config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml", Path.cwd()
 )
 validate(config, schema="../schemas/config.schema.yaml")
+# Then: pretraining's input size is the store's slice size; `cuda` needs a GPU (local runs).
+wiring.check_slice_sizes(config)
 
-# What the workflow holds (datasets, runs, encoders, tasks) and each job's params are pure
-# functions of the validated config in brainssl.wiring; rules call them with `config`. This
-# file keeps the wiring: constraints, input functions, checkpoint look-ups, report() outputs.
+
+onstart:
+    wiring.check_devices(config, local=workflow.local_exec)
+
+
+# What the workflow holds and each job's params are pure functions of the validated config in
+# brainssl.wiring; this file keeps constraints, input functions, checkpoint look-ups, report().
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset="|".join(wiring.all_datasets(config)),
     shard=r"\d+",
 
 
@@ -49,7 +59,6 @@ ENCODERS = wiring.encoders(config)
 EMBED_ENCODERS = wiring.embed_encoders(config)
 DENSE_TASKS = wiring.dense_tasks(config)
 FROZEN_TASKS = wiring.frozen_tasks(config)
-# task names whose results/tasks/<task>/results.tsv the merge rule reads
 TASK_RESULTS = wiring.task_results(config)
 
 
@@ -62,7 +71,6 @@ def shard_subjects(wildcards):
 
 
 def raw_ready(wildcards):
-    """The file that says a dataset's native tree is complete (none for local data)."""
     return wiring.raw_ready(config, wildcards.dataset) or []
 
 
@@ -106,9 +114,11 @@ def preprocess_shard_inputs(wildcards):
 
 
 def preprocess_training_rows(wildcards):
-    rows = volume_manifest(wildcards.dataset)
-    split, fit = config["datasets"]["split"], config["preprocess"]["nyul_fit_subjects"]
-    return shards.training_rows(rows, config["seed"], split, fit)
+    """The candidate subjects of a dataset's Nyúl landmark fit (wiring.nyul_candidates)."""
+    rows, split = volume_manifest(wildcards.dataset), config["datasets"]["split"]
+    return shards.training_rows(
+        rows, config["seed"], split, wiring.nyul_candidates(config)
+    )
 
 
 def preprocess_shard_tables(wildcards, kind):
@@ -122,12 +132,8 @@ def slices_shard_files(kind):
 
     def files(wildcards):
         plan = checkpoints.slices_plan.get(dataset=wildcards.dataset).output.plan
-        with open(plan) as handle:
-            column = handle.readline().rstrip("\n").split("\t").index("shard")
-            rows = [line.split("\t") for line in handle if line.strip()]
-        shards = sorted({int(row[column]) for row in rows})
         folder = f"results/slices/{wildcards.dataset}"
-        return [f"{folder}/shard-{shard}.{kind}" for shard in shards]
+        return [f"{folder}/shard-{k}.{kind}" for k in wiring.planned_shards(plan)]
 
     return files
 
@@ -191,14 +197,3 @@ def frozen_task_outputs(figures=()):
             labels={"task": "{task}", "figure": label},
         )
     return {**outputs, "prov": f"{folder}/provenance.json"}
-
-
-# ---- the names tasks_dense.smk reads (bound to this config)
-
-dense_task_params = partial(wiring.dense_task_params, config)
-hippocampus_task_datasets = partial(
-    wiring.dense_task_datasets, config, "hippocampus_segmentation"
-)
-dense_slice_stores = partial(wiring.dense_slice_stores, config)
-dense_slice_indexes = partial(wiring.dense_slice_indexes, config)
-dense_slice_settings = partial(wiring.dense_slice_settings, config)

@@ -15,6 +15,7 @@ rule datasets_generate:
         seed=config["seed"],
         grid_mm=config["datasets"]["grid_mm"],
         raw_root=lambda wc: wiring.raw_root(config, wc.dataset),
+        demo=lambda wc: wiring.bids_demo(config, wc.dataset),
     script:
         "../scripts/datasets_generate.py"
 
@@ -37,6 +38,7 @@ rule datasets_finalize:
         runtime=10,
     params:
         raw_root=lambda wc: wiring.raw_root(config, wc.dataset),
+        demo=lambda wc: wiring.bids_demo(config, wc.dataset),
     script:
         "../scripts/datasets_finalize.py"
 
@@ -79,6 +81,7 @@ checkpoint datasets_manifest:
     params:
         raw_root=lambda wc: wiring.raw_root(config, wc.dataset),
         source=lambda wc: config["datasets"][wc.dataset]["source"],
+        entry=lambda wc: wiring.bids_entry(config, wc.dataset),
     script:
         "../scripts/datasets_manifest.py"
 
@@ -92,6 +95,8 @@ rule datasets_merge:
             caption="../report/datasets_manifest.rst",
             category="1. Datasets",
         ),
+        # pseudonymous subject id -> dataset and native id: how to find a subject of any result
+        ids="results/datasets/ids.tsv",
         prov="results/datasets/manifest.provenance.json",
     log:
         "logs/datasets/merge.log",

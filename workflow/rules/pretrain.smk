@@ -27,7 +27,11 @@ rule pretrain_moco:
     conda:
         "../../envs/train.yaml"
     threads: PRETRAIN_RESOURCES["threads"]
-    # `gpu` (and `gpu_model`): snakemake-executor-plugin-slurm requests --gpus=[model:]N
+    # `gpu` (and `gpu_model`): snakemake-executor-plugin-slurm requests --gpus=[model:]N (one
+    # task: the script launches one process per GPU, brainssl.pretrain.distributed); locally the
+    # job claims that many GPUs (brainssl.gpus). The process count is read at job time from the
+    # resources: one per GPU, or `--set-resources pretrain_moco:processes=2` (two gloo processes
+    # on the CPU). Resources are no rerun trigger: gpus, threads or memory re-run nothing.
     resources:
         **wiring.pretrain_gpu_resources(config),
         mem_mb=PRETRAIN_RESOURCES["mem_mb"],
@@ -36,8 +40,6 @@ rule pretrain_moco:
         settings=pretrain_settings("moco"),
         probe=wiring.pretrain_probe(config),
         seed=config["seed"],
-        # one DDP process per GPU on the node (not a rerun trigger of the weights' values)
-        processes=max(1, PRETRAIN_RESOURCES["gpus"]),
     script:
         "../scripts/pretrain_ssl.py"
 
@@ -53,7 +55,6 @@ use rule pretrain_moco as pretrain_dino with:
         settings=pretrain_settings("dino"),
         probe=wiring.pretrain_probe(config),
         seed=config["seed"],
-        processes=max(1, PRETRAIN_RESOURCES["gpus"]),
 
 
 rule pretrain_random:

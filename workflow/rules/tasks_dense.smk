@@ -4,7 +4,15 @@
 # Slices are cut with the slice store's recipe: the intensity percentiles the store's index
 # recorded for the dataset, or, for a dataset the store does not hold (the Decathlon
 # hippocampus crops), the same effective per-dataset `slices` settings slices_shard gets.
-# The dense_slice_* names (common.smk) bind brainssl.wiring to the config.
+# The names below bind the dense tasks' wiring (brainssl.wiring) to this config.
+
+dense_task_params = partial(wiring.dense_task_params, config)
+hippocampus_task_datasets = partial(
+    wiring.dense_task_datasets, config, "hippocampus_segmentation"
+)
+dense_slice_stores = partial(wiring.dense_slice_stores, config)
+dense_slice_indexes = partial(wiring.dense_slice_indexes, config)
+dense_slice_settings = partial(wiring.dense_slice_settings, config)
 
 
 rule tasks_tumor_segmentation:
@@ -29,7 +37,9 @@ rule tasks_tumor_segmentation:
     conda:
         "../../envs/train.yaml"
     threads: 2
+    # one GPU where tasks.device is cuda (brainssl.wiring.task_gpu_resources)
     resources:
+        **wiring.task_gpu_resources(config),
         mem_mb=4000,
         runtime=60,
     params:
@@ -38,6 +48,7 @@ rule tasks_tumor_segmentation:
         slice_stores=dense_slice_stores(["brats21"]),
         slice_settings=dense_slice_settings(["brats21"]),
         seed=config["seed"],
+        device=wiring.task_device(config),
     script:
         "../scripts/tasks_dense_tumor_segmentation.py"
 
@@ -71,7 +82,9 @@ rule tasks_hippocampus_segmentation:
     conda:
         "../../envs/train.yaml"
     threads: 2
+    # one GPU where tasks.device is cuda (brainssl.wiring.task_gpu_resources)
     resources:
+        **wiring.task_gpu_resources(config),
         mem_mb=4000,
         runtime=60,
     params:
@@ -81,6 +94,7 @@ rule tasks_hippocampus_segmentation:
         slice_stores=dense_slice_stores(hippocampus_task_datasets()),
         slice_settings=dense_slice_settings(hippocampus_task_datasets()),
         seed=config["seed"],
+        device=wiring.task_device(config),
     script:
         "../scripts/tasks_dense_hippocampus_segmentation.py"
 
@@ -106,7 +120,9 @@ rule tasks_tumor_detection:
     conda:
         "../../envs/train.yaml"
     threads: 2
+    # one GPU where tasks.device is cuda (brainssl.wiring.task_gpu_resources)
     resources:
+        **wiring.task_gpu_resources(config),
         mem_mb=4000,
         runtime=60,
     params:
@@ -115,6 +131,7 @@ rule tasks_tumor_detection:
         slice_stores=dense_slice_stores(["brats21"]),
         slice_settings=dense_slice_settings(["brats21"]),
         seed=config["seed"],
+        device=wiring.task_device(config),
     script:
         "../scripts/tasks_dense_tumor_detection.py"
 
@@ -141,13 +158,16 @@ rule tasks_reconstruction:
     conda:
         "../../envs/train.yaml"
     threads: 2
+    # one GPU where tasks.device is cuda (brainssl.wiring.task_gpu_resources)
     resources:
+        **wiring.task_gpu_resources(config),
         mem_mb=4000,
         runtime=60,
     params:
         settings=dense_task_params("reconstruction"),
         encoders=ENCODERS,
         seed=config["seed"],
+        device=wiring.task_device(config),
     script:
         "../scripts/tasks_dense_reconstruction.py"
 

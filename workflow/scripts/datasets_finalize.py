@@ -8,5 +8,6 @@ with job_context(snakemake) as job:
         snakemake.wildcards.dataset,
         Path(snakemake.params.raw_root),
         [Path(p) for p in snakemake.input.tables],
+        demo=snakemake.params.demo,
     )
     job.extra["tables"] = [str(p) for p in tables]

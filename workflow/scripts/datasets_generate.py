@@ -11,6 +11,7 @@ with job_context(snakemake) as job:
         subject_indices=snakemake.params.subjects,
         seed=job.seed,
         grid_mm=snakemake.params.grid_mm,
+        demo=snakemake.params.demo,
     )
     write_table(snakemake.output.table, table)
     job.extra["subjects"] = len(table)

@@ -9,7 +9,11 @@ with job_context(snakemake) as job:
     # goes beside the job's log, which is kept, and the error names it.
     kept = Path(snakemake.log[0]).with_name("failures.tsv") if len(snakemake.log) else None
     manifest, failures = build_manifest(
-        snakemake.wildcards.dataset, Path(snakemake.params.raw_root), require_usable=True, failures_path=kept
+        snakemake.wildcards.dataset,
+        Path(snakemake.params.raw_root),
+        require_usable=True,
+        failures_path=kept,
+        entry=snakemake.params.entry,
     )
     write_table(snakemake.output.manifest, manifest)
     write_table(snakemake.output.failures, failures)

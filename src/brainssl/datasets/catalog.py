@@ -1,8 +1,13 @@
-"""The six datasets: demo generation into native layouts, and manifests from native layouts.
+"""The datasets: demo generation into native layouts, and manifests from native layouts.
 
 The Snakemake rules call these functions. Demo data are synthetic subjects
 (:mod:`brainssl.synth`) written in each dataset's real layout, so the same
 reader serves the demo and a real copy given by path.
+
+Besides the six registered layouts (:data:`LAYOUTS`), a config entry of ``kind: bids`` with a
+name of the user's choosing is read by the generic BIDS reader (:mod:`.layouts.bids`) as its
+entry says; its demo (``source: synthetic``) is written by one of :data:`DEMO_WRITERS`
+(``demo: abide`` or ``demo: atlas``).
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,13 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainssl.datasets.layouts import brats, fastmri, hippocampus, ixi, oasis, tumor4
+from brainssl.datasets.layouts import abide, atlas, bids, brats, fastmri, hippocampus, ixi, oasis, tumor4
 from brainssl.datasets.layouts.base import NoUsableSubjectsError
 from brainssl.datasets.manifest import check_manifest, failures_frame, rows_to_frame
 from brainssl.io import write_table
 
 __all__ = [
     "DATASETS",
+    "DEMO_WRITERS",
     "LAYOUTS",
     "SHARD_COLUMNS",
     "demo_subject_ids",
@@ -45,6 +52,8 @@ LAYOUTS: dict[str, ModuleType] = {
     "hippocampus": hippocampus,
 }
 DATASETS: tuple[str, ...] = tuple(LAYOUTS)
+#: Writers of the demo folders that ``kind: bids`` entries read (``demo: <name>``).
+DEMO_WRITERS: dict[str, ModuleType] = {"abide": abide, "atlas": atlas}
 META_COLUMNS = (
     "age",
     "sex",
@@ -69,13 +78,20 @@ SHARD_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _layout(dataset: str) -> ModuleType:
+def _layout(dataset: str, demo: str | None = None) -> ModuleType:
+    """The module that writes (and, for a registered layout, reads) a dataset's demo."""
+    if demo is not None:
+        if demo not in DEMO_WRITERS:
+            raise ValueError(f"{dataset}: unknown demo {demo!r}; expected one of {tuple(DEMO_WRITERS)}")
+        return DEMO_WRITERS[demo]
     if dataset not in LAYOUTS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+        raise ValueError(
+            f"unknown dataset {dataset!r}; expected one of {DATASETS} (or a kind: bids entry with its demo)"
+        )
     return LAYOUTS[dataset]
 
 
-def demo_subject_ids(dataset: str, n_subjects: int) -> list[str]:
+def demo_subject_ids(dataset: str, n_subjects: int, demo: str | None = None) -> list[str]:
     """Return the native ids of the first ``n_subjects`` demo subjects.
 
     Subject ``i`` always gets the same id, whatever ``n_subjects`` is.
@@ -83,23 +99,29 @@ def demo_subject_ids(dataset: str, n_subjects: int) -> list[str]:
     Args:
         dataset: dataset key.
         n_subjects: how many.
+        demo: the demo writer of a ``kind: bids`` entry (:data:`DEMO_WRITERS`).
 
     Returns:
         Native ids (``IXI002-Guys-1000``, ``BraTS2021_00000``, ``file_brain_AXT1_201_600000``,
-        ``OAS30001``, ``Tr-gl_0000``, ``hippocampus_001``).
+        ``OAS30001``, ``Tr-gl_0000``, ``hippocampus_001``; ``0050002``, ``r001s001``).
 
     Raises:
         ValueError: for an unknown dataset or a negative count.
     """
     if n_subjects < 0:
         raise ValueError(f"n_subjects must be >= 0, got {n_subjects}")
-    layout = _layout(dataset)
+    layout = _layout(dataset, demo)
     return [layout.native_id(i) for i in range(n_subjects)]
 
 
 def subject_seed(dataset: str, index: int, seed: int) -> int:
-    """Seed of demo subject ``index``: depends on the run seed, the dataset and the index only."""
-    sequence = np.random.SeedSequence([int(seed), DATASETS.index(dataset), int(index)])
+    """Seed of demo subject ``index``: depends on the run seed, the dataset and the index only.
+
+    A registered dataset is numbered by its place in :data:`DATASETS`; a user-named one by a
+    CRC-32 of its name (above 2**16, so the two never meet).
+    """
+    number = DATASETS.index(dataset) if dataset in DATASETS else (1 << 16) + zlib.crc32(dataset.encode())
+    sequence = np.random.SeedSequence([int(seed), number, int(index)])
     return int(sequence.generate_state(1, dtype=np.uint32)[0])
 
 
@@ -110,8 +132,8 @@ def _generate(seed: int, subject_id: str, params: dict[str, Any]) -> Any:
     return generate_subject(seed, subject_id, SubjectParams(**params))
 
 
-def _maker(dataset: str, index: int, native_id: str, seed: int, grid_mm: float) -> Callable[..., Any]:
-    base = _layout(dataset).subject_params(index, grid_mm)
+def _maker(layout: ModuleType, index: int, native_id: str, seed: int, grid_mm: float) -> Callable[..., Any]:
+    base = layout.subject_params(index, grid_mm)
 
     def make(**overrides: Any) -> Any:
         return _generate(seed, native_id, {**base, **overrides})
@@ -120,7 +142,12 @@ def _maker(dataset: str, index: int, native_id: str, seed: int, grid_mm: float) 
 
 
 def generate_demo_shard(
-    dataset: str, raw_root: Path, subject_indices: Sequence[int], seed: int, grid_mm: float
+    dataset: str,
+    raw_root: Path,
+    subject_indices: Sequence[int],
+    seed: int,
+    grid_mm: float,
+    demo: str | None = None,
 ) -> pd.DataFrame:
     """Write some demo subjects' native files (and ``_truth``) under ``raw_root``.
 
@@ -131,6 +158,7 @@ def generate_demo_shard(
             same for any sharding.
         seed: run seed; each subject's seed is :func:`subject_seed`.
         grid_mm: synthetic acquisition grid spacing in mm.
+        demo: for a ``kind: bids`` entry, its demo writer (:data:`DEMO_WRITERS`).
 
     Returns:
         The shard table, one row per subject, columns :data:`SHARD_COLUMNS`:
@@ -140,7 +168,7 @@ def generate_demo_shard(
     Raises:
         ValueError: for an unknown dataset, a negative index or a non-positive grid.
     """
-    layout = _layout(dataset)
+    layout = _layout(dataset, demo)
     if grid_mm <= 0:
         raise ValueError(f"grid_mm must be > 0, got {grid_mm}")
     if any(int(i) < 0 for i in subject_indices):
@@ -153,7 +181,7 @@ def generate_demo_shard(
         nid = layout.native_id(int(index))
         sub_seed = subject_seed(dataset, int(index), seed)
         record = layout.write_subject(
-            raw_root, int(index), nid, _maker(dataset, int(index), nid, sub_seed, grid_mm)
+            raw_root, int(index), nid, _maker(layout, int(index), nid, sub_seed, grid_mm)
         )
         meta = record["meta"]
         rows.append(
@@ -179,19 +207,22 @@ def _read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep=sep, keep_default_na=False, na_values=[""])
 
 
-def finalize_demo(dataset: str, raw_root: Path, shard_tables: Sequence[Path]) -> list[Path]:
+def finalize_demo(
+    dataset: str, raw_root: Path, shard_tables: Sequence[Path], demo: str | None = None
+) -> list[Path]:
     """Write a demo dataset's dataset-level tables from its shard tables.
 
     IXI: ``IXI.csv``; BraTS: ``train_labels.csv``, ``survival_info.csv``,
     ``brats20_to_brats21.csv``, ``molecular_labels.csv``; OASIS-3:
     ``OASIS3_clinical.csv``; Decathlon: ``dataset.json``; fastMRI and the
-    4-class set have none.
+    4-class set have none; the BIDS demos: ``participants.tsv`` and the BIDS root files.
 
     Args:
         dataset: dataset key.
         raw_root: the dataset root.
         shard_tables: the tables returned by :func:`generate_demo_shard`, saved
             as ``.tsv``, ``.csv`` or ``.parquet``.
+        demo: for a ``kind: bids`` entry, its demo writer.
 
     Returns:
         The paths written.
@@ -199,7 +230,7 @@ def finalize_demo(dataset: str, raw_root: Path, shard_tables: Sequence[Path]) ->
     Raises:
         ValueError: for an unknown dataset, no shard tables, or a native id listed twice.
     """
-    layout = _layout(dataset)
+    layout = _layout(dataset, demo)
     if not shard_tables:
         raise ValueError(f"{dataset}: no shard tables given")
     shard = pd.concat([_read_table(Path(p)) for p in shard_tables], ignore_index=True)
@@ -210,7 +241,12 @@ def finalize_demo(dataset: str, raw_root: Path, shard_tables: Sequence[Path]) ->
 
 
 def build_manifest(
-    dataset: str, raw_root: Path, *, require_usable: bool = False, failures_path: Path | None = None
+    dataset: str,
+    raw_root: Path,
+    *,
+    require_usable: bool = False,
+    failures_path: Path | None = None,
+    entry: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a dataset root (real copy or demo) into the image manifest.
 
@@ -228,6 +264,8 @@ def build_manifest(
             later jobs); otherwise return the empty manifest with the failures.
         failures_path: with ``require_usable``, where the failures table is written before
             raising (the workflow puts it beside the job's log, which Snakemake keeps).
+        entry: the config entry of a ``kind: bids`` dataset (its contrasts, tables, labels);
+            ``dataset`` is then its name and the generic BIDS reader reads it.
 
     Returns:
         ``(manifest, failures)``: the manifest in the schema of
@@ -243,21 +281,24 @@ def build_manifest(
         NoUsableSubjectsError: with ``require_usable``, when no subject is usable: "no
             usable subjects; see failures.tsv" with the path (and the first reasons).
     """
-    layout = _layout(dataset)
-    rows, failures = layout.read(Path(raw_root))
+    if entry is not None and entry.get("kind") == "bids":
+        info = bids.info(dataset, entry)
+        rows, failures = bids.read(Path(raw_root), dataset, entry)
+    else:
+        info = _layout(dataset).INFO
+        rows, failures = _layout(dataset).read(Path(raw_root))
     manifest = rows_to_frame(rows)
     check_manifest(manifest)
     table = failures_frame(failures)
     logger.info("%s: %d images, %d failures", dataset, len(manifest), len(failures))
     if require_usable and manifest.empty:
-        raise _no_usable(layout, Path(raw_root), table, failures_path)
+        raise _no_usable(info, Path(raw_root), table, failures_path)
     return manifest, table
 
 
 def _no_usable(
-    layout: ModuleType, raw_root: Path, failures: pd.DataFrame, failures_path: Path | None
+    info: Any, raw_root: Path, failures: pd.DataFrame, failures_path: Path | None
 ) -> NoUsableSubjectsError:
-    info = layout.INFO
     if failures_path is not None:
         write_table(Path(failures_path), failures)
         where = f"see failures.tsv: {failures_path}"

@@ -8,7 +8,8 @@ the optional ``truth_*`` columns, empty for real data.
 =================  ========  =========================================================================
 column             dtype     meaning
 =================  ========  =========================================================================
-dataset            str       dataset key, one of :data:`brainssl.datasets.DATASETS`
+dataset            str       dataset key: one of :data:`brainssl.datasets.DATASETS`, or the name of a
+                             ``kind: bids`` entry of the config (lower case, digits, ``_``)
 subject            str       pseudonymous subject id ``sub-<12 hex>`` (:func:`pseudonymize`)
 native_id          str       the subject id as the native layout spells it (``IXI002-Guys-0828``)
 session            str       session label (``ses-d0000`` for OASIS-3; the file stem for fastMRI, each
@@ -24,13 +25,16 @@ seg_path           str       label map for this image (BraTS seg, Decathlon labe
 age                float     age in years at this scan; NaN when unknown
 sex                str       ``M``, ``F`` or ``""``
 site               str       acquisition site or scanner, ``""`` when unknown
-diagnosis          str       ``control``, ``alzheimer`` or ``""``
+diagnosis          str       ``control``, ``alzheimer`` (OASIS-3), or the label a BIDS entry's
+                             ``values`` map gives (``autism``, ...; lower case), else ``""``
 cdr                float     clinical dementia rating (0, 0.5, 1, 2, 3); NaN when unknown
 pathology          str       ``none``, ``glioma``, ``meningioma``, ``pituitary`` or ``""``
 idh                str       ``mutant``, ``wildtype`` or ``""``
 mgmt               float     MGMT promoter methylation 1/0; NaN when unknown
 survival_days      float     overall survival or follow-up (days); NaN when unknown
 event              float     1 death observed, 0 censored; NaN when unknown
+days_since_event   float     days from the dataset's index event (stroke onset, ...) to this scan;
+                             NaN when unknown (BIDS entries: a participants/sessions column)
 tumor_class        str       4-class label ``glioma``/``meningioma``/``pituitary``/``notumor``, else ``""``
 split_group        str       the split the native layout prescribes (``train``/``test``), else ``""``
 truth_brain_mask   str       synthetic truth: brain mask NIfTI, else ``""``
@@ -71,10 +75,16 @@ __all__ = [
     "failures_frame",
     "check_manifest",
     "merge_manifests",
+    "subject_ids",
+    "IDS_COLUMNS",
 ]
 
 MODALITIES = ("T1w", "T2w", "FLAIR", "T1ce", "PD")
 DATASET_KEYS = ("ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus")
+#: What a dataset key looks like: a registered layout's key or a user-named BIDS entry.
+DATASET_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+#: Diagnosis labels: lower-case words (``control``, ``alzheimer``, ``autism``, ...).
+DIAGNOSIS_PATTERN = r"^([a-z0-9][a-z0-9_]*)?$"
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ class ColumnSpec:
 
 
 MANIFEST_SCHEMA: tuple[ColumnSpec, ...] = (
-    ColumnSpec("dataset", "str", True, DATASET_KEYS),
+    ColumnSpec("dataset", "str", True),
     ColumnSpec("subject", "str", True),
     ColumnSpec("native_id", "str", True),
     ColumnSpec("session", "str"),
@@ -113,13 +123,14 @@ MANIFEST_SCHEMA: tuple[ColumnSpec, ...] = (
     ColumnSpec("age", "float", minimum=0.0),
     ColumnSpec("sex", "str", False, ("M", "F")),
     ColumnSpec("site", "str"),
-    ColumnSpec("diagnosis", "str", False, ("control", "alzheimer")),
+    ColumnSpec("diagnosis", "str"),
     ColumnSpec("cdr", "float", False, (0.0, 0.5, 1.0, 2.0, 3.0)),
     ColumnSpec("pathology", "str", False, ("none", "glioma", "meningioma", "pituitary")),
     ColumnSpec("idh", "str", False, ("mutant", "wildtype")),
     ColumnSpec("mgmt", "float", False, (0.0, 1.0)),
     ColumnSpec("survival_days", "float", minimum=0.0),
     ColumnSpec("event", "float", False, (0.0, 1.0)),
+    ColumnSpec("days_since_event", "float", minimum=0.0),
     ColumnSpec("tumor_class", "str", False, ("glioma", "meningioma", "pituitary", "notumor")),
     ColumnSpec("split_group", "str", False, ("train", "test")),
     ColumnSpec("truth_brain_mask", "str"),
@@ -130,6 +141,8 @@ MANIFEST_SCHEMA: tuple[ColumnSpec, ...] = (
 )
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(spec.name for spec in MANIFEST_SCHEMA)
 FAILURE_COLUMNS: tuple[str, ...] = ("dataset", "native_id", "path", "reason")
+#: Columns of the id table (``results/datasets/ids.tsv``): pseudonym -> dataset and native id.
+IDS_COLUMNS: tuple[str, ...] = ("subject", "dataset", "native_id", "sessions")
 _SUBJECT_PATTERN = r"^sub-[0-9a-f]{12}$"
 _SHAPE_PATTERN = r"^\d+(x\d+)*$"
 
@@ -229,9 +242,9 @@ def check_manifest(df: pd.DataFrame) -> None:
     """Check a manifest against :data:`MANIFEST_SCHEMA`.
 
     Checks: exact column set; dtypes (numbers in float columns); required values
-    present; allowed values; minimums; the ``subject`` and ``shape`` formats; no
-    duplicate ``path``; and that one native subject maps to exactly one ``subject``
-    and vice versa within a dataset.
+    present; allowed values; minimums; the ``subject``, ``shape``, ``dataset`` and
+    ``diagnosis`` formats; no duplicate ``path``; and that one native subject maps to
+    exactly one ``subject`` and vice versa within a dataset.
 
     Args:
         df: the manifest.
@@ -247,6 +260,8 @@ def check_manifest(df: pd.DataFrame) -> None:
         _check_column(df, spec)
     _check_pattern(df, "subject", _SUBJECT_PATTERN)
     _check_pattern(df, "shape", _SHAPE_PATTERN)
+    _check_pattern(df, "dataset", DATASET_PATTERN)
+    _check_pattern(df, "diagnosis", DIAGNOSIS_PATTERN)
     no_modality = (df["modality"] == "") & (df["format"] != "jpg")
     if no_modality.any():
         index = df.index[no_modality][0]
@@ -333,3 +348,25 @@ def merge_manifests(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     merged = merged.reset_index(drop=True)
     check_manifest(merged)
     return merged
+
+
+def subject_ids(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The id table: every pseudonymous ``subject`` with its dataset, native id and sessions.
+
+    Every later output names subjects by their pseudonym only (:func:`pseudonymize`); this
+    table, written beside the merged manifest as ``results/datasets/ids.tsv``, finds the
+    subject in its dataset again. It holds the native ids: keep it with the results, and leave
+    it out of anything shared beyond those allowed to see the datasets.
+
+    Returns:
+        :data:`IDS_COLUMNS`, one row per subject (``sessions`` ``;``-joined), sorted by dataset
+        and native id.
+    """
+    if manifest.empty:
+        return pd.DataFrame(columns=list(IDS_COLUMNS))
+    frame = manifest[["subject", "dataset", "native_id", "session"]].astype(str)
+    grouped = frame.groupby(["subject", "dataset", "native_id"], sort=False)["session"]
+    table = grouped.agg(lambda s: ";".join(sorted({v for v in s if v}))).reset_index(name="sessions")
+    return table.sort_values(["dataset", "native_id"], kind="stable").reset_index(drop=True)[
+        list(IDS_COLUMNS)
+    ]

@@ -2,8 +2,10 @@
 
 The per-dataset entries follow the layout registry (:data:`brainssl.datasets.catalog.LAYOUTS`):
 :func:`datasets_section` builds the section's class from it, so a registered layout gets its
-``datasets.<name>`` schema entry with no other edit. Only the config schema
-(:mod:`brainssl.schema`) is built from these classes; the rules read the validated config.
+``datasets.<name>`` schema entry with no other edit. Any other name (lower case, digits, ``_``)
+is a dataset of the user's whose entry has ``kind: bids`` (:class:`BidsDatasetSettings`, read
+by :mod:`brainssl.datasets.layouts.bids`). Only the config schema (:mod:`brainssl.schema`) is
+built from these classes; the rules read the validated config.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from typing import Any, ClassVar
 
 from brainssl.settings import setting
 
-from .catalog import LAYOUTS
+from .catalog import DEMO_WRITERS, LAYOUTS
 from .download import DEFAULT_IXI_BASE_URL
+from .layouts.bids import LABELS
+from .manifest import MODALITIES
 
 __all__ = [
+    "BIDS_NAME_PATTERN",
+    "BidsDatasetSettings",
     "DATASET_SETTINGS",
     "DatasetSettings",
     "DatasetSplit",
@@ -102,6 +108,94 @@ class IxiDatasetSettings(DatasetSettings):
 #: The entry class of each dataset that needs its own (the others take :class:`DatasetSettings`).
 DATASET_SETTINGS: dict[str, type[DatasetSettings]] = {"ixi": IxiDatasetSettings}
 
+_SPEC = "^([a-zA-Z]+-[a-zA-Z0-9]+_)*[a-zA-Z0-9]+$"
+_LABEL_KEYS = {"enum": list(LABELS)}
+_LABEL_TEXT = "; ".join(f"{key}: {about}" for key, about in LABELS.items())
+
+
+@dataclass(frozen=True, kw_only=True)
+class BidsDatasetSettings(DatasetSettings):
+    """A dataset of the user's, in BIDS (``datasets.<name>`` with ``kind: bids``).
+
+    Read by :mod:`brainssl.datasets.layouts.bids`; ``source: synthetic`` writes the demo named
+    by ``demo`` in its real layout first.
+    """
+
+    schema_extra: ClassVar[Mapping[str, Any]] = {
+        "allOf": [
+            _path_required(("local",)),
+            {
+                "if": {"properties": {"source": {"const": "synthetic"}}},
+                "then": {"required": ["demo"]},
+            },
+        ]
+    }
+
+    kind: str = setting(
+        description="bids: read the folder as BIDS raw data, as this entry says (any name of "
+        "lower-case letters, digits and '_' that is not a registered dataset).",
+        enum=("bids",),
+    )
+    source: str = setting(
+        description='"local" reads the BIDS folder at `path`; "synthetic" first writes the demo '
+        "cohort named by `demo` there in its real layout.",
+        enum=("synthetic", "local"),
+    )
+    path: str | None = setting(
+        None,
+        "The BIDS folder (the one holding participants.tsv and sub-*/); required when source is "
+        '"local" (source "synthetic" writes the demo under results/datasets/<name>/raw).',
+        fill=False,
+    )
+    demo: str | None = setting(
+        None,
+        'Source "synthetic": which demo cohort is written: abide (autism and controls, four '
+        "sites; the neurodevelopmental task) or atlas (stroke lesions of known age; the "
+        "post-stroke timing task).",
+        fill=False,
+        enum=tuple(DEMO_WRITERS),
+    )
+    contrasts: Mapping[str, str] = setting(
+        factory=lambda: {"T1w": "T1w"},
+        description="Contrast (manifest modality) -> BIDS suffix, optionally with the entities its "
+        "files carry: {T1w: T1w, T1ce: ce-gadolinium_T1w, FLAIR: FLAIR}. Files with other "
+        "entities (besides sub, ses, run, acq, space) are not that contrast; of several runs "
+        "the lowest is used.",
+        min_properties=1,
+        property_names={"enum": list(MODALITIES)},
+        additional_properties={"type": "string", "pattern": _SPEC},
+    )
+    mask: str = setting(
+        "",
+        "Suffix (with entities) of a label map beside the images that every contrast of the "
+        "session takes as its seg_path, e.g. label-L_desc-T1lesion_mask (ATLAS); empty for none.",
+        pattern=f"^$|{_SPEC}",
+    )
+    participants: Mapping[str, str] = setting(
+        factory=dict,
+        description="Label -> participants.tsv column (rows by participant_id). Labels: " + _LABEL_TEXT + ".",
+        property_names=_LABEL_KEYS,
+        additional_properties={"type": "string", "minLength": 1},
+    )
+    sessions: Mapping[str, str] = setting(
+        factory=dict,
+        description="Label -> column of each subject's sub-<label>_sessions.tsv (rows by "
+        "session_id); a session's value overrides the participant's. Same labels as participants.",
+        property_names=_LABEL_KEYS,
+        additional_properties={"type": "string", "minLength": 1},
+    )
+    values: Mapping[str, Mapping[str, str]] = setting(
+        factory=dict,
+        description='Label -> {cell: value} for coded columns, e.g. diagnosis: {"1": autism, "2": '
+        'control}, sex: {"1": M, "2": F}; a cell the map lacks leaves its subject out (failures.tsv).',
+        property_names=_LABEL_KEYS,
+        additional_properties={"type": "object", "additionalProperties": {"type": "string"}},
+    )
+
+
+#: A user-named dataset: lower case, digits and '_', not a registered dataset nor a section key.
+BIDS_NAME_PATTERN = "^[a-z][a-z0-9_]{0,39}$"
+
 
 @dataclass(frozen=True)
 class DatasetSplit:
@@ -140,7 +234,8 @@ class DatasetsSettings:
 def datasets_section() -> type:
     """The ``datasets:`` section's class: :class:`DatasetsSettings` and one entry per layout.
 
-    Every entry is required (it says where the dataset comes from).
+    Every entry is required (it says where the dataset comes from). Any other key matching
+    :data:`BIDS_NAME_PATTERN` is a user's dataset (:class:`BidsDatasetSettings`).
     """
     fields = []
     for name, layout in LAYOUTS.items():
@@ -152,4 +247,23 @@ def datasets_section() -> type:
     )
     section.__doc__ = "The ``datasets:`` config section."
     section.__module__ = __name__
+    section.schema_extra = {"patternProperties": {bids_name_pattern(section): bids_entry_schema()}}
     return section
+
+
+def bids_name_pattern(section: type) -> str:
+    """:data:`BIDS_NAME_PATTERN` less the section's own keys (registered datasets, shard_size, ...)."""
+    taken = "|".join(f.name for f in dataclasses.fields(section))
+    return f"^(?!({taken})$)" + BIDS_NAME_PATTERN.removeprefix("^")
+
+
+def bids_entry_schema() -> dict[str, Any]:
+    """The JSON schema of a ``kind: bids`` entry (what :mod:`brainssl.schema` makes of the class)."""
+    from brainssl.schema import _Builder
+
+    body = _Builder().section(BidsDatasetSettings)
+    body["description"] = (
+        "A dataset of the user's in BIDS (any other name of lower-case letters, digits and '_'): "
+        "kind: bids, its source, and how contrasts and labels are read."
+    )
+    return body

@@ -3,54 +3,157 @@
 Each step is a pure function on nibabel images / numpy arrays (SimpleITK inside);
 :func:`preprocess_session` chains them for one session and :func:`preprocess_shard`
 runs a shard of manifest rows to disk.
+
+Names load their submodule on first use (:mod:`brainssl._lazy`): the workflow imports
+:mod:`brainssl.preprocess.shards` while Snakemake parses it, which must not import SimpleITK,
+nibabel or scipy.
 """
 
-from .bias import head_mask, n4_correct
-from .cohort import (
-    QC_COLUMNS,
-    fit_landmarks,
-    load_landmarks,
-    merge_shards,
-    plot_qc_summary,
-    read_shard_table,
-    save_landmarks,
-)
-from .intensity import NyulLandmarks, apply_nyul, clip_percentiles, fit_nyul, whitestripe, zscore
-from .qc import bias_strength, dice, qc_flags, qc_png, qc_record, snr_estimate, touches_fov
-from .session import PreprocessError, PreprocessResult, preprocess_session, validate_image
-from .settings import N4Settings, NormalisationSettings, PreprocessSettings, QCRules, RegistrationSettings
-from .shard_job import FAILURE_COLUMNS, TABLE_COLUMNS, preprocess_shard
-from .shards import (
-    PREPROCESS_DATASETS,
-    assign_shards,
-    shard_count,
-    shard_files,
-    shard_records,
-    shard_rows,
-    subject_order,
-    training_rows,
-    volume_rows,
-)
-from .skullstrip import (
-    SkullStripResult,
-    load_template,
-    register_rigid,
-    skull_strip,
-    strip_atlas,
-    strip_deepbet,
-    strip_none,
-)
-from .spatial import (
-    TransformRecord,
-    crop_box,
-    crop_image,
-    from_sitk,
-    ras_grid,
-    reorient_resample,
-    resample_to_grid,
-    sitk_transform_to_ras,
-    to_original_space,
-    to_sitk,
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from brainssl._lazy import attach
+
+if TYPE_CHECKING:
+    from brainssl.preprocess.bias import head_mask, n4_correct
+    from brainssl.preprocess.cohort import (
+        QC_COLUMNS,
+        fit_landmarks,
+        load_landmarks,
+        merge_shards,
+        plot_qc_summary,
+        read_shard_table,
+        save_landmarks,
+    )
+    from brainssl.preprocess.intensity import (
+        NyulLandmarks,
+        apply_nyul,
+        clip_percentiles,
+        fit_nyul,
+        whitestripe,
+        zscore,
+    )
+    from brainssl.preprocess.qc import (
+        bias_strength,
+        dice,
+        qc_flags,
+        qc_png,
+        qc_record,
+        snr_estimate,
+        touches_fov,
+    )
+    from brainssl.preprocess.session import (
+        PreprocessError,
+        PreprocessResult,
+        preprocess_session,
+        validate_image,
+    )
+    from brainssl.preprocess.settings import (
+        N4Settings,
+        NormalisationSettings,
+        PreprocessSettings,
+        QCRules,
+        RegistrationSettings,
+    )
+    from brainssl.preprocess.shard_job import FAILURE_COLUMNS, TABLE_COLUMNS, preprocess_shard
+    from brainssl.preprocess.shards import (
+        PREPROCESS_DATASETS,
+        assign_shards,
+        shard_count,
+        shard_files,
+        shard_records,
+        shard_rows,
+        subject_order,
+        training_rows,
+        volume_rows,
+    )
+    from brainssl.preprocess.skullstrip import (
+        SkullStripResult,
+        load_template,
+        register_rigid,
+        skull_strip,
+        strip_atlas,
+        strip_deepbet,
+        strip_none,
+    )
+    from brainssl.preprocess.spatial import (
+        TransformRecord,
+        crop_box,
+        crop_image,
+        from_sitk,
+        ras_grid,
+        reorient_resample,
+        resample_to_grid,
+        sitk_transform_to_ras,
+        to_original_space,
+        to_sitk,
+    )
+
+__getattr__, __dir__ = attach(
+    __name__,
+    {
+        "head_mask": "bias",
+        "n4_correct": "bias",
+        "QC_COLUMNS": "cohort",
+        "fit_landmarks": "cohort",
+        "load_landmarks": "cohort",
+        "merge_shards": "cohort",
+        "plot_qc_summary": "cohort",
+        "read_shard_table": "cohort",
+        "save_landmarks": "cohort",
+        "NyulLandmarks": "intensity",
+        "apply_nyul": "intensity",
+        "clip_percentiles": "intensity",
+        "fit_nyul": "intensity",
+        "whitestripe": "intensity",
+        "zscore": "intensity",
+        "bias_strength": "qc",
+        "dice": "qc",
+        "qc_flags": "qc",
+        "qc_png": "qc",
+        "qc_record": "qc",
+        "snr_estimate": "qc",
+        "touches_fov": "qc",
+        "PreprocessError": "session",
+        "PreprocessResult": "session",
+        "preprocess_session": "session",
+        "validate_image": "session",
+        "N4Settings": "settings",
+        "NormalisationSettings": "settings",
+        "PreprocessSettings": "settings",
+        "QCRules": "settings",
+        "RegistrationSettings": "settings",
+        "FAILURE_COLUMNS": "shard_job",
+        "TABLE_COLUMNS": "shard_job",
+        "preprocess_shard": "shard_job",
+        "PREPROCESS_DATASETS": "shards",
+        "assign_shards": "shards",
+        "shard_count": "shards",
+        "shard_files": "shards",
+        "shard_records": "shards",
+        "shard_rows": "shards",
+        "subject_order": "shards",
+        "training_rows": "shards",
+        "volume_rows": "shards",
+        "SkullStripResult": "skullstrip",
+        "load_template": "skullstrip",
+        "register_rigid": "skullstrip",
+        "skull_strip": "skullstrip",
+        "strip_atlas": "skullstrip",
+        "strip_deepbet": "skullstrip",
+        "strip_none": "skullstrip",
+        "TransformRecord": "spatial",
+        "crop_box": "spatial",
+        "crop_image": "spatial",
+        "from_sitk": "spatial",
+        "ras_grid": "spatial",
+        "reorient_resample": "spatial",
+        "resample_to_grid": "spatial",
+        "sitk_transform_to_ras": "spatial",
+        "to_original_space": "spatial",
+        "to_sitk": "spatial",
+    },
 )
 
 __all__ = [

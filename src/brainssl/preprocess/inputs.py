@@ -28,7 +28,7 @@ def _load(path: str) -> nib.spatialimages.SpatialImage:
 
 
 def _load_fastmri(path: str) -> nib.Nifti1Image:
-    from brainssl.datasets.layouts.base import SubjectError
+    from brainssl.datasets.layouts.errors import SubjectError
     from brainssl.datasets.layouts.fastmri import load_rss
 
     try:

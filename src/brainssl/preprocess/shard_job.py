@@ -3,6 +3,20 @@
 Split from :mod:`brainssl.preprocess.session`, which preprocesses one session in memory; this
 module reads the sessions of a shard (:mod:`brainssl.preprocess.inputs`), writes each one
 atomically and records failures. Which rows a shard gets is :mod:`brainssl.preprocess.shards`.
+
+The output folder is a BIDS derivatives dataset (:func:`derivative_names`)::
+
+    <out>/dataset_description.json            DatasetType derivative, GeneratedBy brainssl
+    <out>/.bidsignore                         the QC and transform records (not BIDS files)
+    <out>/sub-<hex>/ses-<label>/anat/sub-<hex>_ses-<label>_desc-preproc_T1w.nii.gz
+                                    .../sub-<hex>_ses-<label>_ce-gadolinium_desc-preproc_T1w.nii.gz (T1ce)
+                                    .../sub-<hex>_ses-<label>_desc-brain_mask.nii.gz
+                                    .../sub-<hex>_ses-<label>_desc-preproc_dseg.nii.gz (a label map)
+                                    .../sub-<hex>_ses-<label>_{xfm,qc}.json, _qc.png
+
+A session without one is ``ses-none``; a session name with other characters than letters and
+digits (a fastMRI file stem) loses them in the file names (the table keeps it). Readers take
+every path from the shard table (``path``, ``mask_path``, ``seg_path``, ...), never rebuild it.
 """
 
 from __future__ import annotations
@@ -10,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -19,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainssl.io import save_nifti, write_json
+from brainssl.io import save_nifti, write_json, write_text
 
 from .inputs import _session_inputs, _text
 from .intensity import NyulLandmarks
@@ -27,7 +42,13 @@ from .qc import qc_png
 from .session import PreprocessError, PreprocessResult, preprocess_session
 from .settings import PreprocessSettings
 
-__all__ = ["preprocess_shard", "TABLE_COLUMNS", "FAILURE_COLUMNS"]
+__all__ = [
+    "preprocess_shard",
+    "derivative_names",
+    "write_derivative_description",
+    "TABLE_COLUMNS",
+    "FAILURE_COLUMNS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +74,86 @@ TABLE_COLUMNS = (
 )
 FAILURE_COLUMNS = ("dataset", "subject", "session", "native_id", "path", "reason")
 NO_SESSION = "ses-none"
+#: BIDS suffix (and entities) of each manifest contrast in the derivative file names.
+BIDS_CONTRASTS = {
+    "T1w": "desc-preproc_T1w",
+    "T2w": "desc-preproc_T2w",
+    "FLAIR": "desc-preproc_FLAIR",
+    "PD": "desc-preproc_PDw",
+    "T1ce": "ce-gadolinium_desc-preproc_T1w",
+}
+#: Files of a session folder that BIDS does not define (listed in the root's ``.bidsignore``).
+NOT_BIDS = ("*_qc.json", "*_qc.png", "*_xfm.json")
+
+
+def _label(text: str, prefix: str) -> str:
+    """A BIDS label: the text without its ``sub-``/``ses-`` prefix, letters and digits only."""
+    label = re.sub(r"[^A-Za-z0-9]", "", str(text).removeprefix(prefix))
+    return label or "none"
+
+
+def _contrast(modality: str) -> str:
+    return BIDS_CONTRASTS.get(modality, f"desc-preproc_{_label(modality, '')}")
+
+
+def derivative_names(
+    subject: str, session: str, modalities: list[str], label_modalities: list[str] | tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Relative paths of one session's derivative files (BIDS derivatives naming).
+
+    Args:
+        subject: the pseudonymous subject (``sub-<hex>``).
+        session: the session (``ses-d0129``; empty for none).
+        modalities: the session's contrasts.
+        label_modalities: the contrasts whose label maps are written, first one first.
+
+    Returns:
+        ``{modality: ..._desc-preproc_<suffix>.nii.gz, "mask": ..._desc-brain_mask.nii.gz,
+        "seg": ..._desc-preproc_dseg.nii.gz (the first label map), "seg_<modality>":
+        ..._desc-preproc<modality>_dseg.nii.gz (further ones), "transforms": ..._xfm.json,
+        "qc": ..._qc.json, "qc_png": ..._qc.png}``, relative to the derivative root.
+    """
+    sub, ses = f"sub-{_label(subject, 'sub-')}", f"ses-{_label(session or NO_SESSION, 'ses-')}"
+    folder, stem = f"{sub}/{ses}/anat", f"{sub}_{ses}"
+    names = {m: f"{folder}/{stem}_{_contrast(m)}.nii.gz" for m in modalities}
+    names["mask"] = f"{folder}/{stem}_desc-brain_mask.nii.gz"
+    for index, modality in enumerate(label_modalities):
+        key = "seg" if index == 0 else f"seg_{modality}"
+        desc = "preproc" if index == 0 else f"preproc{_label(modality, '')}"
+        names[key] = f"{folder}/{stem}_desc-{desc}_dseg.nii.gz"
+    names.update(
+        transforms=f"{folder}/{stem}_xfm.json",
+        qc=f"{folder}/{stem}_qc.json",
+        qc_png=f"{folder}/{stem}_qc.png",
+    )
+    return names
+
+
+def write_derivative_description(out: Path, dataset: str) -> None:
+    """Write the derivative root's ``dataset_description.json`` and ``.bidsignore`` (same each time)."""
+    from brainssl import __version__
+
+    write_json(
+        out / "dataset_description.json",
+        {
+            "Name": f"brainssl preprocessing of {dataset}",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [
+                {
+                    "Name": "brainssl",
+                    "Version": __version__,
+                    "Description": "RAS resampling, N4 bias correction, skull stripping, intensity "
+                    "normalisation and crop (brainssl.preprocess); the settings are in each "
+                    "session's _qc.json and the workflow's provenance records.",
+                }
+            ],
+            "SourceDatasets": [
+                {"Description": f"the {dataset} manifest (results/datasets/{dataset}/manifest.tsv)"}
+            ],
+        },
+    )
+    write_text(out / ".bidsignore", "".join(f"{pattern}\n" for pattern in NOT_BIDS))
 
 
 @contextlib.contextmanager
@@ -74,23 +175,32 @@ def _session_folder(final: Path) -> Iterator[Path]:
         raise
 
 
-def _write_session(result: PreprocessResult, folder: Path, key: dict[str, str]) -> list[dict[str, Any]]:
+def _write_session(
+    result: PreprocessResult, out: Path, key: dict[str, str], native_id: str = ""
+) -> list[dict[str, Any]]:
     ref = result.transforms.reference
-    with _session_folder(folder) as tmp:
+    labels = list(result.labels.items())
+    names = derivative_names(key["subject"], key["session"], list(result.volumes), [m for m, _ in labels])
+    folder = out / Path(names["mask"]).parent  # <sub>/<ses>/anat, renamed into place as <ses>
+    local = {name: Path(rel).name for name, rel in names.items()}
+    with _session_folder(folder.parent) as session_tmp:
+        tmp = session_tmp / folder.name
+        tmp.mkdir()
         for modality, img in result.volumes.items():
-            save_nifti(tmp / f"{modality}.nii.gz", img)
-        save_nifti(tmp / "mask.nii.gz", result.mask)
+            save_nifti(tmp / local[modality], img)
+        save_nifti(tmp / local["mask"], result.mask)
         seg_names: dict[str, str] = {}
-        for index, (modality, lab) in enumerate(result.labels.items()):
-            seg_names[modality] = "seg.nii.gz" if index == 0 else f"seg_{modality}.nii.gz"
+        for index, (modality, lab) in enumerate(labels):
+            seg_names[modality] = local["seg" if index == 0 else f"seg_{modality}"]
             save_nifti(tmp / seg_names[modality], lab)
-        write_json(tmp / "transforms.json", result.transforms.to_dict())
-        write_json(tmp / "qc.json", result.qc)
-        title = f"{key['subject']} {key['session']} {ref}" + (
+        write_json(tmp / local["transforms"], result.transforms.to_dict())
+        write_json(tmp / local["qc"], result.qc)
+        who = f"{key['dataset']} {native_id} ({key['subject']})" if native_id else key["subject"]
+        title = f"{who} {key['session']} {ref}" + (
             " | " + "; ".join(result.qc["flags"]) if result.qc["flags"] else ""
         )
         qc_png(
-            tmp / "qc.png",
+            tmp / local["qc_png"],
             np.asarray(result.volumes[ref].dataobj),
             np.asarray(result.mask.dataobj) > 0,
             tuple(float(z) for z in result.mask.header.get_zooms()[:3]),
@@ -102,12 +212,12 @@ def _write_session(result: PreprocessResult, folder: Path, key: dict[str, str]) 
         {
             **key,
             "modality": modality,
-            "path": str(folder / f"{modality}.nii.gz"),
-            "mask_path": str(folder / "mask.nii.gz"),
+            "path": str(folder / local[modality]),
+            "mask_path": str(folder / local["mask"]),
             "seg_path": seg_path,
-            "transforms_path": str(folder / "transforms.json"),
-            "qc_path": str(folder / "qc.json"),
-            "qc_png": str(folder / "qc.png"),
+            "transforms_path": str(folder / local["transforms"]),
+            "qc_path": str(folder / local["qc"]),
+            "qc_png": str(folder / local["qc_png"]),
             "shape": "x".join(str(n) for n in img.shape),
             "spacing_mm": result.transforms.spacing_mm,
             "brain_ml": qc["brain_ml"],
@@ -130,11 +240,13 @@ def preprocess_shard(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Preprocess the sessions in a shard of manifest rows, writing one folder per session.
 
-    Writes ``<out>/<subject>/<session>/`` (session ``ses-none`` when empty) with
-    ``<modality>.nii.gz``, ``mask.nii.gz``, ``seg.nii.gz`` (when a seg is given),
-    ``transforms.json``, ``qc.json`` and ``qc.png``. A session's files go to a hidden temp
-    folder renamed at the end, so a failed session leaves nothing behind. A failing session
-    is recorded with its reason and the others continue.
+    Writes a BIDS derivatives folder (the module docstring): ``dataset_description.json`` and
+    per session ``<out>/sub-*/ses-*/anat/`` (``ses-none`` when the session is empty) with
+    ``..._desc-preproc_<suffix>.nii.gz`` per contrast, ``..._desc-brain_mask.nii.gz``,
+    ``..._desc-preproc_dseg.nii.gz`` (when a label map is given), ``..._xfm.json``,
+    ``..._qc.json`` and ``..._qc.png`` (titled with the dataset, native id and pseudonym). A
+    session's files go to a hidden temp folder renamed at the end, so a failed session leaves
+    nothing behind. A failing session is recorded with its reason and the others continue.
 
     Args:
         rows: manifest rows (columns ``dataset, subject, session, modality, path, format``
@@ -160,12 +272,16 @@ def preprocess_shard(
     written: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     frame = rows.assign(session=rows["session"].map(_text))
+    if len(frame):
+        out.mkdir(parents=True, exist_ok=True)
+        write_derivative_description(out, str(frame["dataset"].iloc[0]))
     for (dataset, subject, session), group in frame.groupby(["dataset", "subject", "session"], sort=False):
         key = {"dataset": str(dataset), "subject": str(subject), "session": str(session) or NO_SESSION}
         try:
             images, truth, labels = _session_inputs(group)
             result = preprocess_session(images, settings, truth, labels, landmarks=landmarks)
-            written.extend(_write_session(result, out / key["subject"] / key["session"], key))
+            native = _text(group["native_id"].iloc[0]) if "native_id" in group.columns else ""
+            written.extend(_write_session(result, out, key, native))
             logger.info("%s %s: done in %.1f s", subject, key["session"], result.qc["seconds_total"])
         except Exception as err:  # one bad session must not stop the shard; the reason is recorded
             reason = str(err) if isinstance(err, PreprocessError) else f"{type(err).__name__}: {err}"

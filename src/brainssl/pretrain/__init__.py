@@ -3,8 +3,8 @@
 Layout follows dinov2's split by role: ``augment`` (MRI views on the device),
 ``backbones`` (ViT / ResNet encoders), ``heads``, ``losses``, ``schedules``, ``ema``,
 ``meta`` (the methods as modules), ``optim``, ``distributed``, ``loop``, ``checkpoint``,
-``probe``, ``export``, ``methods`` (settings -> objects; :func:`train`) and ``data``
-(slice store -> training set and kNN probe sets; what the rules call).
+``probe``, ``export``, ``settings`` (one run's settings), ``methods`` (settings -> objects;
+:func:`train`) and ``data`` (slice store -> training set and kNN probe sets; what the rules call).
 """
 
 from .augment import AugmentSettings, MRIAugment, multi_crop, random_resized_crop, two_views
@@ -17,10 +17,11 @@ from .heads import DINOHead, MLPHead
 from .loop import NonFiniteLossError, Trainer
 from .losses import DINOLoss, MoCoV3Loss, dino_cross_entropy, infonce
 from .meta import DINO, MoCoV3
-from .methods import PretrainSettings, build_method, build_trainer, export_random, settings_hash, train
+from .methods import build_method, build_trainer, export_random, train
 from .options import LoopOptions
 from .probe import ProbeSet, knn_accuracy, run_probes
 from .schedules import Schedules, build_schedules, cosine_schedule, teacher_temperature_schedule
+from .settings import PretrainSettings, settings_hash
 
 __all__ = [
     "ARCHS",

@@ -30,8 +30,9 @@ import torch.multiprocessing as mp
 
 from brainssl.io import sha256_file
 
-from .methods import PretrainSettings, export_random, train
+from .methods import export_random, train
 from .probe import ProbeSet
+from .settings import PretrainSettings
 
 __all__ = ["slice_probe_sets", "pretrain_from_index", "random_from_index", "PreemptedError"]
 
@@ -164,7 +165,7 @@ def pretrain_from_index(
     Args:
         index: the merged slice index (Parquet); checked against its arrays first.
         out_dir: the run folder (see :func:`~brainssl.pretrain.methods.train`).
-        settings: a :class:`~brainssl.pretrain.methods.PretrainSettings` mapping.
+        settings: a :class:`~brainssl.pretrain.settings.PretrainSettings` mapping.
         probe: keyword arguments of :func:`slice_probe_sets` (``split``, ``n_per_class``...).
         root: folder that relative array paths are relative to.
         intensity: the slice stage's intensity mapping, for the model card.

@@ -11,7 +11,7 @@ and config, training metrics and kNN probe results.
 ``pretrain_export``): the same weights beside the complete model card (the recipe as numbers,
 training data, licence, intended use and limitations; :mod:`brainssl.modelcard`), a Hugging
 Face-style ``README.md`` and a ``config.json`` that builds the architecture for plain
-``safetensors`` loading.
+``safetensors`` loading (:mod:`brainssl.modelcard_hub`).
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def write_export(
 
     ``out_dir`` receives ``encoder.safetensors`` (the run's weights, byte for byte),
     ``model_card.json`` (the complete card), ``README.md`` (YAML front matter for model hubs, then
-    the card as text) and ``config.json`` (:func:`~brainssl.modelcard.hub_config`).
+    the card as text) and ``config.json`` (:func:`~brainssl.modelcard_hub.hub_config`).
 
     Args:
         run_dir: the training run's folder (``encoder.safetensors`` and ``model_card.json``).
@@ -188,7 +188,7 @@ def write_export(
         ValueError: when the weights are not safetensors, or differ from the card's hash, or the
             card names another training index than ``index``.
     """
-    from brainssl import modelcard
+    from brainssl import modelcard, modelcard_hub
 
     run, out = Path(run_dir), Path(out_dir)
     weights = run / ENCODER_FILE
@@ -208,8 +208,8 @@ def write_export(
     )
     write_bytes(out / ENCODER_FILE, weights.read_bytes())
     write_json(out / CARD_FILE, full)
-    write_text(out / modelcard.README_FILE, modelcard.render_readme(full))
-    write_json(out / modelcard.CONFIG_FILE, modelcard.hub_config(full))
+    write_text(out / modelcard_hub.README_FILE, modelcard_hub.render_readme(full))
+    write_json(out / modelcard_hub.CONFIG_FILE, modelcard_hub.hub_config(full))
     logger.info("exported %s to %s (%d recipes)", full["name"], out, len(modelcard.recipe_names(full)))
     return full
 

@@ -3,7 +3,7 @@
 Split from :mod:`brainssl.pretrain.loop` so that the knobs, which
 :mod:`brainssl.pretrain.methods` maps from the pretraining settings, are readable apart from
 the loop that uses them. They have no defaults of their own: every value comes from
-:class:`~brainssl.pretrain.methods.PretrainSettings`, where the defaults are written once.
+:class:`~brainssl.pretrain.settings.PretrainSettings`, where the defaults are written once.
 """
 
 from __future__ import annotations

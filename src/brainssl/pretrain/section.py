@@ -1,6 +1,6 @@
 """The ``pretrain:`` config section: run settings, the runs, their overrides, probe and resources.
 
-:class:`~brainssl.pretrain.methods.PretrainSettings` holds one run's settings; the section adds
+:class:`~brainssl.pretrain.settings.PretrainSettings` holds one run's settings; the section adds
 which runs there are (``archs`` x ``methods``), the per-method and per-architecture overrides
 (:func:`brainssl.config.pretrain_run_settings` merges them), the kNN probe every export is
 scored with and what each job requests. Only the config schema (:mod:`brainssl.schema`) is built
@@ -16,7 +16,7 @@ from typing import ClassVar
 from brainssl.architectures import ARCHS, METHODS
 from brainssl.settings import Keyed, setting
 
-from .methods import PretrainSettings
+from .settings import PretrainSettings
 
 __all__ = ["PROBE_SPLITS", "PROBES", "ProbeSettings", "PretrainSection", "ResourceSettings"]
 

@@ -27,7 +27,18 @@ __all__ = [
 ]
 
 PLAN_COLUMNS = ("subject", "shard", "split")
-LABEL_COLUMNS = ("age", "sex", "site", "diagnosis", "cdr", "pathology", "idh", "mgmt", "tumor_class")
+LABEL_COLUMNS = (
+    "age",
+    "sex",
+    "site",
+    "diagnosis",
+    "cdr",
+    "pathology",
+    "idh",
+    "mgmt",
+    "tumor_class",
+    "days_since_event",
+)
 NO_SESSION = "ses-none"
 
 

@@ -20,7 +20,9 @@ from brainssl.synth.anatomy import (
     warp_labels,
 )
 from brainssl.synth.contrast import MODALITIES, draw_tissue_params, signal_lut, texture_lut
+from brainssl.synth.neurodev import apply_frontal_thickening
 from brainssl.synth.pathology import PATHOLOGIES, TumourPlan, glioma_markers, paint_tumour, plan_tumour
+from brainssl.synth.stroke import paint_stroke, plan_stroke
 from brainssl.synth.template import (
     BONE,
     BRAIN_LABELS,
@@ -86,6 +88,8 @@ _BRATS_LUT = np.zeros(256, dtype=np.uint8)
 _BRATS_LUT[[NECROSIS, EDEMA, ENHANCING, EXTRA_AXIAL]] = [1, 2, 4, 4]
 _HIPPO_LUT = np.zeros(256, dtype=np.uint8)
 _HIPPO_LUT[[HIPPO_L, HIPPO_R]] = [1, 2]
+#: Diagnoses a synthetic subject can have.
+DIAGNOSES = ("control", "alzheimer", "autism")
 
 
 @dataclass
@@ -108,6 +112,9 @@ class SubjectMeta:
     ``tumor_box3d`` is (i0, j0, k0, i1, j1, k1) in acquisition voxels, end exclusive.
     ``voxel_size`` is in mm along the stored array axes. ``orientation`` is the axis code
     string of the array ("RAS", "LPS", "LAS") or "oblique" when its axes are rotated.
+    ``days_since_event`` is the age of a stroke lesion (:mod:`brainssl.synth.stroke`) and
+    ``thickening_mm`` the frontal cortical thickening of an autistic subject
+    (:mod:`brainssl.synth.neurodev`).
     """
 
     subject_id: str
@@ -132,6 +139,9 @@ class SubjectMeta:
     hippocampus_ml: float = 0.0
     modalities: tuple[str, ...] = ()
     seed: int = 0
+    days_since_event: float | None = None
+    lesion_volume_ml: float = 0.0
+    thickening_mm: float = 0.0
 
 
 @dataclass
@@ -141,6 +151,7 @@ class SyntheticSubject:
     ``tissue`` classes: 0 background/air, 1 CSF, 2 GM, 3 WM, 4 skull/bone, 5 scalp/soft tissue,
     6 deep GM, 7 lesion. ``hippocampus``: 0, 1 left, 2 right. ``tumor``: BraTS labels
     0, 1 necrosis, 2 edema, 4 enhancing (meningioma and pituitary tumours are 4).
+    ``lesion``: the stroke lesion mask (1 = lesion) of a subject with ``stroke_days``, else None.
     """
 
     meta: SubjectMeta
@@ -150,11 +161,18 @@ class SyntheticSubject:
     hippocampus: Volume
     tumor: Volume
     bias_field: Volume
+    lesion: Volume | None = None
 
 
 @dataclass(frozen=True)
 class SubjectParams:
-    """Cohort-level choices for :func:`generate_subject`."""
+    """Cohort-level choices for :func:`generate_subject`.
+
+    ``site_index`` fixes the subject's site (an index into ``sites``, also choosing the
+    scanner's intensity scaling) instead of drawing it; ``stroke_days`` gives the subject a
+    stroke lesion that old (:mod:`brainssl.synth.stroke`); diagnosis ``autism`` adds the
+    frontal thickening of :mod:`brainssl.synth.neurodev`.
+    """
 
     pathology: str | None = None
     diagnosis: str | None = None
@@ -165,17 +183,23 @@ class SubjectParams:
     anisotropic_prob: float = 0.3
     oblique_prob: float = 0.2
     orientations: tuple[str, ...] = ("RAS", "LPS", "LAS")
+    site_index: int | None = None
+    stroke_days: float | None = None
 
     def __post_init__(self) -> None:
         if self.pathology is not None and self.pathology not in PATHOLOGIES:
             raise ValueError(f"pathology must be None or one of {PATHOLOGIES}, got {self.pathology!r}")
-        if self.diagnosis not in (None, "control", "alzheimer"):
-            raise ValueError(f"diagnosis must be None, 'control' or 'alzheimer', got {self.diagnosis!r}")
+        if self.diagnosis not in (None, *DIAGNOSES):
+            raise ValueError(f"diagnosis must be None or one of {DIAGNOSES}, got {self.diagnosis!r}")
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
         if not self.sites:
             raise ValueError("sites must not be empty")
+        if self.site_index is not None and not 0 <= self.site_index < len(self.sites):
+            raise ValueError(f"site_index must index sites {self.sites}, got {self.site_index}")
+        if self.stroke_days is not None and not self.stroke_days >= 0:
+            raise ValueError(f"stroke_days must be None or >= 0, got {self.stroke_days}")
         if not 0 <= self.age_range[0] <= self.age_range[1]:
             raise ValueError(f"age_range must be (low, high) with 0 <= low <= high, got {self.age_range}")
 
@@ -212,8 +236,9 @@ def _draw_acquisition(params: SubjectParams, rng: np.random.Generator) -> acq.Ac
     thick = rng.random() < params.anisotropic_prob
     oblique = rng.random() < params.oblique_prob
     axcodes = params.orientations[int(rng.integers(len(params.orientations)))]
+    site = int(rng.integers(len(params.sites)))  # drawn even when fixed: the other draws stay put
     return acq.Acquisition(
-        site_index=int(rng.integers(len(params.sites))),
+        site_index=site if params.site_index is None else int(params.site_index),
         snr=float(rng.uniform(12.0, 40.0)),
         thick_axis=int(rng.choice([2, 2, 1, 0])) if thick else None,
         thick_factor=3 if thick else 1,
@@ -304,10 +329,14 @@ def generate_subject(seed: int, subject_id: str, params: SubjectParams) -> Synth
         template, pose, _oblique_rotation(acquisition, rng), crop_mm=float(rng.uniform(0.0, 45.0))
     )
     atrophied = apply_atrophy(template, atrophy_for(demo.age, demo.cdr, rng), rng)
+    thickening = apply_frontal_thickening(atrophied, template, rng) if demo.diagnosis == "autism" else 0.0
     plan = plan_tumour(demo.pathology, template, pose, rng) if demo.pathology != "none" else None
-    labels = warp_labels(atrophied, template, grid, pose, rng, (plan.mass_effect(),) if plan else ())
+    stroke = None if params.stroke_days is None else plan_stroke(params.stroke_days, template, pose, rng)
+    masses = ((plan.mass_effect(),) if plan else ()) + (stroke.mass_effects() if stroke else ())
+    labels = warp_labels(atrophied, template, grid, pose, rng, masses)
     if plan is not None:
         paint_tumour(labels, plan, grid)
+    lesion = paint_stroke(labels, stroke, grid) if stroke is not None else None
     bias = acq.bias_field(grid.shape, rng)
     images = _images(labels, params.modalities, bias, acquisition, rng)
     return _assemble(
@@ -322,6 +351,8 @@ def generate_subject(seed: int, subject_id: str, params: SubjectParams) -> Synth
         rng,
         subject_id=subject_id,
         seed=seed,
+        lesion=lesion,
+        thickening_mm=thickening,
     )
 
 
@@ -338,10 +369,14 @@ def _assemble(
     *,
     subject_id: str,
     seed: int,
+    lesion: np.ndarray | None = None,
+    thickening_mm: float = 0.0,
 ) -> SyntheticSubject:
     """Thick-slice and reorient the label maps, derive ground truth and metadata."""
     axis, factor = acquisition.thick_axis, acquisition.thick_factor
     labels = acq.block_centre(labels, axis, factor)
+    if lesion is not None:
+        lesion = acq.block_centre(lesion, axis, factor)
     bias = acq.block_mean(bias, axis, factor)
     affine = acq.thick_affine(affine, axis, factor)
     ornt, new_affine = acq.reorient(affine, labels.shape, acquisition.axcodes)
@@ -359,6 +394,10 @@ def _assemble(
     meta.voxel_size = tuple(float(v) for v in np.linalg.norm(new_affine[:3, :3], axis=0))
     meta.brain_volume_ml = float(brain_mask.data.sum() * voxel_ml)
     meta.tumor_box3d = _bbox(tumor.data > 0)
+    meta.thickening_mm = float(thickening_mm)
+    if params.stroke_days is not None:
+        meta.days_since_event = float(params.stroke_days)
+        meta.lesion_volume_ml = float(lesion.sum() * voxel_ml) if lesion is not None else 0.0
     logger.debug("subject %s: %s, grid %s", subject_id, demo.pathology, brain_mask.data.shape)
     return SyntheticSubject(
         meta=meta,
@@ -368,6 +407,7 @@ def _assemble(
         hippocampus=vol(_HIPPO_LUT[labels]),
         tumor=tumor,
         bias_field=vol(bias.astype(np.float32)),
+        lesion=vol(lesion) if lesion is not None else None,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brainssl.datasets import DATASETS
-from brainssl.datasets.manifest import MODALITIES
+from brainssl.datasets.manifest import DATASET_PATTERN, DIAGNOSIS_PATTERN, MODALITIES
 from brainssl.settings import setting
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "FrozenTaskSettings",
     "MolecularSettings",
     "NeurodegenerationSettings",
+    "NeurodevelopmentalSettings",
+    "StrokeTimeSettings",
     "SURVIVAL_MODELS",
     "SequenceSettings",
     "SurvivalSettings",
@@ -35,6 +37,11 @@ SURVIVAL_MODELS = ("cox", "rsf")
 
 def _datasets(default: tuple[str, ...], description: str) -> Any:
     return setting(default, description, min_items=1, unique_items=True, items={"enum": EMBEDDED_DATASETS})
+
+
+def _any_datasets(default: tuple[str, ...], description: str) -> Any:
+    """Datasets of any name: user-named BIDS entries (``kind: bids``) as well as registered ones."""
+    return setting(default, description, min_items=1, unique_items=True, items={"pattern": DATASET_PATTERN})
 
 
 def _modalities(default: tuple[str, ...]) -> Any:
@@ -132,3 +139,55 @@ class SurvivalSettings(FrozenTaskSettings):
     cox_alpha: float = setting(10.0, "Ridge penalty of the Cox head.", minimum=0, maximum=1000000)
     rsf_trees: int = setting(100, "Trees of the random survival forest.", minimum=1, maximum=5000)
     rsf_min_leaf: int = setting(3, "Minimum subjects per forest leaf.", minimum=1, maximum=1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NeurodevelopmentalSettings(FrozenTaskSettings):
+    """``tasks.neurodevelopmental``."""
+
+    datasets: tuple[str, ...] = _any_datasets(
+        ("abide",),
+        "Datasets with a diagnosis and a site per subject (a kind: bids entry such as the "
+        "ABIDE-style demo, or any dataset with those labels); each is evaluated on its own.",
+    )
+    modalities: tuple[str, ...] = _modalities(("T1w",))
+    positive: str = setting(
+        "autism", "The condition's diagnosis label (the positive class).", pattern=DIAGNOSIS_PATTERN
+    )
+    control: str = setting(
+        "control",
+        "The comparison group's diagnosis label; subjects with other labels are left out.",
+        pattern=DIAGNOSIS_PATTERN,
+    )
+    site_evaluation: str = setting(
+        "leave_site_out",
+        "leave_site_out: every site's subjects in one test fold (min(tasks.folds, sites) folds, "
+        "stratified by class where it can), so no head is tested on a site it was fitted on; "
+        "site_stratified: subject folds balanced by site and class. Either replaces "
+        "tasks.evaluation for this task.",
+        enum=("leave_site_out", "site_stratified"),
+    )
+    site_baseline: bool = setting(
+        True,
+        "Also report a logistic head on one-hot site alone (encoder `site`, mode classical) on "
+        "the same folds: the AUC the site effect gives, beside the encoders'.",
+    )
+    logistic_c: float = _logistic_c()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrokeTimeSettings(FrozenTaskSettings):
+    """``tasks.stroke_time``."""
+
+    datasets: tuple[str, ...] = _any_datasets(
+        ("atlas",),
+        "Datasets with days_since_event per subject (the ATLAS-style demo's sessions table); "
+        "each is evaluated on its own.",
+    )
+    modalities: tuple[str, ...] = _modalities(("T1w",))
+    ridge_alpha: float = setting(
+        10.0,
+        "L2 penalty of the ridge head (on standardised features).",
+        exclusive_minimum=0,
+        maximum=1000000,
+    )

@@ -1,27 +1,10 @@
-"""Accelerated MRI reconstruction (fastMRI brain layout): Cartesian masks, zero-filled baseline, U-Nets.
+"""Accelerated MRI reconstruction (fastMRI brain layout): zero-filled baseline and U-Nets, per mask.
 
 Masks, metrics and the SSIM loss are those of fastMRI (Zbontar et al. 2018, arXiv:1811.08839;
 facebookresearch/fastMRI v0.3.0, commit 84ab6e57748c2631b0e780255dcbc1d6e372269d, the
-``fastmri==0.3.0`` package the tests compare against).
-
-Masks (``fastmri/data/subsample.py``), named as fastMRI names them: a fully sampled centre of
-``round(n * centre_fraction)`` columns (the phase-encoding axis, the last axis of ``kspace``) plus
-
-- ``random`` (``RandomMaskFunc``): every column with probability
-  ``(n / acceleration - n_low) / (n - n_low)``;
-- ``equispaced`` (``EquiSpacedMaskFunc``): every ``acceleration``-th column from a random offset
-  (with the centre, more than ``n / acceleration`` columns);
-- ``equispaced_fraction`` (``EquispacedMaskFractionFunc``): columns at a spacing adjusted so that,
-  with the centre, about ``n / acceleration`` are kept, from a random offset. brainssl called this
-  one ``equispaced`` before; a config that means it must now say ``equispaced_fraction``.
-
-The draws are fastMRI's: a legacy ``numpy.random.RandomState`` seeded for the call, which first
-draws the index of the (centre fraction, acceleration) pair, then the columns or the offset. So
-:func:`cartesian_mask` with seed ``s`` is ``MaskFunc([centre_fraction], [acceleration])(shape,
-seed=s)``. Each file's seed is fastMRI's own per-file rule (:func:`mask_seed`:
-``tuple(map(ord, file_name))``, as its ``UnetDataTransform``/``VarNetDataTransform`` with
-``use_seed=True`` seed the masks of validation and test files), so every slice of a file shares
-one mask, the same for training and test files, and it is exactly the mask fastMRI gives that file.
+``fastmri==0.3.0`` package the tests compare against): the Cartesian masks, each file's mask seed
+and the zero-filled image are in :mod:`brainssl.tasks.recon_masks`, the metrics and ``SSIMLoss``
+in :mod:`brainssl.tasks.recon_metrics`; this module reads the files and runs the sweep.
 
 The zero-filled image is the root-sum-of-squares over coils of the centred orthonormal
 inverse FFT of the masked k-space, centre-cropped to the RSS target. Networks see it (and the
@@ -33,18 +16,15 @@ weights (``finetune``/``frozen``) or at random (``scratch``). The training loss 
 as its VarNet trains: ``1 -`` mean SSIM of 7x7 uniform windows, ``data_range`` the target
 volume's maximum).
 
-Metrics are fastMRI's ``fastmri/evaluate.py`` definitions, per volume ``(slices, H, W)``, with
-its signatures: :func:`mse`, :func:`nmse`, :func:`psnr` and :func:`ssim` (``maxval`` defaults to
-the target volume's maximum). PSNR, SSIM and NMSE are reported: they are invariant to scaling
-target and prediction together, so the scaled, resized grid gives the metrics of that grid (MSE
-is not, so it is not reported). A file whose k-space or target holds NaN/inf is skipped and
-listed with the reason.
+Metrics are computed per volume ``(slices, H, W)``. PSNR, SSIM and NMSE are reported: they are
+invariant to scaling target and prediction together, so the scaled, resized grid gives the
+metrics of that grid (MSE is not, so it is not reported). A file whose k-space or target holds
+NaN/inf is skipped and listed with the reason.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,149 +35,26 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
-from torch import nn
-
-from brainssl.synth.acquisition import ifft2c
 
 from .dense_metrics import mean_or_nan
 from .dense_settings import ReconstructionSettings
 from .dense_sweep import SweepResult, TrainingSet, dense_variants, sweep
+from .recon_masks import cartesian_mask, mask_seed, zero_filled
+from .recon_metrics import SSIMLoss, nmse, psnr, ssim
 from .results import bootstrap_ci, result_row, skipped_rows
 
 __all__ = [
-    "MASK_KINDS",
     "RECON_LOSSES",
     "RECON_METRICS",
     "ReconVolume",
-    "SSIMLoss",
-    "cartesian_mask",
     "load_recon_volume",
-    "mask_seed",
-    "mse",
-    "nmse",
-    "psnr",
     "run_reconstruction",
-    "ssim",
-    "zero_filled",
 ]
 
 logger = logging.getLogger(__name__)
 
-MASK_KINDS = ("random", "equispaced", "equispaced_fraction")
 RECON_METRICS = ("psnr", "ssim", "nmse")
 RECON_LOSSES = ("l1", "ssim")
-SSIM_WINDOW = 7
-SSIM_K1, SSIM_K2 = 0.01, 0.03
-
-
-# ------------------------------------------------------------------------- metrics
-
-
-def _check_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    gt, pred = np.asarray(gt, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    if gt.shape != pred.shape:
-        raise ValueError(f"target shape {gt.shape} differs from prediction shape {pred.shape}")
-    return gt, pred
-
-
-def mse(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Mean squared error ``mean((gt - pred)^2)`` of a volume (fastMRI ``evaluate.mse``)."""
-    gt, pred = _check_pair(gt, pred)
-    return float(np.mean((gt - pred) ** 2))
-
-
-def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Normalised squared error ``||gt - pred||^2 / ||gt||^2`` of a volume (fastMRI ``evaluate.nmse``)."""
-    gt, pred = _check_pair(gt, pred)
-    return float(np.sum((gt - pred) ** 2) / np.sum(gt**2))
-
-
-def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
-    """Peak signal-to-noise ratio ``10 log10(maxval^2 / mse)`` in dB (fastMRI ``evaluate.psnr``).
-
-    Args:
-        gt: target volume.
-        pred: prediction of the same shape.
-        maxval: the peak; ``None`` (fastMRI's default) takes ``gt.max()`` of the volume.
-    """
-    gt, pred = _check_pair(gt, pred)
-    peak = gt.max() if maxval is None else float(maxval)
-    error = np.mean((gt - pred) ** 2)
-    return math.inf if error == 0 else float(10 * np.log10(peak**2 / error))
-
-
-def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
-    """Mean structural similarity over the slices of ``(slices, H, W)`` volumes (fastMRI ``evaluate.ssim``).
-
-    Per slice, scikit-image's ``structural_similarity`` as fastMRI calls it: a 7x7 uniform
-    window, sample covariances, ``K1 = 0.01``, ``K2 = 0.03``, ``data_range = maxval``, averaged
-    over the windows that fit inside the slice; then the mean over slices.
-
-    Args:
-        gt: ``(slices, H, W)`` target.
-        pred: prediction of the same shape.
-        maxval: the data range; ``None`` (fastMRI's default) takes ``gt.max()`` of the volume.
-
-    Raises:
-        ValueError: for different shapes, a non-3D volume or slices smaller than the 7x7 window.
-    """
-    gt, pred = _check_pair(gt, pred)
-    if gt.ndim != 3 or min(gt.shape[1:]) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs (slices, H, W) with H, W >= {SSIM_WINDOW}, got {gt.shape}")
-    data_range = gt.max() if maxval is None else float(maxval)
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    n = SSIM_WINDOW**2
-    cov_norm = n / (n - 1)
-    pad = SSIM_WINDOW // 2
-    values = []
-    for x, y in zip(gt, pred, strict=True):
-        mean = {k: ndimage.uniform_filter(v, SSIM_WINDOW) for k, v in (("x", x), ("y", y))}
-        xx = cov_norm * (ndimage.uniform_filter(x * x, SSIM_WINDOW) - mean["x"] ** 2)
-        yy = cov_norm * (ndimage.uniform_filter(y * y, SSIM_WINDOW) - mean["y"] ** 2)
-        xy = cov_norm * (ndimage.uniform_filter(x * y, SSIM_WINDOW) - mean["x"] * mean["y"])
-        numerator = (2 * mean["x"] * mean["y"] + c1) * (2 * xy + c2)
-        denominator = (mean["x"] ** 2 + mean["y"] ** 2 + c1) * (xx + yy + c2)
-        values.append((numerator / denominator)[pad:-pad, pad:-pad].mean())
-    return float(np.mean(values))
-
-
-class SSIMLoss(nn.Module):
-    """fastMRI's ``SSIMLoss`` (``fastmri/losses.py``): ``1 -`` mean SSIM over 7x7 uniform windows.
-
-    Local means, variances (scaled by ``n / (n - 1)``) and covariance come from a 7x7 box filter
-    over the windows that fit inside the image (no padding); ``C1 = (k1 R)^2`` and
-    ``C2 = (k2 R)^2`` with the per-image data range ``R``.
-
-    Args:
-        win_size: window side (7).
-        k1: 0.01.
-        k2: 0.03.
-
-    Shapes:
-        ``x``, ``y``: ``(B, 1, H, W)``; ``data_range``: ``(B,)``; output: scalar, or ``(B, 1, H', W')``
-        of ``1 - SSIM`` maps when ``reduced`` is false.
-    """
-
-    def __init__(self, win_size: int = SSIM_WINDOW, k1: float = SSIM_K1, k2: float = SSIM_K2) -> None:
-        super().__init__()
-        self.win_size, self.k1, self.k2 = win_size, k1, k2
-        n = win_size**2
-        self.cov_norm = n / (n - 1)
-
-    def forward(
-        self, x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor, reduced: bool = True
-    ) -> torch.Tensor:
-        """Return ``1 - SSIM(x, y)`` (mean over images and windows when ``reduced``)."""
-        box = lambda t: F.avg_pool2d(t, self.win_size, stride=1)  # noqa: E731
-        r = data_range.reshape(-1, 1, 1, 1).to(x.dtype)
-        c1, c2 = (self.k1 * r) ** 2, (self.k2 * r) ** 2
-        mx, my = box(x), box(y)
-        vx = self.cov_norm * (box(x * x) - mx * mx)
-        vy = self.cov_norm * (box(y * y) - my * my)
-        vxy = self.cov_norm * (box(x * y) - mx * my)
-        s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-        return 1 - s.mean() if reduced else 1 - s
 
 
 def _training_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -214,86 +71,6 @@ def _training_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
     return ssim_loss
 
 
-# --------------------------------------------------------------------------- masks
-
-
-def mask_seed(file_name: str) -> tuple[int, ...]:
-    """The per-file mask seed of fastMRI: the code points of the file's name, ``tuple(map(ord, name))``.
-
-    The rule of ``fastmri/data/transforms.py`` (``UnetDataTransform``, ``VarNetDataTransform``
-    with ``use_seed=True``), where the name is the HDF5 file's (``file_brain_AXT2_200_2000019.h5``).
-    """
-    return tuple(map(ord, file_name))
-
-
-def cartesian_mask(
-    kind: str,
-    n_cols: int,
-    acceleration: int,
-    centre_fraction: float,
-    seed: int | Sequence[int] | None,
-) -> np.ndarray:
-    """The column mask ``(n_cols,)`` (True = sampled) fastMRI draws for one seed.
-
-    Equal to ``RandomMaskFunc``, ``EquiSpacedMaskFunc`` or ``EquispacedMaskFractionFunc`` of
-    ``fastmri.data.subsample`` built with ``([centre_fraction], [acceleration])`` and called on a
-    k-space of ``n_cols`` columns with ``seed=seed``: a ``RandomState(seed)`` first draws the pair
-    index (``randint(1)``, as fastMRI's ``choose_acceleration`` does), then the columns or offset.
-
-    Args:
-        kind: ``random``, ``equispaced`` or ``equispaced_fraction``.
-        n_cols: k-space columns.
-        acceleration: nominal acceleration (2, 4, 8 ...).
-        centre_fraction: share of fully sampled centre columns (fastMRI: 0.08 at 4x, 0.04 at 8x).
-        seed: an int or a sequence of ints (:func:`mask_seed`); ``None`` draws fresh entropy.
-
-    Raises:
-        ValueError: for an unknown kind or a centre as large as the requested sampling.
-    """
-    if kind not in MASK_KINDS:
-        raise ValueError(f"unknown mask kind {kind!r}; choose from {list(MASK_KINDS)}")
-    n_low = round(n_cols * centre_fraction)
-    if n_low * acceleration >= n_cols:
-        raise ValueError(
-            f"centre fraction {centre_fraction} at {acceleration}x leaves nothing to under-sample "
-            f"({n_low} centre columns of {n_cols})"
-        )
-    rng = np.random.RandomState(seed)  # fastMRI's legacy generator, seeded for this call
-    rng.randint(1)  # the (centre fraction, acceleration) pair, drawn first as fastMRI does
-    mask = np.zeros(n_cols, dtype=bool)
-    start = (n_cols - n_low + 1) // 2
-    mask[start : start + n_low] = True
-    if kind == "random":
-        probability = (n_cols / acceleration - n_low) / (n_cols - n_low)
-        mask |= rng.uniform(size=n_cols) < probability
-    elif kind == "equispaced":
-        offset = rng.randint(0, high=round(acceleration))
-        mask[offset::acceleration] = True
-    else:
-        spacing = acceleration * (n_low - n_cols) / (n_low * acceleration - n_cols)
-        offset = rng.randint(0, high=round(spacing))
-        mask[np.around(np.arange(offset, n_cols - 1, spacing)).astype(np.uint)] = True
-    return mask
-
-
-def zero_filled(kspace: np.ndarray, mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """RSS of the inverse FFT of column-masked multi-coil k-space ``(Z, coils, ky, kx)``, centre-cropped.
-
-    Args:
-        kspace: complex k-space.
-        mask: ``(kx,)`` sampled columns.
-        shape: ``(H, W)`` of the RSS target to crop to.
-
-    Returns:
-        ``(Z, H, W)`` float32 magnitude.
-    """
-    coils = ifft2c(np.where(mask[None, None, None, :], kspace, 0))
-    rss = np.sqrt((np.abs(coils) ** 2).sum(axis=1))
-    h, w = shape
-    top, left = (rss.shape[1] - h) // 2, (rss.shape[2] - w) // 2
-    return rss[:, top : top + h, left : left + w].astype(np.float32)
-
-
 # ------------------------------------------------------------------------- volumes
 
 
@@ -306,7 +83,7 @@ class ReconVolume:
         subject: subject id (for the split).
         kspace: ``(Z, coils, ky, kx)`` complex64.
         target: ``(Z, H, W)`` RSS reconstruction.
-        file_name: the file's name, whose code points seed its masks (:func:`mask_seed`);
+        file_name: the file's name, whose code points seed its masks (:func:`~.recon_masks.mask_seed`);
             empty means ``<name>.h5``.
     """
 
@@ -318,18 +95,42 @@ class ReconVolume:
 
 
 def load_recon_volume(path: str | Path, subject: str) -> ReconVolume:
-    """Read k-space and ``reconstruction_rss`` from a fastMRI HDF5 file.
+    """Read k-space and its RSS target from a fastMRI HDF5 file.
+
+    The k-space is stored as in the real files, its readout (rows) oversampled twice: 640 rows
+    for a 320 x 320 ``reconstruction_rss``; :func:`~.recon_masks.zero_filled` crops to the target
+    as fastMRI does. The target is ``reconstruction_rss``; a fully sampled file without it (no ``mask``)
+    gets fastMRI's own target, the RSS of its k-space centre-cropped to the header's reconSpace
+    matrix (:func:`brainssl.datasets.layouts.fastmri.reconstruct_rss`). An under-sampled
+    test-split file (a ``mask``, no target) cannot be scored and is refused.
 
     Raises:
         ValueError: with the file's name, for a missing dataset, a wrong shape or NaN/inf values.
     """
+    from brainssl.datasets.layouts.errors import SubjectError
+    from brainssl.datasets.layouts.fastmri import reconstruct_rss
+    from brainssl.datasets.layouts.ismrmrd import recon_matrix, recon_shape
+
     path = Path(path)
     try:
         with h5py.File(path, "r") as handle:
-            if "kspace" not in handle or "reconstruction_rss" not in handle:
-                raise ValueError(f"{path.name}: needs 'kspace' and 'reconstruction_rss'")
+            has_target = "reconstruction_rss" in handle
+            derivable = "ismrmrd_header" in handle and "mask" not in handle
+            if "kspace" not in handle or not (has_target or derivable):
+                raise ValueError(
+                    f"{path.name}: needs 'kspace' and 'reconstruction_rss' (or fully sampled k-space with an "
+                    "ismrmrd_header)"
+                )
             kspace = np.asarray(handle["kspace"][()])
-            target = np.asarray(handle["reconstruction_rss"][()], dtype=np.float32)
+            if has_target:
+                target = np.asarray(handle["reconstruction_rss"][()], dtype=np.float32)
+            elif kspace.ndim == 4:
+                matrix = recon_matrix(path, handle["ismrmrd_header"][()])
+                target = reconstruct_rss(kspace, recon_shape(kspace.shape, matrix))
+            else:
+                target = np.zeros((0,), dtype=np.float32)  # refused below with the shapes
+    except SubjectError as err:
+        raise ValueError(f"{path.name}: {err.reason}") from err
     except OSError as err:
         raise ValueError(f"{path.name}: cannot read HDF5 ({err})") from err
     if kspace.ndim != 4 or not np.iscomplexobj(kspace) or target.ndim != 3:
@@ -398,6 +199,7 @@ def run_reconstruction(
     settings: ReconstructionSettings,
     seed: int,
     size: int,
+    device: str = "cpu",
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
     """Zero-filled baseline and every network variant at each mask kind and acceleration.
 
@@ -408,8 +210,10 @@ def run_reconstruction(
         table_split: split per subject (``test`` -> test, others train; re-split if a side is empty).
         settings: the task's settings (see :func:`~brainssl.tasks.segmentation.run_segmentation`),
             with ``masks``, ``accelerations`` and ``centre_fractions``.
-        seed: workflow seed (split, training, bootstrap; the masks follow :func:`mask_seed`).
+        seed: workflow seed (split, training, bootstrap; the masks follow
+            :func:`~.recon_masks.mask_seed`).
         size: encoder input side.
+        device: ``tasks.device`` (:func:`~brainssl.tasks.dense_training.resolve_device`).
 
     Returns:
         Results rows, per-volume metrics and an overlay example.
@@ -459,6 +263,7 @@ def run_reconstruction(
                 loss_fn,
                 max_train_slices=settings.max_train_slices,
                 residual=True,
+                device=device,
             )
             for result in results:
                 scores = _score(result, test_prep)
@@ -555,6 +360,7 @@ def reconstruction_task(
     settings: ReconstructionSettings,
     seed: int,
     outputs: Mapping[str, str | Path],
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """Accelerated reconstruction on the fastMRI files of the preprocessed subjects.
 
@@ -565,6 +371,7 @@ def reconstruction_task(
         settings: the ``tasks.reconstruction`` settings (merged with the shared keys).
         seed: workflow seed.
         outputs: paths ``results``, ``volumes`` (per-volume metrics and skipped files), ``overlays``.
+        device: where the networks train (``tasks.device``: auto, cpu or cuda).
 
     Returns:
         The results table as written.
@@ -590,7 +397,7 @@ def reconstruction_task(
             logger.warning("skipped: %s", err)
             skipped.append({"volume": Path(row.path).stem, "encoder": "", "mode": "", "reason": str(err)})
     rows, per_volume, example = run_reconstruction(
-        volumes, "fastmri_brain", encoders, split, settings, seed, encoder_side(encoders)
+        volumes, "fastmri_brain", encoders, split, settings, seed, encoder_side(encoders), device
     )
     frame = write_results(rows, outputs["results"])
     write_table(outputs["volumes"], pd.concat([per_volume, pd.DataFrame(skipped)], ignore_index=True))

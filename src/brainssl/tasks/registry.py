@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "FIGURES",
     "KINDS",
+    "SITE_FOLDS",
     "TASKS",
     "TASK_KINDS",
     "Task",
@@ -37,6 +38,9 @@ KINDS = ("multiclass", "binary", "regression", "survival")
 TASK_KINDS = ("frozen", "dense", "analysis")
 #: Extra figures a frozen task can declare (each has its rule in ``workflow/rules/tasks.smk``).
 FIGURES = ("risk_groups",)
+#: Site-aware folds a spec can ask for (:func:`brainssl.tasks.sites.site_folds`): each site's
+#: subjects all in one test fold, or folds stratified by site and class.
+SITE_FOLDS = ("leave_site_out", "site_stratified")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class TaskSpec:
         modalities: contrasts whose pooled embeddings are averaged; empty for all.
         positive: the positive class of a binary task.
         controls_only: keep only units whose diagnosis is control or unknown (brain age).
+        classes: keep only units whose label is one of these (empty: every label).
+        site_folds: ``leave_site_out`` or ``site_stratified`` (:data:`SITE_FOLDS`): folds keep
+            sites apart or balanced, whatever ``tasks.evaluation`` says, and a site-only baseline
+            is reported beside the encoders; empty for the shared evaluation.
     """
 
     name: str
@@ -65,12 +73,16 @@ class TaskSpec:
     modalities: tuple[str, ...] = ()
     positive: str = ""
     controls_only: bool = False
+    classes: tuple[str, ...] = ()
+    site_folds: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"task kind must be one of {KINDS}, got {self.kind!r}")
         if self.unit not in ("subject", "modality"):
             raise ValueError(f"unit must be 'subject' or 'modality', got {self.unit!r}")
+        if self.site_folds not in ("", *SITE_FOLDS):
+            raise ValueError(f"site_folds must be empty or one of {SITE_FOLDS}, got {self.site_folds!r}")
 
 
 SpecBuilder = Callable[[Mapping[str, Any]], list[TaskSpec]]
@@ -221,6 +233,34 @@ def brain_age_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
     ]
 
 
+def neurodevelopmental_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
+    mods = _modalities(settings)
+    positive, control = str(settings.get("positive", "autism")), str(settings.get("control", "control"))
+    return [
+        TaskSpec(
+            "neurodevelopmental",
+            "binary",
+            d,
+            "diagnosis",
+            ("auc",),
+            modalities=mods,
+            positive=positive,
+            classes=(control, positive),
+            site_folds=str(settings.get("site_evaluation", "leave_site_out")),
+        )
+        for d in _datasets(settings)
+    ]
+
+
+def stroke_time_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
+    metrics = ("mae", "mae_corrected", "gap_slope", "gap_slope_corrected")
+    mods = _modalities(settings)
+    return [
+        TaskSpec("stroke_time", "regression", d, "days_since_event", metrics, modalities=mods)
+        for d in _datasets(settings)
+    ]
+
+
 def survival_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
     metrics = ("c_harrell", "c_uno", "ibs", "logrank_p")
     mods = _modalities(settings)
@@ -293,6 +333,29 @@ for _task in (
         "and random survival forest; Harrell and Uno C-index, integrated Brier score, log-rank p "
         "of the median risk split with Kaplan-Meier curves.",
         settings=f"{_FROZEN}:SurvivalSettings",
+    ),
+    Task(
+        "neurodevelopmental",
+        "frozen",
+        datasets_key="datasets",
+        scratch=True,
+        specs=neurodevelopmental_specs,
+        description="Neurodevelopmental condition against controls (BrainDINO; the ABIDE-style "
+        "demo: autism) under site-aware evaluation: leave-site-out (or site-stratified) folds; "
+        "AUC with subject-bootstrap intervals, beside a site-only baseline (a logistic head on "
+        "one-hot site, encoder `site`) that shows what the site effect alone gives.",
+        settings=f"{_FROZEN}:NeurodevelopmentalSettings",
+    ),
+    Task(
+        "stroke_time",
+        "frozen",
+        datasets_key="datasets",
+        specs=stroke_time_specs,
+        description="Post-stroke temporal prediction (BrainDINO; BrainIAC's time to stroke): days "
+        "from stroke onset to the scan (manifest days_since_event, the ATLAS-style demo), ridge "
+        "head; MAE in days with subject-bootstrap intervals, before and after the linear bias "
+        "correction, and the slope of the error against the true time.",
+        settings=f"{_FROZEN}:StrokeTimeSettings",
     ),
     Task(
         "representation",

@@ -37,9 +37,43 @@ PRETRAIN_ARCHS = tuple(ARCHS)
 # ---- datasets
 
 
+def bids_datasets(config: Config) -> list[str]:
+    """The user-named datasets (entries of ``kind: bids``), in config order."""
+    return [
+        name
+        for name, entry in config["datasets"].items()
+        if isinstance(entry, Mapping) and entry.get("kind") == "bids"
+    ]
+
+
+def all_datasets(config: Config) -> list[str]:
+    """Every dataset the config names: the registered ones, then the user's BIDS entries."""
+    return [*DATASETS, *bids_datasets(config)]
+
+
 def enabled_datasets(config: Config) -> list[str]:
-    """The datasets the config enables, in registry order."""
-    return [d for d in DATASETS if config["datasets"][d]["enabled"]]
+    """The datasets the config enables: registry order, then the user's BIDS entries."""
+    return [d for d in all_datasets(config) if config["datasets"][d]["enabled"]]
+
+
+def bids_demo(config: Config, dataset: str) -> str | None:
+    """The demo writer of a synthetic BIDS entry (``abide``, ``atlas``); None for any other."""
+    entry = config["datasets"][dataset]
+    if entry.get("kind") != "bids" or entry.get("source") != "synthetic":
+        return None
+    return str(entry["demo"])
+
+
+#: The keys of a BIDS entry its manifest depends on (how files and labels are read).
+BIDS_READ_KEYS = ("kind", "contrasts", "mask", "participants", "sessions", "values")
+
+
+def bids_entry(config: Config, dataset: str) -> dict[str, Any] | None:
+    """What the manifest job of a BIDS entry reads it with (keys sorted); None for a registered one."""
+    entry = config["datasets"][dataset]
+    if entry.get("kind") != "bids":
+        return None
+    return stage_params({"entry": {k: entry[k] for k in BIDS_READ_KEYS if k in entry}}, "entry")
 
 
 def dataset_shards(config: Config, dataset: str) -> range:
@@ -75,8 +109,9 @@ def raw_ready(config: Config, dataset: str) -> str | None:
 
 
 def preprocess_enabled(config: Config) -> list[str]:
-    """The enabled datasets that are preprocessed (3D volumes)."""
-    return [d for d in enabled_datasets(config) if d in PREPROCESS_DATASETS]
+    """The enabled datasets that are preprocessed (3D volumes; every BIDS entry)."""
+    bids = set(bids_datasets(config))
+    return [d for d in enabled_datasets(config) if d in PREPROCESS_DATASETS or d in bids]
 
 
 def preprocess_settings(config: Config, dataset: str) -> dict[str, Any]:
@@ -184,3 +219,21 @@ def final_outputs(config: Config) -> list[str]:
 def final_output_message(config: Config) -> str:
     """What the workflow prints when it succeeds."""
     return "\n".join(["brainssl finished. Results:", *(f"  {path}" for path in final_outputs(config))])
+
+
+def nyul_candidates(config: Config) -> int:
+    """Training subjects a landmark fit may read: three times `nyul_fit_subjects`, at least 4 more.
+
+    Landmarks are fitted on the first `nyul_fit_subjects` training subjects per contrast whose
+    sessions pass QC (:func:`brainssl.preprocess.cohort.fit_cohort_landmarks`); the spares replace
+    skipped ones, while subjects that sort later never move the landmarks.
+    """
+    fit = int(config["preprocess"]["nyul_fit_subjects"])
+    return max(3 * fit, fit + 4)
+
+
+def planned_shards(plan: str) -> list[int]:
+    """The shard numbers a dataset's slice plan (``plan.tsv``) holds, sorted."""
+    import pandas as pd
+
+    return sorted({int(shard) for shard in pd.read_csv(plan, sep="\t", usecols=["shard"])["shard"]})

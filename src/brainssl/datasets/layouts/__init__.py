@@ -6,7 +6,7 @@ Each layout module offers the same names: ``INFO`` (what and where), ``native_id
 """
 
 from brainssl.datasets.layouts import brats, fastmri, hippocampus, ixi, oasis, tumor4
-from brainssl.datasets.layouts.base import DatasetInfo, DatasetLayoutError, SubjectError
+from brainssl.datasets.layouts.errors import DatasetInfo, DatasetLayoutError, SubjectError
 
 __all__ = [
     "DatasetInfo",

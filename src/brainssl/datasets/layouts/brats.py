@@ -36,28 +36,26 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts.base import (
-    DatasetInfo,
-    LabelBook,
-    SubjectError,
-    SubjectRecorder,
-    Table,
-    folder_problem,
     grid_difference,
     image_row,
-    is_na,
-    list_dir,
     meta_dict,
-    parse_choice,
-    parse_number,
-    read_csv_table,
     read_nifti,
     read_truth,
     rel,
-    require_root,
     save_volume,
     subject_truth,
     volume_array,
     write_truth,
+)
+from brainssl.datasets.layouts.errors import DatasetInfo, SubjectError, SubjectRecorder
+from brainssl.datasets.layouts.files import folder_problem, list_dir, require_root
+from brainssl.datasets.layouts.tables import (
+    LabelBook,
+    Table,
+    is_na,
+    parse_choice,
+    parse_number,
+    read_csv_table,
 )
 from brainssl.io import write_table
 

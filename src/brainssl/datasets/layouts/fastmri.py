@@ -56,7 +56,6 @@ import hashlib
 import logging
 import os
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,20 +67,17 @@ import pandas as pd
 
 from brainssl.datasets.layouts.base import (
     TRUTH_DIR,
-    DatasetInfo,
-    SubjectError,
-    SubjectRecorder,
-    check_size,
     meta_dict,
     read_truth,
     rel,
-    require_file,
-    require_root,
     subject_affine,
     subject_truth,
     volume_array,
     write_truth,
 )
+from brainssl.datasets.layouts.errors import DatasetInfo, SubjectError, SubjectRecorder
+from brainssl.datasets.layouts.files import check_size, require_file, require_root
+from brainssl.datasets.layouts.ismrmrd import header_geometry, ismrmrd_header, recon_shape
 from brainssl.datasets.manifest import make_row
 from brainssl.io import atomic_path
 
@@ -97,8 +93,6 @@ __all__ = [
     "rss_affine",
     "load_rss",
     "reconstruct_rss",
-    "recon_matrix",
-    "recon_shape",
     "DATA_DIR",
     "N_COILS",
     "READOUT_OVERSAMPLING",
@@ -130,109 +124,6 @@ DATA_DIR = "multicoil_train"
 MAX_SLICES = 16  # real fastMRI brain volumes hold about 16 thick axial slices over the brain
 STACK_AXCODES = ("S", "P", "L")  # (slice, row, column) of the slice stack
 _NAME = re.compile(r"^file_brain_(AXT1PRE|AXT1POST|AXT1|AXT2|AXFLAIR)_\d+_\d+\.h5$")
-#: Illustrative sequence parameters per acquisition: (protocol name, TR ms, TE ms, TI ms, flip deg).
-_SEQUENCE = {
-    "AXT1": ("AX T1", 500.0, 10.0, 0.0, 90.0),
-    "AXT1PRE": ("AX T1 PRE", 500.0, 10.0, 0.0, 90.0),
-    "AXT1POST": ("AX T1 POST", 500.0, 10.0, 0.0, 90.0),
-    "AXT2": ("AX T2", 5000.0, 100.0, 0.0, 90.0),
-    "AXFLAIR": ("AX FLAIR", 9000.0, 100.0, 2500.0, 90.0),
-}
-_HEADER = """<?xml version="1.0" encoding="utf-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
-xmlns:xs="http://www.w3.org/2001/XMLSchema" xsi:schemaLocation="http://www.ismrm.org/ISMRMRD ismrmrd.xsd">
-  <measurementInformation>
-    <measurementID>{nid}</measurementID>
-    <patientPosition>HFS</patientPosition>
-    <protocolName>{protocol}</protocolName>
-  </measurementInformation>
-  <acquisitionSystemInformation>
-    <systemVendor>brainssl</systemVendor>
-    <systemModel>synthetic demo</systemModel>
-    <systemFieldStrength_T>3.0</systemFieldStrength_T>
-    <receiverChannels>{coils}</receiverChannels>
-    <institutionName>brainssl synthetic cohort</institutionName>
-  </acquisitionSystemInformation>
-  <experimentalConditions>
-    <H1resonanceFrequency_Hz>127728000</H1resonanceFrequency_Hz>
-  </experimentalConditions>
-  <encoding>
-    <encodedSpace>
-      <matrixSize><x>{ex}</x><y>{ey}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{fex:.4f}</x><y>{fey:.4f}</y><z>{fz:.4f}</z></fieldOfView_mm>
-    </encodedSpace>
-    <reconSpace>
-      <matrixSize><x>{rx}</x><y>{ry}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{frx:.4f}</x><y>{fry:.4f}</y><z>{fz:.4f}</z></fieldOfView_mm>
-    </reconSpace>
-    <encodingLimits>
-      <kspace_encoding_step_1><minimum>0</minimum><maximum>{e1max}</maximum><center>{e1centre}</center></kspace_encoding_step_1>
-      <kspace_encoding_step_2><minimum>0</minimum><maximum>0</maximum><center>0</center></kspace_encoding_step_2>
-      <average><minimum>0</minimum><maximum>0</maximum><center>0</center></average>
-      <slice><minimum>0</minimum><maximum>{slicemax}</maximum><center>0</center></slice>
-      <contrast><minimum>0</minimum><maximum>0</maximum><center>0</center></contrast>
-      <phase><minimum>0</minimum><maximum>0</maximum><center>0</center></phase>
-      <repetition><minimum>0</minimum><maximum>0</maximum><center>0</center></repetition>
-      <set><minimum>0</minimum><maximum>0</maximum><center>0</center></set>
-      <segment><minimum>0</minimum><maximum>0</maximum><center>0</center></segment>
-    </encodingLimits>
-    <trajectory>cartesian</trajectory>
-    <parallelImaging>
-      <accelerationFactor><kspace_encoding_step_1>1</kspace_encoding_step_1><kspace_encoding_step_2>1</kspace_encoding_step_2></accelerationFactor>
-      <calibrationMode>other</calibrationMode>
-    </parallelImaging>
-  </encoding>
-  <sequenceParameters>
-    <TR>{tr}</TR>
-    <TE>{te}</TE>
-    <TI>{ti}</TI>
-    <flipAngle_deg>{flip}</flipAngle_deg>
-    <sequence_type>TurboSpinEcho</sequence_type>
-  </sequenceParameters>
-</ismrmrdHeader>
-"""
-
-
-def ismrmrd_header(
-    nid: str,
-    acquisition: str,
-    kspace_shape: Sequence[int],
-    recon_shape: Sequence[int],
-    zooms: Sequence[float],
-) -> str:
-    """The ISMRMRD XML header of a demo file, with the fields fastMRI's ``SliceDataset`` reads.
-
-    Args:
-        nid: file stem (the measurement id).
-        acquisition: ``AXT1`` ... ``AXFLAIR``.
-        kspace_shape: ``(slices, coils, rows, cols)`` of the k-space (rows = readout = ``x``).
-        recon_shape: ``(slices, rows, cols)`` of the RSS target (the reconSpace matrix).
-        zooms: ``(slice, row, column)`` spacing in mm.
-    """
-    z, coils, rows, cols = (int(n) for n in kspace_shape)
-    _, rx, ry = (int(n) for n in recon_shape)
-    protocol, tr, te, ti, flip = _SEQUENCE[acquisition]
-    return _HEADER.format(
-        nid=nid,
-        protocol=protocol,
-        coils=coils,
-        ex=rows,
-        ey=cols,
-        fex=rows * zooms[1],
-        fey=cols * zooms[2],
-        rx=rx,
-        ry=ry,
-        frx=rx * zooms[1],
-        fry=ry * zooms[2],
-        fz=zooms[0],
-        e1max=cols - 1,
-        e1centre=cols // 2,
-        slicemax=z - 1,
-        tr=tr,
-        te=te,
-        ti=ti,
-        flip=flip,
-    )
 
 
 def native_id(index: int) -> str:
@@ -344,60 +235,6 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
     return []
 
 
-def _header_geometry(path: Path, raw: Any) -> tuple[list[float], tuple[int, int]]:
-    """Return (column, row, slice) spacing in mm and the recon matrix (rows, cols) from the XML header.
-
-    ISMRMRD's ``x`` is the readout, the rows of fastMRI's arrays, and ``y`` the phase
-    encoding, the columns (fastMRI crops to ``(recon x, recon y)`` as ``(rows, cols)``).
-    """
-    text = raw.decode() if isinstance(raw, bytes | np.bytes_) else str(raw)
-    try:
-        tree = ET.fromstring(text)
-    except ET.ParseError as err:
-        raise SubjectError(path, f"ismrmrd_header is not valid XML: {err}") from err
-    recon = next((el for el in tree.iter() if el.tag.endswith("reconSpace")), None)
-    if recon is None:
-        raise SubjectError(path, "ismrmrd_header has no reconSpace")
-
-    def triple(tag: str) -> list[float]:
-        node = next((el for el in recon.iter() if el.tag.endswith(tag)), None)
-        if node is None:
-            raise SubjectError(path, f"ismrmrd_header reconSpace has no {tag}")
-        try:
-            return [float(next(el for el in node if el.tag.endswith(axis)).text or "nan") for axis in "xyz"]
-        except (StopIteration, ValueError) as err:
-            raise SubjectError(path, f"ismrmrd_header reconSpace {tag} lacks a numeric x, y or z") from err
-
-    matrix, fov = triple("matrixSize"), triple("fieldOfView_mm")
-    if min(matrix[:2]) < 1:
-        raise SubjectError(path, f"ismrmrd_header reconSpace matrixSize {matrix[:2]} is not positive")
-    spacing = [fov[1] / matrix[1], fov[0] / matrix[0], fov[2]]
-    return spacing, (int(matrix[0]), int(matrix[1]))
-
-
-def recon_matrix(path: str | Path, raw: Any) -> tuple[int, int]:
-    """The reconSpace matrix ``(rows, cols)`` (ISMRMRD ``(x, y)``) of a file's ``ismrmrd_header``.
-
-    Raises:
-        SubjectError: for a header that is not XML or has no reconSpace matrix and field of view.
-    """
-    return _header_geometry(Path(path), raw)[1]
-
-
-def recon_shape(kspace_shape: Sequence[int], matrix: Sequence[int]) -> tuple[int, int]:
-    """The ``(rows, cols)`` fastMRI crops a k-space's RSS to: the reconSpace matrix, within the k-space.
-
-    As ``UnetDataTransform`` does with no target: the crop is ``(recon x, recon y)``, but a
-    k-space with fewer rows than the crop has columns (fastMRI's "FLAIR 203" files) is cropped
-    to a square of its rows; a crop larger than the k-space is limited to it.
-    """
-    rows, cols = int(kspace_shape[-2]), int(kspace_shape[-1])
-    crop = (int(matrix[0]), int(matrix[1]))
-    if rows < crop[1]:
-        crop = (rows, rows)
-    return min(crop[0], rows), min(crop[1], cols)
-
-
 def reconstruct_rss(kspace: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """The RSS reconstruction fastMRI makes of fully sampled multi-coil k-space, centre-cropped to ``shape``.
 
@@ -407,7 +244,7 @@ def reconstruct_rss(kspace: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
     Args:
         kspace: ``(slices, coils, rows, cols)`` complex.
-        shape: ``(rows, cols)`` to crop to (:func:`recon_shape`).
+        shape: ``(rows, cols)`` to crop to (:func:`~brainssl.datasets.layouts.ismrmrd.recon_shape`).
 
     Returns:
         ``(slices, rows, cols)`` float32.
@@ -430,13 +267,13 @@ def _image_geometry(
     if rss is not None:
         shape = tuple(int(n) for n in rss.shape)
         if header is not None:
-            spacing, _ = _header_geometry(path, header)
+            spacing, _ = header_geometry(path, header)
     else:
         if undersampled:
             raise SubjectError(path, _UNDERSAMPLED)
         if header is None:
             raise SubjectError(path, "no reconstruction_rss and no ismrmrd_header: the image size is unknown")
-        spacing, matrix = _header_geometry(path, header)
+        spacing, matrix = header_geometry(path, header)
         shape = (int(kspace_shape[0]), *recon_shape(kspace_shape, matrix))
     check_size(path, shape, "reconstruction_rss" if rss is not None else "RSS of the k-space")
     return shape, spacing
@@ -582,10 +419,10 @@ def load_rss(path: str | Path) -> nib.Nifti1Image:
 
     The image is ``reconstruction_rss``; a file without it (fully sampled k-space and no
     ``mask``) is reconstructed as fastMRI does (:func:`reconstruct_rss`, cropped to the
-    reconSpace matrix, :func:`recon_shape`). Spacing comes from the ismrmrd header's
-    reconSpace (:func:`_header_geometry`); the orientation and centring from
-    :func:`rss_affine`. Synthetic truth volumes of the file index like the stack and can be
-    wrapped with the returned affine.
+    reconSpace matrix, :func:`~brainssl.datasets.layouts.ismrmrd.recon_shape`). Spacing comes
+    from the ismrmrd header's reconSpace (:func:`~brainssl.datasets.layouts.ismrmrd.header_geometry`);
+    the orientation and centring from :func:`rss_affine`. Synthetic truth volumes of the file
+    index like the stack and can be wrapped with the returned affine.
 
     Raises:
         SubjectError: for an unreadable file, a missing header, an under-sampled file without
@@ -610,12 +447,12 @@ def load_rss(path: str | Path) -> nib.Nifti1Image:
                 kspace = np.asarray(handle["kspace"][()])
                 if kspace.ndim != 4:
                     raise SubjectError(path, f"kspace is {kspace.shape}, not (slices, coils, rows, cols)")
-                rss = reconstruct_rss(kspace, recon_shape(kspace.shape, _header_geometry(path, header)[1]))
+                rss = reconstruct_rss(kspace, recon_shape(kspace.shape, header_geometry(path, header)[1]))
     except SubjectError:
         raise
     except Exception as err:  # h5py raises OSError/KeyError for truncated files
         raise SubjectError(path, f"cannot read HDF5: {type(err).__name__}: {err}") from err
     if rss.ndim != 3:
         raise SubjectError(path, f"reconstruction_rss must be 3D (slices, y, x), got shape {rss.shape}")
-    spacing, _ = _header_geometry(path, header)
+    spacing, _ = header_geometry(path, header)
     return nib.Nifti1Image(rss, rss_affine(spacing, rss.shape))

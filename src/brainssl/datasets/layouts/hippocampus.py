@@ -40,25 +40,20 @@ import pandas as pd
 from scipy import ndimage
 
 from brainssl.datasets.layouts.base import (
-    DatasetInfo,
-    DatasetLayoutError,
-    SubjectError,
-    SubjectRecorder,
     grid_difference,
     image_row,
-    list_dir,
     meta_dict,
     read_nifti,
-    read_text,
     read_truth,
     rel,
-    require_root,
     save_volume,
     subject_affine,
-    table_error,
     volume_array,
     write_truth,
 )
+from brainssl.datasets.layouts.errors import DatasetInfo, DatasetLayoutError, SubjectError, SubjectRecorder
+from brainssl.datasets.layouts.files import list_dir, require_root
+from brainssl.datasets.layouts.tables import read_text, table_error
 from brainssl.io import write_json
 
 __all__ = ["INFO", "native_id", "subject_params", "write_subject", "finalize", "read", "crop_hippocampus"]

@@ -29,28 +29,25 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts.base import (
-    DatasetInfo,
-    DatasetLayoutError,
-    SubjectError,
-    SubjectRecorder,
-    Table,
-    file_problem,
     image_row,
-    is_na,
-    list_dir,
     meta_dict,
-    parse_choice,
-    parse_number,
-    read_csv_table,
     read_nifti,
     read_truth,
     rel,
-    require_root,
     save_volume,
     subject_truth,
-    table_error,
     volume_array,
     write_truth,
+)
+from brainssl.datasets.layouts.errors import DatasetInfo, DatasetLayoutError, SubjectError, SubjectRecorder
+from brainssl.datasets.layouts.files import file_problem, list_dir, require_root
+from brainssl.datasets.layouts.tables import (
+    Table,
+    is_na,
+    parse_choice,
+    parse_number,
+    read_csv_table,
+    table_error,
 )
 from brainssl.io import write_table
 

@@ -11,7 +11,7 @@ visits of its UDS/ADRC tables (``OASISID``, ``days_to_visit``, ``age at visit``,
     <root>/OASIS3_clinical.csv   OASISID, days_to_visit, age at visit, cdr, dx1 [, GENDER]
     <root>/dataset_description.json, participants.tsv, README, .bidsignore   (BIDS; optional)
 
-File names are read as BIDS names (:func:`~brainssl.datasets.layouts.base.parse_bids_name`):
+File names are read as BIDS names (:func:`~brainssl.datasets.layouts.bids_names.parse_bids_name`):
 any entities in any order (``acq-``, ``run-``, ``rec-``, ``echo-``, ...), the suffix naming the
 contrast. Several files of one contrast in a session are resolved by :func:`_run_order` (lowest
 run, no ``acq-`` first, then lowest echo; see :func:`read`); a phase or real/imaginary part, a
@@ -44,30 +44,25 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts.base import (
-    BidsName,
-    DatasetInfo,
-    LabelBook,
-    SubjectError,
-    SubjectRecorder,
-    bids_image_order,
-    bids_image_problem,
-    folder_problem,
     image_row,
-    list_dir,
     meta_dict,
-    parse_bids_name,
-    parse_choice,
-    parse_number,
-    read_csv_table,
     read_nifti,
     read_truth,
     rel,
-    require_root,
     save_volume,
     subject_truth,
     volume_array,
     write_truth,
 )
+from brainssl.datasets.layouts.bids_names import (
+    BidsName,
+    bids_image_order,
+    bids_image_problem,
+    parse_bids_name,
+)
+from brainssl.datasets.layouts.errors import DatasetInfo, SubjectError, SubjectRecorder
+from brainssl.datasets.layouts.files import folder_problem, list_dir, require_root
+from brainssl.datasets.layouts.tables import LabelBook, parse_choice, parse_number, read_csv_table
 from brainssl.io import atomic_write, write_json, write_table
 
 __all__ = ["INFO", "native_id", "sessions", "subject_params", "write_subject", "finalize", "read"]
@@ -388,7 +383,7 @@ _SESSION_DIR = re.compile(r"ses-[0-9A-Za-z]+")
 
 
 def _run_order(path: Path) -> tuple[Any, ...]:
-    """Sort key among files of one contrast (:func:`~brainssl.datasets.layouts.base.bids_image_order`).
+    """Sort key among files of one contrast (:func:`~brainssl.datasets.layouts.bids_names.bids_image_order`).
 
     Lowest run first (none = the lowest), no acq- first, then no rec-, lowest echo, .nii.gz first.
     """

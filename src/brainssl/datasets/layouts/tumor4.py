@@ -30,24 +30,24 @@ import pandas as pd
 from PIL import Image
 
 from brainssl.datasets.layouts.base import (
-    MIN_IMAGE_SIZE,
-    DatasetInfo,
-    SubjectError,
-    SubjectRecorder,
     axial_slice,
-    check_size,
-    file_problem,
-    folder_problem,
-    list_dir,
     meta_dict,
     read_truth,
     read_truth_meta,
     rel,
-    require_file,
-    require_root,
     subject_affine,
     volume_array,
     write_truth,
+)
+from brainssl.datasets.layouts.errors import DatasetInfo, SubjectError, SubjectRecorder
+from brainssl.datasets.layouts.files import (
+    MIN_IMAGE_SIZE,
+    check_size,
+    file_problem,
+    folder_problem,
+    list_dir,
+    require_file,
+    require_root,
 )
 from brainssl.datasets.manifest import make_row
 from brainssl.io import atomic_path
