@@ -81,7 +81,7 @@ def test_pretrain_from_index_two_local_processes(tmp_path):
         checkpoint_every=0,
         seed=1,
     )
-    probe = {"split": "val", "n_per_class": 4}
+    probe = {"split": "val", "probes": PROBES, "n_per_class": 4, "position_bins": 3}
     summary = pretrain_from_index(path, tmp_path / "run", settings, probe, nprocs=2)
     assert summary["status"] == "completed" and summary["step"] == 3  # 24 train slices // 8
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["position"]["world_size"] == 2
