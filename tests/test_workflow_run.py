@@ -29,11 +29,12 @@ def test_dry_run_plans_every_stage(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     jobs = _jobs_in_dry_run(result.stdout)
-    assert jobs["datasets_generate"] == 2 + 2 + 1 + 2 + 4 + 2  # shard_size 2
-    assert jobs["datasets_manifest"] == 6 and jobs["datasets_merge"] == 1 and jobs["datasets_montage"] == 6
+    # shard_size 2: ixi, brats21, fastmri_brain, oasis3, tumor4, hippocampus, then abide and atlas
+    assert jobs["datasets_generate"] == 2 + 2 + 1 + 2 + 4 + 2 + 4 + 5
+    assert jobs["datasets_manifest"] == 8 and jobs["datasets_merge"] == 1 and jobs["datasets_montage"] == 8
     # preprocess: one merge per 3D dataset (tumor4 skips); the shard jobs come from the manifests
     # (checkpoints), so a fresh dry run cannot list them yet; the Nyul landmarks only for oasis3
-    assert jobs["preprocess_merge"] == 5 and "preprocess_shard" not in jobs
+    assert jobs["preprocess_merge"] == 7 and "preprocess_shard" not in jobs
     assert "checkpoint" in result.stdout
 
 
