@@ -77,6 +77,7 @@ def _threads_by_slurm_job(log: str) -> dict[str, tuple[str, int]]:
     return {slurm: declared[job] for job, slurm in submitted if job in declared}
 
 
+@pytest.mark.timeout(1800)  # above the run's own 1500 s limit, so that limit reports the failure
 def test_test_config_runs_through_sbatch(slurm_cluster, tmp_path):
     config = tmp_path / "config.yaml"
     shutil.copy(REPO / "config/test.yaml", config)
