@@ -9,8 +9,10 @@ Documented synthetic effect (the neurodevelopmental task's signal):
   converted at random, as ageing atrophy is). That is a regional volume change (frontal GM up,
   WM down by the same amount) and, through the tissue contrasts, a regional intensity change.
 * Controls are unchanged. Early frontal overgrowth and thicker frontal cortex are among the
-  reported (and debated) structural findings in autism; the size here, 1.5 voxels of the
-  2 mm demo grid, is chosen so that a 24-40-subject demo can show it, not taken from a study.
+  reported (and debated) structural findings in autism; the size here, about half of the first
+  white-matter voxel layer of the 2 mm demo grid, is chosen so that a 24-40-subject demo can
+  show it without every feature finding it at once (3 mm gave AUC 0.97 to the classical
+  histogram features), not taken from a study.
 
 Nothing else depends on the diagnosis, so a head that separates the groups has found this
 change or a confound: the ABIDE-style writer (:mod:`brainssl.datasets.layouts.abide`) gives the
@@ -28,7 +30,7 @@ from brainssl.synth.template import GM, WM, Template
 __all__ = ["FRONTAL_Y_MM", "FRONTAL_Z_MM", "THICKENING_MM", "apply_frontal_thickening", "frontal_wm_depth"]
 
 #: Mean frontal cortical thickening (mm) of an autistic demo subject.
-THICKENING_MM = 3.0
+THICKENING_MM = 1.0
 #: The frontal lobe: template world (MNI) y above this (anterior to the central sulcus, roughly).
 FRONTAL_Y_MM = 5.0
 #: ... and z above this (above the orbitofrontal floor and the temporal poles).

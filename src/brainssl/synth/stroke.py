@@ -5,19 +5,20 @@ Documented model, ``t`` = days from stroke onset to the scan (the demo draws ``t
 
 * **Site and size.** One infarct in a hemisphere: the centre is a deep white-matter point at
   least 20 mm off the midline (a middle-cerebral-artery-like territory), the initial radius
-  ``r0 ~ U(10, 22)`` mm, an ellipsoid with mild lobulation (drawn like the tumours' shapes).
-* **Acute swelling** (cytotoxic then vasogenic oedema), ``s(t) = exp(-t / 7)``: the lesion
+  ``r0 ~ U(12, 18)`` mm, an ellipsoid with mild lobulation (drawn like the tumours' shapes).
+* **Acute swelling** (cytotoxic then vasogenic oedema), ``s(t) = exp(-t / 10)``: the lesion
   pushes the surrounding tissue outwards (a radial mass effect of strength ``0.35 s`` over
   ``1.5 r0``) and is ``1 + 0.25 s`` times its later size. The whole lesion is oedema
   (``EDEMA``: T1 hypointense, T2/FLAIR hyperintense), sulci inside it are effaced.
-* **Cavitation** (liquefaction, encephalomalacia), ``c(t) = 1 - exp(-t / 60)``: the core out
+* **Cavitation** (liquefaction, encephalomalacia), ``c(t) = 1 - exp(-t / 90)``: the core out
   to ``0.8 c`` of the lesion radius becomes fluid (CSF signal: T1 and FLAIR dark, T2 bright);
   the rim stays gliotic (``EDEMA`` signal).
-* **Atrophy** (tissue loss, ex-vacuo retraction), ``a(t) = 1 - exp(-t / 150)``: the tissue
-  around the lesion is pulled in (a mass effect of strength ``-0.25 a`` over ``2 r0``) and the
-  lesion shrinks to ``1 - 0.3 a`` of its size.
+* **Atrophy** (tissue loss, ex-vacuo retraction), ``a(t) = 1 - exp(-t / 200)``: the tissue
+  around the lesion is pulled in (a mass effect of strength ``-0.25 a`` over ``2 r0``), the
+  lesion shrinks to ``1 - 0.4 a`` of its size, and the ventricles widen ex vacuo by
+  ``2.5 a`` mm (both sides, as ageing widens them: :func:`enlarge_ventricles`).
 
-So the lesion radius is ``r0 (1 + 0.25 s) (1 - 0.3 a)``; early scans show a swollen,
+So the lesion radius is ``r0 (1 + 0.25 s) (1 - 0.4 a)``; early scans show a swollen,
 homogeneous oedematous lesion pushing on its neighbours, later scans a fluid cavity with a
 gliotic rim in retracted tissue. The lesion (oedema, rim and cavity) is the ATLAS-style
 ``label-L_desc-T1lesion_mask``. Nothing else depends on ``t``.
@@ -30,12 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from brainssl.synth.anatomy import MassEffect, SynthGrid, rotation
-from brainssl.synth.template import CSF_IN, DEEP, EDEMA, GM, HIPPO_L, HIPPO_R, WM, Template
+from brainssl.synth.template import CSF_IN, DEEP, EDEMA, GM, HIPPO_L, HIPPO_R, VENT, WM, Template
 
-__all__ = ["StrokePlan", "appearance", "paint_stroke", "plan_stroke"]
+__all__ = ["StrokePlan", "appearance", "enlarge_ventricles", "paint_stroke", "plan_stroke"]
 
 #: Time constants (days) of swelling, cavitation and atrophy.
-SWELLING_DAYS, CAVITATION_DAYS, ATROPHY_DAYS = 7.0, 60.0, 150.0
+SWELLING_DAYS, CAVITATION_DAYS, ATROPHY_DAYS = 10.0, 90.0, 200.0
+#: Ex-vacuo ventricular widening (mm) once atrophy is complete.
+EX_VACUO_MM = 2.5
 _TISSUE = (GM, WM, DEEP, HIPPO_L, HIPPO_R, CSF_IN)
 
 
@@ -63,7 +66,7 @@ class StrokePlan:
     def radius_mm(self) -> float:
         """The lesion radius at the scan: swollen early, retracted late."""
         swelling, _, atrophy = appearance(self.days)
-        return self.radius0_mm * (1.0 + 0.25 * swelling) * (1.0 - 0.3 * atrophy)
+        return self.radius0_mm * (1.0 + 0.25 * swelling) * (1.0 - 0.4 * atrophy)
 
     def mass_effects(self) -> tuple[MassEffect, ...]:
         """The outward push of the swelling and the inward pull of the atrophy."""
@@ -74,6 +77,22 @@ class StrokePlan:
         if atrophy > 1e-3:
             effects.append(MassEffect(self.centre, -0.25 * atrophy, 2.0 * self.radius0_mm))
         return tuple(effects)
+
+
+def enlarge_ventricles(
+    labels: np.ndarray, template: Template, days: float, rng: np.random.Generator
+) -> float:
+    """Widen the ventricles of template-space ``labels`` in place by ``2.5 a(t)`` mm; return the mm.
+
+    White matter and deep grey matter within that distance of a ventricle become ventricle (the
+    last partial voxel layer at random), as :func:`brainssl.synth.anatomy.apply_atrophy` does.
+    """
+    amount = EX_VACUO_MM * appearance(days)[2]
+    prob = np.clip((amount - template.vent_dist) / template.grid_mm + 1.0, 0.0, 1.0)
+    hit = rng.random(template.vent_idx.size, dtype=np.float32) < prob
+    if amount > 0:
+        labels.reshape(-1)[template.vent_idx[hit]] = VENT
+    return float(amount)
 
 
 def plan_stroke(days: float, template: Template, pose: np.ndarray, rng: np.random.Generator) -> StrokePlan:
@@ -100,7 +119,7 @@ def plan_stroke(days: float, template: Template, pose: np.ndarray, rng: np.rando
     lobes /= np.linalg.norm(lobes, axis=1, keepdims=True)
     return StrokePlan(
         centre=inv[:3, :3] @ centre_t + inv[:3, 3],
-        radius0_mm=float(rng.uniform(10.0, 22.0)),
+        radius0_mm=float(rng.uniform(12.0, 18.0)),
         axes=rotation(rng.uniform(-180, 180, size=3)) @ np.diag(1.0 / (stretch / stretch.mean())),
         lobes=lobes * rng.uniform(0.0, 0.15, size=(3, 1)),
         days=float(days),

@@ -22,7 +22,7 @@ from brainssl.synth.anatomy import (
 from brainssl.synth.contrast import MODALITIES, draw_tissue_params, signal_lut, texture_lut
 from brainssl.synth.neurodev import apply_frontal_thickening
 from brainssl.synth.pathology import PATHOLOGIES, TumourPlan, glioma_markers, paint_tumour, plan_tumour
-from brainssl.synth.stroke import paint_stroke, plan_stroke
+from brainssl.synth.stroke import enlarge_ventricles, paint_stroke, plan_stroke
 from brainssl.synth.template import (
     BONE,
     BRAIN_LABELS,
@@ -330,6 +330,8 @@ def generate_subject(seed: int, subject_id: str, params: SubjectParams) -> Synth
     )
     atrophied = apply_atrophy(template, atrophy_for(demo.age, demo.cdr, rng), rng)
     thickening = apply_frontal_thickening(atrophied, template, rng) if demo.diagnosis == "autism" else 0.0
+    if params.stroke_days is not None:  # ex-vacuo ventricular widening (brainssl.synth.stroke)
+        enlarge_ventricles(atrophied, template, params.stroke_days, rng)
     plan = plan_tumour(demo.pathology, template, pose, rng) if demo.pathology != "none" else None
     stroke = None if params.stroke_days is None else plan_stroke(params.stroke_days, template, pose, rng)
     masses = ((plan.mass_effect(),) if plan else ()) + (stroke.mass_effects() if stroke else ())

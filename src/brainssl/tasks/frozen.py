@@ -344,7 +344,10 @@ def _score(
             arrays = {name: (y, pred.values[tested]) for name in metrics}
             rows += _score_rows(base, metrics, arrays, groups, run, seed)
         elif spec.kind == "regression":
-            rows += _score_regression(base, y, pred.values[tested], pred.corrected[tested], groups, run, seed)
+            scored = _score_regression(
+                base, y, pred.values[tested], pred.corrected[tested], groups, run, seed
+            )
+            rows += [row for row in scored if row["metric"] in spec.metrics]  # a spec may report fewer
     return rows
 
 
