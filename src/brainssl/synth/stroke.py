@@ -5,7 +5,8 @@ Documented model, ``t`` = days from stroke onset to the scan (the demo draws ``t
 
 * **Site and size.** One infarct in a hemisphere: the centre is a deep white-matter point at
   least 20 mm off the midline (a middle-cerebral-artery-like territory), the initial radius
-  ``r0 ~ U(12, 18)`` mm, an ellipsoid with mild lobulation (drawn like the tumours' shapes).
+  ``r0 ~ U(16, 20)`` mm (large, and alike so that the size tells the time), an ellipsoid with
+  mild lobulation (drawn like the tumours' shapes).
 * **Acute swelling** (cytotoxic then vasogenic oedema), ``s(t) = exp(-t / 10)``: the lesion
   pushes the surrounding tissue outwards (a radial mass effect of strength ``0.35 s`` over
   ``1.5 r0``) and is ``1 + 0.25 s`` times its later size. The whole lesion is oedema
@@ -16,7 +17,7 @@ Documented model, ``t`` = days from stroke onset to the scan (the demo draws ``t
 * **Atrophy** (tissue loss, ex-vacuo retraction), ``a(t) = 1 - exp(-t / 200)``: the tissue
   around the lesion is pulled in (a mass effect of strength ``-0.25 a`` over ``2 r0``), the
   lesion shrinks to ``1 - 0.4 a`` of its size, and the ventricles widen ex vacuo by
-  ``2.5 a`` mm (both sides, as ageing widens them: :func:`enlarge_ventricles`).
+  ``4 a`` mm (both sides, as ageing widens them: :func:`enlarge_ventricles`).
 
 So the lesion radius is ``r0 (1 + 0.25 s) (1 - 0.4 a)``; early scans show a swollen,
 homogeneous oedematous lesion pushing on its neighbours, later scans a fluid cavity with a
@@ -38,7 +39,7 @@ __all__ = ["StrokePlan", "appearance", "enlarge_ventricles", "paint_stroke", "pl
 #: Time constants (days) of swelling, cavitation and atrophy.
 SWELLING_DAYS, CAVITATION_DAYS, ATROPHY_DAYS = 10.0, 90.0, 200.0
 #: Ex-vacuo ventricular widening (mm) once atrophy is complete.
-EX_VACUO_MM = 2.5
+EX_VACUO_MM = 4.0
 _TISSUE = (GM, WM, DEEP, HIPPO_L, HIPPO_R, CSF_IN)
 
 
@@ -82,7 +83,7 @@ class StrokePlan:
 def enlarge_ventricles(
     labels: np.ndarray, template: Template, days: float, rng: np.random.Generator
 ) -> float:
-    """Widen the ventricles of template-space ``labels`` in place by ``2.5 a(t)`` mm; return the mm.
+    """Widen the ventricles of template-space ``labels`` in place by ``4 a(t)`` mm; return the mm.
 
     White matter and deep grey matter within that distance of a ventricle become ventricle (the
     last partial voxel layer at random), as :func:`brainssl.synth.anatomy.apply_atrophy` does.
@@ -119,7 +120,7 @@ def plan_stroke(days: float, template: Template, pose: np.ndarray, rng: np.rando
     lobes /= np.linalg.norm(lobes, axis=1, keepdims=True)
     return StrokePlan(
         centre=inv[:3, :3] @ centre_t + inv[:3, 3],
-        radius0_mm=float(rng.uniform(12.0, 18.0)),
+        radius0_mm=float(rng.uniform(16.0, 20.0)),
         axes=rotation(rng.uniform(-180, 180, size=3)) @ np.diag(1.0 / (stretch / stretch.mean())),
         lobes=lobes * rng.uniform(0.0, 0.15, size=(3, 1)),
         days=float(days),

@@ -186,8 +186,9 @@ class StrokeTimeSettings(FrozenTaskSettings):
     )
     modalities: tuple[str, ...] = _modalities(("T1w",))
     ridge_alpha: float = setting(
-        10.0,
-        "L2 penalty of the ridge head (on standardised features).",
+        100.0,
+        "L2 penalty of the ridge head (on standardised features); a few dozen subjects against "
+        "hundreds of features need a strong one.",
         exclusive_minimum=0,
         maximum=1000000,
     )

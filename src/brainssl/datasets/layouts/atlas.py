@@ -17,7 +17,8 @@ publishes no time since stroke: the per-session table here stands for a cohort's
 (BrainIAC's and BrainDINO's post-stroke timing tasks), and the entry names its column.
 
 Demo cohort (the lesion model is :mod:`brainssl.synth.stroke`): subject ``i`` belongs to cohort
-``R00{i % 3 + 1}``, is 40-85 years old and was scanned ``1 + 364 frac(0.618034 i + 0.3)`` days
+``R00{i % 3 + 1}``, is 55-75 years old (a narrow range, so that ageing's own ventricular widening
+does not hide the stroke's) and was scanned ``1 + 364 frac(0.618034 i + 0.3)`` days
 after the stroke (spread evenly over a year).
 """
 
@@ -71,7 +72,7 @@ def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
     return {
         "pathology": "none",
         "diagnosis": "control",
-        "age_range": (40.0, 85.0),
+        "age_range": (55.0, 75.0),
         "modalities": ("T1w",),
         "grid_mm": grid_mm,
         "sites": COHORTS,
