@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts import abide, atlas, bids, brats, fastmri, hippocampus, ixi, oasis, tumor4
-from brainssl.datasets.layouts.base import NoUsableSubjectsError
+from brainssl.datasets.layouts.errors import NoUsableSubjectsError
 from brainssl.datasets.manifest import check_manifest, failures_frame, rows_to_frame
 from brainssl.io import write_table
 

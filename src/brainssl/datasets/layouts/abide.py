@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts.base import (
-    DatasetInfo,
     meta_dict,
     rel,
     save_volume,
@@ -39,6 +38,7 @@ from brainssl.datasets.layouts.base import (
     write_truth,
 )
 from brainssl.datasets.layouts.bids import write_demo_root, write_tsv
+from brainssl.datasets.layouts.errors import DatasetInfo
 from brainssl.io import write_json
 
 __all__ = [

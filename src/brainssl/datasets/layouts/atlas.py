@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts.base import (
-    DatasetInfo,
     meta_dict,
     rel,
     save_volume,
@@ -41,6 +40,7 @@ from brainssl.datasets.layouts.base import (
     write_truth,
 )
 from brainssl.datasets.layouts.bids import write_demo_root, write_tsv
+from brainssl.datasets.layouts.errors import DatasetInfo
 
 __all__ = ["INFO", "MASK", "days_since_stroke", "finalize", "native_id", "subject_params", "write_subject"]
 

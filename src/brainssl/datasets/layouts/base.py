@@ -29,32 +29,9 @@ from brainssl.datasets.layouts.files import check_size, require_file
 from brainssl.datasets.manifest import make_row
 from brainssl.io import save_nifti, write_json
 
-# Moved to .errors, .files, .tables and .bids_names; importable from here until bids.py,
-# abide.py, atlas.py and catalog.py import them from there (then delete this block).
-from .bids_names import BIDS_ENTITIES, BidsName, bids_image_order, bids_image_problem, parse_bids_name
-from .errors import DatasetInfo, DatasetLayoutError, NoUsableSubjectsError, SubjectRecorder
-from .files import (
-    MIN_IMAGE_SIZE,
-    MIN_VOLUME_SIZE,
-    file_problem,
-    folder_problem,
-    list_dir,
-    require_root,
-)
-from .tables import (
-    NA_TOKENS,
-    LabelBook,
-    Table,
-    is_na,
-    parse_choice,
-    parse_number,
-    read_csv_table,
-    read_text,
-    table_error,
-)
-
 __all__ = [
     "TRUTH_DIR",
+    "first_readable",
     "axial_slice",
     "grid_difference",
     "meta_dict",
@@ -63,34 +40,6 @@ __all__ = [
     "read_truth",
     "save_volume",
     "write_truth",
-    # re-exported from the modules above (see the note on the imports)
-    "BIDS_ENTITIES",
-    "MIN_IMAGE_SIZE",
-    "MIN_VOLUME_SIZE",
-    "NA_TOKENS",
-    "BidsName",
-    "DatasetInfo",
-    "DatasetLayoutError",
-    "LabelBook",
-    "NoUsableSubjectsError",
-    "SubjectError",
-    "SubjectRecorder",
-    "Table",
-    "bids_image_order",
-    "bids_image_problem",
-    "check_size",
-    "file_problem",
-    "folder_problem",
-    "is_na",
-    "list_dir",
-    "parse_bids_name",
-    "parse_choice",
-    "parse_number",
-    "read_csv_table",
-    "read_text",
-    "require_file",
-    "require_root",
-    "table_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -350,3 +299,32 @@ def axial_slice(
         ras_label = nib.orientations.apply_orientation(label, ornt)
         k = int(round(np.nonzero(ras_label > 0)[2].mean()))
     return np.rot90(ras[:, :, k])[:, ::-1], k
+
+
+def first_readable(candidates: list[Path], what: str) -> tuple[Path, Any, list[tuple[Path, str]]]:
+    """Read the first candidate that reads; the others become notes (path, reason).
+
+    BIDS sessions can hold several files of one contrast (runs, acquisitions); the caller orders
+    them by its rule and keeps the first readable one, reporting the rest.
+    """
+    notes: list[tuple[Path, str]] = []
+    errors: list[SubjectError] = []
+    for index, path in enumerate(candidates):
+        try:
+            _, img = read_nifti(path, what)
+        except SubjectError as err:
+            errors.append(err)
+            if index == len(candidates) - 1:
+                raise errors[0] from None  # none reads: the lowest run's reason
+            notes.append((path, f"{err.reason}; {candidates[index + 1].name} is tried instead"))
+            continue
+        for other in candidates[index + 1 :]:
+            notes.append(
+                (
+                    other,
+                    f"another {what} of this session: {path.name} is used (lowest run first); "
+                    "this file is not used",
+                )
+            )
+        return path, img, notes
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -33,8 +33,6 @@ costs only its subject (the failures table), as for every other layout.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -44,25 +42,15 @@ from typing import Any
 
 import pandas as pd
 
-from brainssl.datasets.layouts.base import (
-    DatasetInfo,
-    DatasetLayoutError,
+from brainssl.datasets.layouts.base import first_readable, grid_difference, image_row, read_truth
+from brainssl.datasets.layouts.errors import DatasetInfo, DatasetLayoutError, SubjectError, SubjectRecorder
+from brainssl.datasets.layouts.files import file_problem, folder_problem, list_dir, require_root
+from brainssl.datasets.layouts.tables import (
     LabelBook,
-    SubjectError,
-    SubjectRecorder,
     Table,
-    file_problem,
-    folder_problem,
-    grid_difference,
-    image_row,
     is_na,
-    list_dir,
     parse_number,
-    read_nifti,
-    read_text,
-    read_truth,
-    require_root,
-    table_error,
+    read_csv_table,
 )
 from brainssl.io import write_json, write_table, write_text
 
@@ -163,29 +151,7 @@ def read_tsv(info: DatasetInfo, path: Path, required: Sequence[str]) -> Table:
     Raises:
         DatasetLayoutError: for an unreadable or empty file or a missing column, naming both.
     """
-    text = read_text(path, info)
-    reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
-    header: list[str] | None = None
-    rows: list[tuple[int, dict[str, str]]] = []
-    bad: list[tuple[int, str]] = []
-    for cells in reader:
-        if not any(cell.strip() for cell in cells):
-            continue
-        if header is None:
-            header = [cell.strip() for cell in cells]
-            continue
-        if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
-            bad.append((reader.line_num, f"{len(cells)} cells but the header has {len(header)}"))
-            continue
-        cells = cells + [""] * (len(header) - len(cells))
-        rows.append((reader.line_num, dict(zip(header, cells, strict=False))))
-    if header is None:
-        raise table_error(info, path, "the table is empty", required)
-    table = Table(path, header, rows, bad)
-    missing = [name for name in required if table.column(name) is None]
-    if missing:
-        raise table_error(info, path, f"missing column(s) {missing} (the header has {header})", required)
-    return table
+    return read_csv_table(info, path, required, delimiter="\t")
 
 
 def _parse_label(label: str, column: str, text: str, values: Mapping[str, str] | None) -> Any:
@@ -360,27 +326,6 @@ def _run_order(path: Path) -> tuple[int, str, bool, str]:
     )
 
 
-def _first_readable(candidates: list[Path], what: str) -> tuple[Path, Any, list[tuple[Path, str]]]:
-    """Read the first candidate that reads; the others become notes (path, reason)."""
-    notes: list[tuple[Path, str]] = []
-    errors: list[SubjectError] = []
-    for index, path in enumerate(candidates):
-        try:
-            _, img = read_nifti(path, what)
-        except SubjectError as err:
-            errors.append(err)
-            if index == len(candidates) - 1:
-                raise errors[0] from None
-            notes.append((path, f"{err.reason}; {candidates[index + 1].name} is tried instead"))
-            continue
-        for other in candidates[index + 1 :]:
-            notes.append(
-                (other, f"another {what} of this session: {path.name} is used (lowest run first); not used")
-            )
-        return path, img, notes
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 @dataclass
 class _Seen:
     """What the files of the whole dataset were, for the dataset-level messages."""
@@ -433,7 +378,7 @@ def _read_session(
         if not candidates:
             continue
         seen.contrasts.add(modality)  # found, readable or not (an unreadable one is the subject's failure)
-        path, img, notes = _first_readable(candidates, f"{modality} image")
+        path, img, notes = first_readable(candidates, f"{modality} image")
         for other, reason in notes:
             recorder.note(nid, other, reason)
         chosen[modality] = (path, img)
@@ -445,7 +390,7 @@ def _read_session(
         masks = sorted((p for p, s, e in files if setup.mask.matches(s, e)), key=_run_order)
         if masks:
             seen.mask = True
-            mask_path, mask_img, notes = _first_readable(masks, "mask")
+            mask_path, mask_img, notes = first_readable(masks, "mask")
             for other, reason in notes:
                 recorder.note(nid, other, reason)
             reference = next(iter(chosen.values()))[1]

@@ -44,9 +44,9 @@ import numpy as np
 import pandas as pd
 
 from brainssl.datasets.layouts.base import (
+    first_readable,
     image_row,
     meta_dict,
-    read_nifti,
     read_truth,
     rel,
     save_volume,
@@ -439,7 +439,7 @@ def _read_session(
         candidates = sorted(by_modality.get(modality, []), key=_run_order)
         if not candidates:
             continue
-        path, img, notes = _first_readable(candidates, f"{modality} image")
+        path, img, notes = first_readable(candidates, f"{modality} image")
         for other, reason in notes:
             recorder.note(nid, other, reason)
         rows.append(
@@ -457,28 +457,3 @@ def _read_session(
         )
     rows.sort(key=lambda row: row["path"])
     return rows
-
-
-def _first_readable(candidates: list[Path], what: str) -> tuple[Path, Any, list[tuple[Path, str]]]:
-    """Read the first candidate that reads; the others become notes (path, reason)."""
-    notes: list[tuple[Path, str]] = []
-    errors: list[SubjectError] = []
-    for index, path in enumerate(candidates):
-        try:
-            _, img = read_nifti(path, what)
-        except SubjectError as err:
-            errors.append(err)
-            if index == len(candidates) - 1:
-                raise errors[0] from None  # none reads: the lowest run's reason
-            notes.append((path, f"{err.reason}; {candidates[index + 1].name} is tried instead"))
-            continue
-        for other in candidates[index + 1 :]:
-            notes.append(
-                (
-                    other,
-                    f"another {what} of this session: {path.name} is used (lowest run first); "
-                    "this file is not used",
-                )
-            )
-        return path, img, notes
-    raise AssertionError("unreachable")  # pragma: no cover

@@ -106,8 +106,10 @@ class Table:
         return None
 
 
-def read_csv_table(info: DatasetInfo, path: Path, required: Sequence[str]) -> Table:
-    """Read a comma-separated table into text cells; check the required columns.
+def read_csv_table(info: DatasetInfo, path: Path, required: Sequence[str], delimiter: str = ",") -> Table:
+    """Read a delimited table into text cells; check the required columns.
+
+    Comma-separated by default; ``delimiter`` tab reads a BIDS ``.tsv`` (unquoted, as BIDS writes it).
 
     Fully empty rows are skipped; a short row is padded with empty cells (as pandas does);
     a row with more non-empty cells than the header is a bad row (:attr:`Table.bad`).
@@ -117,7 +119,8 @@ def read_csv_table(info: DatasetInfo, path: Path, required: Sequence[str]) -> Ta
             (case-insensitive), naming the file and the columns expected.
     """
     text = read_text(path, info)
-    reader = csv.reader(io.StringIO(text))
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
     header: list[str] | None = None
     rows: list[tuple[int, dict[str, str]]] = []
     bad: list[tuple[int, str]] = []
