@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -20,14 +21,16 @@ def repo() -> Path:
 
 
 def run_snakemake(
-    *args: str, workdir: Path | None = None, timeout: int = 600
+    *args: str, workdir: Path | None = None, timeout: int = 600, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the workflow's Snakefile with the test environment's snakemake."""
+    """Run the workflow's Snakefile with the test environment's snakemake (``env``: extra variables)."""
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *args]
     if workdir is not None:
         cmd += ["-d", str(workdir)]
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run(cmd, cwd=workdir or REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    variables = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {}))
+    return subprocess.run(
+        cmd, cwd=workdir or REPO, capture_output=True, text=True, timeout=timeout, env=variables
+    )
 
 
 @pytest.fixture(scope="session")

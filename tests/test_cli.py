@@ -202,6 +202,51 @@ def test_check_counts_and_names_what_would_fail(workflow, tmp_path, capsys):
     assert main(["check", "mnist", str(broken)]) == 2
 
 
+def test_check_counts_only_the_subjects_the_failures_cost(tmp_path, capsys):
+    """It once counted every native id of failures.tsv: kept subjects' duplicates and stray rows too."""
+    from bad_inputs import edit_csv, truncate
+
+    root = tmp_path / "ixi"
+    write_table(tmp_path / "shard.tsv", generate_demo_shard("ixi", root, [0, 1], SEED, GRID))
+    finalize_demo("ixi", root, [tmp_path / "shard.tsv"])
+    kept = next((root / "IXI-T1").glob("IXI002-*.nii.gz"))
+    kept.with_suffix("").write_bytes(gzip.decompress(kept.read_bytes()))  # a duplicate; kept
+    edit_csv(root / "IXI.csv", lambda rows: rows.append(["12x", *rows[1][1:]]))  # names no subject
+    assert main(["check", "ixi", str(root)]) == 0  # nothing lost: the files are only unused
+    assert "0 subjects would be left out (2 problems; 2 of them only leave a file or row unused)" in (
+        capsys.readouterr().out
+    )
+    truncate(next((root / "IXI-T2").glob("IXI003-*.nii.gz")))  # loses IXI003
+    assert main(["check", "ixi", str(root), "--failures", str(tmp_path / "f.tsv")]) == 1
+    text = capsys.readouterr().out
+    assert "1 subjects would be left out (3 problems; 2 of them only leave a file or row unused)" in text
+    assert "(no subject): " in text
+    # the count a manifest run gives: failures.tsv's native ids that the manifest lacks
+    manifest, failures = build_manifest("ixi", root)
+    assert set(failures["native_id"]) - set(manifest["native_id"]) - {""} == {"IXI003-Guys-8919"}
+    assert len(pd.read_csv(tmp_path / "f.tsv", sep="\t")) == len(failures) == 3
+
+
+def test_check_reads_a_bids_folder_as_the_config_entry_says(tmp_path, capsys):
+    root = tmp_path / "abide"
+    table = generate_demo_shard("abide", root, [0, 1, 2, 3], SEED, GRID, demo="abide")
+    write_table(tmp_path / "shard.tsv", table)
+    finalize_demo("abide", root, [tmp_path / "shard.tsv"], demo="abide")
+    config = tmp_path / "config.yaml"
+    config.write_text((REPO / "config.yaml").read_text())  # its abide entry: DX_GROUP coded 1/2
+    assert main(["check", "bids", str(root), "--config", str(config), "--dataset", "abide"]) == 0
+    text = capsys.readouterr().out
+    assert "BIDS dataset 'abide'" in text and "read: 4 images of 4 subjects" in text
+    assert "diagnosis 4" in text and "site 4" in text
+    assert main(["check", "bids", str(root)]) == 0  # without a config: T1w, no labels
+    assert "labels:" not in capsys.readouterr().out
+    (root / "participants.tsv").write_text("participant_id\tDX_GROUP\n")  # no SITE_ID, no rows
+    assert main(["check", "bids", str(root), "--config", str(config), "--dataset", "abide"]) == 2
+    assert "SITE_ID" in capsys.readouterr().err
+    assert main(["check", "bids", str(root), "--config", str(config), "--dataset", "ixi"]) == 2
+    assert "entries: abide, atlas" in capsys.readouterr().err
+
+
 def test_the_console_script_resolves_and_imports_nothing_heavy():
     (script,) = entry_points(group="console_scripts", name="brainssl")
     assert script.value == "brainssl.cli:main" and script.load() is main

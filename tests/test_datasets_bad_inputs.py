@@ -5,18 +5,15 @@ damages the copy and says what it expects: the message (a failures-table row nam
 a dataset-level error, or a logged warning), which subjects are lost, and that every other
 subject's manifest rows are identical to those of the clean read (reading goes on).
 
-Permissions: the tests run as root here, where ``chmod 000`` does not deny reads, so
-unreadable files and folders are simulated by making ``os.scandir`` raise ``PermissionError``
-and ``os.access`` answer ``False`` for the path (what a non-root reader meets). The one
+File surgery and the simulated permissions are in ``bad_inputs.py`` (shared with the mixed
+workflow run). Permissions: the tests run as root here, where ``chmod 000`` does not deny
+reads, so unreadable files and folders are simulated (:class:`bad_inputs.Deny`). The one
 real-``chmod`` case is skipped when running as root.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
-import json
 import logging
 import os
 import shutil
@@ -25,12 +22,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
-import nibabel as nib
-import numpy as np
 import pandas as pd
 import pytest
+from bad_inputs import (
+    Deny,
+    add_latin1_column,
+    drop_column,
+    edit_csv,
+    flipped,
+    folder_in_place,
+    read_spec,
+    rewrite_nifti,
+    set_cell,
+    small_nifti,
+    stretched,
+    symlink_loop,
+    truncate,
+    write_spec,
+)
 from PIL import Image
 
+from brainssl.attrition import lost_native_ids
 from brainssl.datasets import DATASETS, build_manifest, finalize_demo, generate_demo_shard
 from brainssl.datasets.catalog import LAYOUTS
 from brainssl.datasets.layouts.errors import DatasetLayoutError, NoUsableSubjectsError
@@ -96,123 +108,6 @@ class Expect:
     check: Callable[[pd.DataFrame], None] | None = None
 
 
-class Deny:
-    """Simulated permissions: listing or reading these paths (and below) is denied."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.paths: set[str] = set()
-        real_scandir, real_access = os.scandir, os.access
-
-        def scandir(path: object = ".") -> object:
-            if self._denied(path):
-                raise PermissionError(13, "Permission denied", os.fspath(path))  # type: ignore[arg-type]
-            return real_scandir(path)  # type: ignore[arg-type]
-
-        def access(path: object, mode: int, *args: object, **kwargs: object) -> bool:
-            return False if self._denied(path, below=True) else real_access(path, mode, *args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(os, "scandir", scandir)
-        monkeypatch.setattr(os, "access", access)
-
-    def __call__(self, path: Path) -> None:
-        self.paths.add(str(path))
-
-    def _denied(self, path: object, below: bool = False) -> bool:
-        text = os.fspath(path) if isinstance(path, str | os.PathLike) else ""
-        return text in self.paths or (below and any(text.startswith(p + os.sep) for p in self.paths))
-
-
-# --------------------------------------------------------------------------- file surgery
-
-
-def truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def rewrite_nifti(
-    path: Path, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-) -> None:
-    img = nib.load(path)
-    data, affine = change(np.asarray(img.dataobj), img.affine.copy())
-    out = nib.Nifti1Image(data, affine, img.header.copy())
-    out.set_qform(affine, code=1)
-    out.set_sform(affine, code=1)
-    nib.save(out, path)
-
-
-def flipped(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The same world content stored with the first axis reversed: same shape, other orientation."""
-    flip = np.eye(4)
-    flip[0, 0], flip[0, 3] = -1.0, data.shape[0] - 1
-    return np.ascontiguousarray(data[::-1]), affine @ flip
-
-
-def stretched(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    affine[:3, :3] *= 1.25
-    return data, affine
-
-
-def edit_csv(path: Path, change: Callable[[list[list[str]]], None]) -> None:
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    change(rows)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    path.write_text(buffer.getvalue(), encoding="utf-8")
-
-
-def set_cell(column: str, row: int, value: str) -> Callable[[list[list[str]]], None]:
-    """Set ``column`` of data row ``row`` (0-based; the file's row ``row + 2``)."""
-
-    def change(rows: list[list[str]]) -> None:
-        rows[row + 1][rows[0].index(column)] = value
-
-    return change
-
-
-def drop_column(column: str) -> Callable[[list[list[str]]], None]:
-    def change(rows: list[list[str]]) -> None:
-        index = rows[0].index(column)
-        for cells in rows:
-            del cells[index]
-
-    return change
-
-
-def add_latin1_column(path: Path, row: int) -> None:
-    """Append a free-text column whose cell in data row ``row`` holds a latin-1 byte (é)."""
-    lines = path.read_bytes().split(b"\n")
-    lines[0] += b",NOTE"
-    for number in range(1, len(lines)):
-        if lines[number]:
-            lines[number] += b",Gu\xe9rin" if number == row + 1 else b","
-    path.write_bytes(b"\n".join(lines))
-
-
-def small_nifti(path: Path, size: int = 4) -> None:
-    img = nib.load(path)
-    data = np.ones((size, size, size), dtype=np.float32)
-    nib.save(nib.Nifti1Image(data, img.affine), path)
-
-
-def symlink_loop(path: Path) -> None:
-    path.unlink()
-    os.symlink(path.name, path)  # points at itself
-
-
-def folder_in_place(path: Path) -> None:
-    path.unlink()
-    path.mkdir()
-
-
-def read_spec(root: Path) -> dict:
-    return json.loads((root / "dataset.json").read_text(encoding="utf-8"))
-
-
-def write_spec(root: Path, spec: dict) -> None:
-    (root / "dataset.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- IXI
 
 
@@ -247,6 +142,18 @@ def ixi_id_malformed(root: Path, deny: Deny) -> Expect:
 
     edit_csv(root / "IXI.csv", change)
     return Expect(failures=[("IXI.csv", "row 6: IXI_ID '12x' is not a number; row not used")])
+
+
+def ixi_bad_row_without_images(root: Path, deny: Deny) -> Expect:
+    def change(rows: list[list[str]]) -> None:
+        rows.append(["99", *rows[1][1:]])
+        rows[-1][rows[0].index("AGE")] = "sixty"
+
+    edit_csv(root / "IXI.csv", change)
+    # IXI.csv lists more subjects than have images: a bad row of one of them costs no subject
+    return Expect(
+        failures=[("IXI.csv", "row 6: AGE 'sixty' is not a number (IXI099 has no images; row not used)")]
+    )
 
 
 def ixi_missing_id_column(root: Path, deny: Deny) -> Expect:
@@ -450,7 +357,8 @@ def fastmri_too_small(root: Path, deny: Deny) -> Expect:
 def fastmri_folder_named_like_file(root: Path, deny: Deny) -> Expect:
     (root / "file_brain_AXT2_209_600123.h5").mkdir()
     return Expect(
-        failures=[("file_brain_AXT2_209_600123.h5", "HDF5 file is a folder where a file is expected")]
+        failures=[("file_brain_AXT2_209_600123.h5", "HDF5 file is a folder where a file is expected")],
+        lost={"file_brain_AXT2_209_600123"},  # counted lost, as a broken link of that name would be
     )
 
 
@@ -706,6 +614,20 @@ def hippocampus_missing_label(root: Path, deny: Deny) -> Expect:
     )
 
 
+def hippocampus_two_voxels(root: Path, deny: Deny) -> Expect:
+    bad = root / "imagesTr" / "hippocampus_001.nii.gz"
+    small_nifti(bad, size=2)  # a 2x2x2 volume: refused here, not by ITK in preprocessing
+    return Expect(
+        failures=[
+            (
+                "imagesTr/hippocampus_001.nii.gz",
+                f"too small to process: shape 2x2x2, every axis needs at least {MIN_VOLUME_SIZE} voxels",
+            )
+        ],
+        lost={"hippocampus_001"},
+    )
+
+
 CASES: dict[str, tuple[str, Callable[[Path, Deny], Expect]]] = {
     function.__name__: (dataset, function)
     for dataset, function in [
@@ -713,6 +635,7 @@ CASES: dict[str, tuple[str, Callable[[Path, Deny], Expect]]] = {
         ("ixi", ixi_age_malformed),
         ("ixi", ixi_age_unknown),
         ("ixi", ixi_id_malformed),
+        ("ixi", ixi_bad_row_without_images),
         ("ixi", ixi_missing_id_column),
         ("ixi", ixi_nii_beside_niigz),
         ("ixi", ixi_file_unreadable),
@@ -759,6 +682,7 @@ CASES: dict[str, tuple[str, Callable[[Path, Deny], Expect]]] = {
         ("hippocampus", hippocampus_label_orientation),
         ("hippocampus", hippocampus_latin1_json),
         ("hippocampus", hippocampus_missing_label),
+        ("hippocampus", hippocampus_two_voxels),
     ]
 }
 
@@ -781,7 +705,7 @@ def test_bad_input(
     dataset, damage = CASES[case]
     source, clean_manifest = clean[dataset]
     root = Path(shutil.copytree(source, tmp_path / dataset, symlinks=True))
-    expect = damage(root, Deny(monkeypatch))
+    expect = damage(root, Deny(monkeypatch.setattr))
 
     with caplog.at_level(logging.WARNING, logger="brainssl.datasets"):
         if expect.raises is not None:
@@ -799,6 +723,10 @@ def test_bad_input(
         assert any(p == path and words in reason for p, reason in got), (relative, words, got)
     if expect.log is not None:
         assert expect.log in caplog.text, caplog.text
+    # the subjects counted lost (as attrition and `brainssl check` count) are lost ones: a row
+    # naming no subject or a kept subject's unused file counts none (an unlistable folder's
+    # subjects cannot be named, so they are not counted)
+    assert lost_native_ids(failures["native_id"], manifest["native_id"]) <= expect.lost, failures
 
     # reading went on: every other subject is there, with exactly the rows of the clean read
     expected = _portable(clean_manifest, source)

@@ -262,18 +262,31 @@ def test_shard_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypa
             _row(
                 "sub-000000000007", _save(tmp_path / "flat.nii.gz", np.ones((40, 40, 1), np.float32), affine)
             ),
+            # readable and finite, but ITK (N4, registration) failed on these with raw errors
+            _row(
+                "sub-000000000008",
+                _save(tmp_path / "negative.nii.gz", -1.0 - np.asarray(head.image.dataobj), affine),
+            ),
+            _row(
+                "sub-000000000009",
+                _save(tmp_path / "tiny.nii.gz", np.arange(8, dtype=np.float32).reshape(2, 2, 2), affine),
+            ),
         ]
     )
     out = tmp_path / "out"
     table, failures = preprocess_shard(rows, out, _fast_settings())
     reasons = dict(zip(failures["subject"], failures["reason"], strict=True))
-    assert set(reasons) == {f"sub-00000000000{i}" for i in range(2, 8)}
+    assert set(reasons) == {f"sub-00000000000{i}" for i in range(2, 10)}
     assert "unreadable" in reasons["sub-000000000002"]
     assert "all zero" in reasons["sub-000000000003"]
     assert "non-finite" in reasons["sub-000000000004"]
     assert "dimensionality" in reasons["sub-000000000005"]
     assert "spacing" in reasons["sub-000000000006"]
     assert "dimensionality" in reasons["sub-000000000007"]
+    assert reasons["sub-000000000008"].startswith("T1w (negative.nii.gz): no positive intensity (values -")
+    assert reasons["sub-000000000009"] == (
+        "T1w (tiny.nii.gz): too small to process: shape 2x2x2, every axis needs at least 8 voxels"
+    )
     folder = out / "sub-000000000001" / "ses-none" / "anat"  # BIDS derivatives
     stem = "sub-000000000001_ses-none"
     assert list(table["path"]) == [str(folder / f"{stem}_desc-preproc_T1w.nii.gz")]

@@ -23,7 +23,7 @@ tables for the report. Only pandas is needed (pyarrow for the slice stage), so t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "LOSS_COLUMNS",
     "Attrition",
+    "lost_native_ids",
     "stage_tables",
     "count_attrition",
     "attrition_message",
@@ -64,6 +65,20 @@ class Attrition:
 
     summary: pd.DataFrame
     losses: pd.DataFrame
+
+
+def lost_native_ids(failure_ids: Iterable[str], kept_ids: Iterable[str]) -> set[str]:
+    """The subjects a manifest's failures cost: named by a failure row and absent from the manifest.
+
+    A failure row of a kept subject (a duplicate file, an unused run) or one that names no
+    subject (a stray table row, empty native id) costs none. ``brainssl check`` counts with
+    this too, so that it says what the workflow's attrition table will.
+
+    Args:
+        failure_ids: the ``native_id`` column of the failures table.
+        kept_ids: the ``native_id`` column of the manifest.
+    """
+    return {str(i) for i in failure_ids} - {str(i) for i in kept_ids} - {""}
 
 
 def stage_tables(dataset: str, preprocessed: bool = True) -> dict[str, str]:
@@ -183,7 +198,7 @@ class _Dataset:
             self.summary.append(_stage(self.dataset, "manifest", status, None, detail, log))
             return False
         ids = _column(frame, "native_id")
-        lost_ids = set(ids) - kept_ids - {""}
+        lost_ids = lost_native_ids(ids, kept_ids)
         lost = ids.isin(lost_ids)
         self.losses.append(_losses(self.dataset, "manifest", frame, lost, _column(frame, "reason"), table))
         others = int((~lost).sum())

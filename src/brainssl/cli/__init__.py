@@ -11,7 +11,8 @@
     prints an encoder's model card (``--json`` for the raw card).
 ``brainssl check KIND PATH``
     reads a dataset folder with the reader the workflow's manifest uses and prints what it found,
-    and each subject that would be left out, with the reason.
+    and each subject that would be left out, with the reason; it counts them as the workflow's
+    attrition table does (:func:`brainssl.attrition.lost_native_ids`).
 
 Nothing heavy is imported before a subcommand runs, so ``brainssl --help`` is instant.
 """
@@ -103,7 +104,10 @@ def _cmd_card(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ check
 
 
-_LABELS = ("age", "sex", "diagnosis", "pathology", "idh", "mgmt", "survival_days", "tumor_class")
+_LABELS = (
+    *("age", "sex", "site", "diagnosis", "days_since_event"),
+    *("pathology", "idh", "mgmt", "survival_days", "tumor_class"),
+)
 
 
 def _filled(values: Any) -> Any:
@@ -115,21 +119,46 @@ def _counts(values: Any) -> str:
     return ", ".join(f"{k or '(none)'} {int(n)}" for k, n in counts.items())
 
 
+def _bids_entry(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The ``kind: bids`` entry ``check bids`` reads with: from ``--config``, or T1w alone."""
+    import yaml
+
+    from brainssl.datasets.layouts.bids import DEFAULT_CONTRASTS
+
+    if args.config is None:
+        return "bids", {"kind": "bids", "contrasts": DEFAULT_CONTRASTS}
+
+    datasets = (yaml.safe_load(Path(args.config).read_text()) or {}).get("datasets", {})
+    names = [n for n, e in datasets.items() if isinstance(e, dict) and e.get("kind") == "bids"]
+    name = args.dataset or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        listed = ", ".join(names) or "none"
+        raise CliError(f"{args.config}: name the kind: bids entry with --dataset (entries: {listed})")
+    return name, {"contrasts": DEFAULT_CONTRASTS, **datasets[name]}
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from brainssl.attrition import lost_native_ids
     from brainssl.datasets import DATASETS, DatasetLayoutError, build_manifest
     from brainssl.datasets.catalog import LAYOUTS
     from brainssl.io import write_table
 
-    if args.kind not in DATASETS:
-        raise CliError(f"unknown dataset kind {args.kind!r}; choose one of {', '.join(DATASETS)}")
-    info = LAYOUTS[args.kind].INFO
     root = Path(args.path)
-    print(f"{info.name} ({info.key}) at {root}")
-    print(f"expected layout: {info.layout}")
+    if args.kind == "bids":
+        name, entry = _bids_entry(args)
+        print(f"BIDS dataset {name!r} at {root}")
+        print(f"expected layout: BIDS raw data; contrasts by suffix {dict(entry['contrasts'])}")
+    elif args.kind in DATASETS:
+        name, entry = args.kind, None
+        info = LAYOUTS[args.kind].INFO
+        print(f"{info.name} ({info.key}) at {root}")
+        print(f"expected layout: {info.layout}")
+    else:
+        raise CliError(f"unknown dataset kind {args.kind!r}; choose one of {', '.join(DATASETS)} or bids")
     try:
-        manifest, failures = build_manifest(args.kind, root)
+        manifest, failures = build_manifest(name, root, entry=entry)
     except DatasetLayoutError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -152,14 +181,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if len(failures) == 0:
         print("failures: none; every subject found would enter the manifest")
         return 0 if len(manifest) else 1
-    left_out = failures["native_id"].nunique()
-    print(f"failures: {left_out} subjects would be left out ({len(failures)} problems):")
+    # a failure of a kept subject (a duplicate file) or of a row naming no subject loses none
+    lost = lost_native_ids(failures["native_id"], manifest["native_id"])
+    unused = int((~failures["native_id"].astype(str).isin(lost)).sum())
+    others = f"; {unused} of them only leave a file or row unused" if unused else ""
+    print(f"failures: {len(lost)} subjects would be left out ({len(failures)} problems{others}):")
     shown = failures if args.all else failures.head(args.show)
     for row in shown.itertuples():
-        print(f"  {row.native_id}: {row.path}: {row.reason}")
+        print(f"  {row.native_id or '(no subject)'}: {row.path}: {row.reason}")
     if len(shown) < len(failures):
         print(f"  ... and {len(failures) - len(shown)} more (--all shows them, --failures FILE writes them)")
-    return 1
+    return 1 if lost or not len(manifest) else 0
 
 
 # ----------------------------------------------------------------------------------- parser
@@ -216,11 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="check a dataset folder against its native layout before a run",
         description="Read a dataset folder as the workflow's manifest step does; print counts and "
-        "every subject that would be left out, with the reason. Exit status 0: all good; 1: some "
-        "subjects would be left out (or none found); 2: the folder is not the layout.",
+        "every subject that would be left out, with the reason (and files or rows that would not be "
+        "used). Exit status 0: no subject would be left out; 1: some would (or none found); 2: the "
+        "folder is not the layout.",
     )
-    check.add_argument("kind", help="dataset key: ixi, brats21, fastmri_brain, oasis3, tumor4, hippocampus")
+    check.add_argument(
+        "kind", help="dataset key: ixi, brats21, fastmri_brain, oasis3, tumor4, hippocampus, or bids"
+    )
     check.add_argument("path", help="the dataset's root folder")
+    check.add_argument("--config", help="bids: a config file whose kind: bids entry says how to read it")
+    check.add_argument("--dataset", help="bids: which entry of --config (when it has several)")
     check.add_argument("--show", type=int, default=20, help="failures to print (default 20)")
     check.add_argument("--all", action="store_true", help="print every failure")
     check.add_argument("--manifest", help="write the manifest here (TSV)")

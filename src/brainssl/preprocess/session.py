@@ -17,10 +17,13 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+from brainssl.datasets.layouts.files import MIN_VOLUME_SIZE
 
 from .bias import head_mask, n4_correct
 from .intensity import WM_BRIGHT, NyulLandmarks, apply_nyul, clip_percentiles, whitestripe, zscore
@@ -79,14 +82,21 @@ def validate_image(img: Any, settings: PreprocessSettings, name: str = "image") 
     """Refuse inputs that cannot be preprocessed, naming the reason.
 
     Raises:
-        PreprocessError: for wrong dimensionality, absurd or non-finite spacing, a singular
-            affine, non-finite intensities, or an all-zero/constant image.
+        PreprocessError: for wrong dimensionality, fewer than
+            :data:`~brainssl.datasets.layouts.files.MIN_VOLUME_SIZE` voxels along an axis, absurd
+            or non-finite spacing, a singular affine, non-finite intensities, an all-zero/constant
+            image, or one without a positive voxel.
     """
     shape = tuple(img.shape)
     if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
         raise PreprocessError(f"{name}: wrong dimensionality, shape {shape} (need 3D)")
     if min(shape[:3]) < 2:
         raise PreprocessError(f"{name}: wrong dimensionality, shape {shape} has a flat axis")
+    if min(shape[:3]) < MIN_VOLUME_SIZE:  # the manifest's limit too; ITK fails below it, unclearly
+        shown = "x".join(str(int(n)) for n in shape[:3])
+        raise PreprocessError(
+            f"{name}: too small to process: shape {shown}, every axis needs at least {MIN_VOLUME_SIZE} voxels"
+        )
     affine = np.asarray(img.affine, dtype=float)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise PreprocessError(f"{name}: singular or non-finite affine")
@@ -104,6 +114,11 @@ def validate_image(img: Any, settings: PreprocessSettings, name: str = "image") 
         raise PreprocessError(f"{name}: image is all zero")
     if float(data.max()) == float(data.min()):
         raise PreprocessError(f"{name}: image is constant")
+    if float(data.max()) <= 0.0:  # N4 and the head mask need signal above zero
+        raise PreprocessError(
+            f"{name}: no positive intensity (values {float(data.min()):g} to {float(data.max()):g}); "
+            "a magnitude MR image is not negative (sign-flipped on export?)"
+        )
 
 
 def _reference(images: Mapping[str, Any], settings: PreprocessSettings) -> str:
@@ -222,7 +237,8 @@ def preprocess_session(
     if not images:
         raise PreprocessError("no images in session")
     for modality, img in images.items():
-        validate_image(img, settings, modality)
+        filename = img.get_filename() if hasattr(img, "get_filename") else None
+        validate_image(img, settings, f"{modality} ({Path(filename).name})" if filename else modality)
     ref = _reference(images, settings)
     seconds: dict[str, float] = {}
     record = TransformRecord(reference=ref, spacing_mm=settings.spacing_mm)

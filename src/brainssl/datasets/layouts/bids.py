@@ -268,13 +268,13 @@ def _table_labels(
     assert id_col is not None
     columns = {label: table.column(column) for label, column in mapping.items()}
     for number, reason in table.bad:
-        book.stray("", table.path, f"row {number}: {reason}; row not used")
+        book.stray(table.path, f"row {number}: {reason}; row not used")
     out: dict[str, dict[str, Any]] = {}
     for number, cells in table.rows:
         key = _label_id(cells[id_col], prefix)
         owner = subject or key
         if not key:
-            book.stray("", table.path, f"row {number}: empty {id_column}; row not used")
+            book.stray(table.path, f"row {number}: empty {id_column}; row not used")
             continue
         try:
             labels = {

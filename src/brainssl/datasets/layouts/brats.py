@@ -195,7 +195,7 @@ def _case_id(book: LabelBook, path: Path, row: int, column: str, text: str) -> s
     """The ``BraTS2021_#####`` id of a ``BraTS21ID`` cell, or ``None`` (reported as a stray row)."""
     match = _CASE.match(text)
     if match is None:
-        book.stray(text, path, f"row {row}: {column} {text.strip()!r} is not a case number; row not used")
+        book.stray(path, f"row {row}: {column} {text.strip()!r} is not a case number; row not used")
         return None
     return f"BraTS2021_{int(match.group(1)):05d}"
 
@@ -271,7 +271,6 @@ def _read_mapping(book: LabelBook, path: Path) -> dict[str, str]:
         old, new = cells[old_col].strip(), cells[new_col].strip()
         if not old or not _FOLDER.match(new):
             book.stray(
-                old or new,
                 path,
                 f"row {number}: Brats20ID {old!r} -> BraTS2021ID {new!r} is not a BraTS 2021 case; "
                 "row not used",
@@ -299,7 +298,7 @@ def _present(path: Path) -> bool:
 
 def _stray_rows(book: LabelBook, table: Table) -> None:
     for number, reason in table.bad:
-        book.stray("", table.path, f"row {number}: {reason}; row not used")
+        book.stray(table.path, f"row {number}: {reason}; row not used")
 
 
 def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -357,7 +357,7 @@ def _find_files(root: Path, recorder: SubjectRecorder) -> list[Path]:
         where = err.filename or str(root)
         reason = "permission denied: cannot list the folder" if isinstance(err, PermissionError) else str(err)
         logger.warning("%s: %s: %s", INFO.key, where, reason)
-        recorder.fail(rel(root, Path(where)) if Path(where) != root else ".", where, reason)
+        recorder.fail("", where, reason)  # a folder: the acquisitions in it cannot be named
 
     for folder, dirs, files in os.walk(root, onerror=unreadable):
         here = Path(folder)

@@ -232,7 +232,9 @@ def _listed_cases(root: Path, recorder: SubjectRecorder) -> list[tuple[Path, Pat
                     pairs.append((_entry_path(root, image, "image"), None))
             except ValueError as err:
                 raw = item.get("image") if isinstance(item, dict) else item
-                nid = _nid(Path(str(raw))) if isinstance(raw, str) else ""
+                # an image path outside the root names no case of this dataset (no subject lost)
+                inside = isinstance(raw, str) and not {"..", "/"} & set(PurePosixPath(raw.strip()).parts)
+                nid = _nid(Path(str(raw))) if inside else ""
                 logger.warning("%s: %s %s: %s", INFO.key, description, where, err)
                 recorder.fail(nid, description, f"{where}: {err}; entry not used")
     return pairs

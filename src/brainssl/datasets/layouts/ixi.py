@@ -178,21 +178,21 @@ def _demographics_table(path: Path) -> Table:
     return table
 
 
-def _read_demographics(path: Path) -> tuple[pd.DataFrame, dict[int, str], list[tuple[str, str]]]:
-    """Read the sheet: (table by IXI_ID, reason per IXI_ID with a bad row, rows naming no id)."""
+def _read_demographics(path: Path) -> tuple[pd.DataFrame, dict[int, str], list[str]]:
+    """Read the sheet: (table by IXI_ID, reason per IXI_ID with a bad row, reasons of rows naming no id)."""
     table = _demographics_table(path)
     id_col = table.column("IXI_ID")
     assert id_col is not None
     sex_col = table.column("SEX_ID", prefix=True)
     age_col, dob_col, study_col = table.column("AGE"), table.column("DOB"), table.column("STUDY_DATE")
-    strays = [("", f"row {number}: {reason}; row not used") for number, reason in table.bad]
+    strays = [f"row {number}: {reason}; row not used" for number, reason in table.bad]
     bad: dict[int, str] = {}
     records: list[tuple[int, str, float]] = []
     for number, cells in table.rows:
         match = _ID.match(cells[id_col])
         if match is None:
             text = cells[id_col].strip()
-            strays.append((text, f"row {number}: IXI_ID {text!r} is not a number; row not used"))
+            strays.append(f"row {number}: IXI_ID {text!r} is not a number; row not used")
             continue
         subject = int(match.group(1))
         try:
@@ -298,11 +298,13 @@ def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if demographics is None:
         logger.warning("IXI: no IXI.xls/IXI.csv in %s; age and sex stay empty", root)
     numbers = {nid: int(_FILE.match(f"{nid}-T1.nii.gz").group(2)) for nid in subjects}  # type: ignore[union-attr]
-    for text, reason in strays:
-        recorder.note(text, demo_path, reason)
+    for reason in strays:  # rows that name no subject: an empty native id, no subject lost
+        recorder.note("", demo_path, reason)
     for number, reason in sorted(bad.items()):
         named = sorted(nid for nid, n in numbers.items() if n == number)
-        for nid in named or [f"IXI{number:03d}"]:
+        if not named:  # a bad row of a subject without images costs no subject
+            recorder.note("", demo_path, f"{reason} (IXI{number:03d} has no images; row not used)")
+        for nid in named:
             logger.warning("IXI %s dropped: %s: %s", nid, demo_path, reason)
             recorder.fail(nid, str(demo_path), reason)
     for nid in sorted(subjects):

@@ -281,13 +281,13 @@ def _read_clinical(root: Path, book: LabelBook) -> pd.DataFrame | None:
     age_col, cdr_col = table.column("age at visit"), table.column("cdr", "cdrtot")
     dx_col, sex_col = table.column("dx1"), table.column("gender")
     for number, reason in table.bad:
-        book.stray("", path, f"row {number}: {reason}; row not used")
+        book.stray(path, f"row {number}: {reason}; row not used")
     records: list[dict[str, Any]] = []
     seen: dict[tuple[str, float], tuple[int, dict[str, Any]]] = {}
     for number, cells in table.rows:
         nid = cells[id_col].strip()
         if not nid:
-            book.stray("", path, f"row {number}: empty OASISID; row not used")
+            book.stray(path, f"row {number}: empty OASISID; row not used")
             continue
         try:
             days = parse_number(cells[days_col], "days_to_visit")

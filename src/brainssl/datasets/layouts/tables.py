@@ -220,7 +220,7 @@ class LabelBook:
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
     refused: dict[str, tuple[str, str]] = field(default_factory=dict)
-    strays: list[tuple[str, str, str]] = field(default_factory=list)
+    strays: list[tuple[str, str]] = field(default_factory=list)
 
     def put(self, nid: str, path: Path, row: int, **values: Any) -> None:
         """Record the values of row ``row`` of ``path`` for subject ``nid``."""
@@ -243,9 +243,13 @@ class LabelBook:
         """Leave subject ``nid`` out; the first reason is kept."""
         self.refused.setdefault(nid, (str(path), reason))
 
-    def stray(self, text: str, path: Path | str, reason: str) -> None:
-        """Report a row that names no subject (its values are not used)."""
-        self.strays.append((text, str(path), reason))
+    def stray(self, path: Path | str, reason: str) -> None:
+        """Report a row that names no subject (its values are not used; it costs no subject).
+
+        Its failure row has an empty native id, so that counting the subjects lost (the
+        failures' native ids missing from the manifest) does not count a malformed id.
+        """
+        self.strays.append((str(path), reason))
 
     def get(self, nid: str) -> dict[str, Any]:
         """The values of a subject that is not refused."""
@@ -256,6 +260,6 @@ class LabelBook:
         for nid, (path, reason) in sorted(self.refused.items()):
             logger.warning("%s %s dropped: %s: %s", recorder.dataset, nid, path, reason)
             recorder.fail(nid, path, reason)
-        for text, path, reason in self.strays:
+        for path, reason in self.strays:
             logger.warning("%s: %s: %s", recorder.dataset, path, reason)
-            recorder.fail(text, path, reason)
+            recorder.fail("", path, reason)

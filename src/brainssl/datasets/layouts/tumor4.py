@@ -198,11 +198,11 @@ def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 entries = list_dir(folder, "class folder")
             except SubjectError as err:
                 logger.warning("%s %s/%s dropped: %s", INFO.key, split, cls, err)
-                recorder.fail(f"{split}/{cls}", err.path, err.reason)
+                recorder.fail("", err.path, err.reason)  # a folder names no image (subject)
                 continue
             images = [p for p in entries if _IMAGE.search(p.name) and not p.name.startswith(".")]
             if not images:
-                recorder.fail(f"{split}/{cls}", folder, "empty folder: no .jpg images")
+                recorder.fail("", folder, "empty folder: no .jpg images")
             for path in images:
                 found.setdefault(path.stem, []).append((path, split, cls))
     for stem in sorted(found, key=lambda s: _first_order(found[s])):
