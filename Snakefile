@@ -30,6 +30,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/tasks.smk"
 include: "workflow/rules/tasks_dense.smk"
+include: "workflow/rules/ablation.smk"
 include: "workflow/rules/attrition.smk"
 
 

@@ -106,6 +106,7 @@ def test_schema_enums_are_the_registries():
     from brainssl.datasets.catalog import DATASETS, LAYOUTS
     from brainssl.preprocess.settings import NORMALISATION_METHODS, SKULL_STRIP_METHODS
     from brainssl.preprocess.shards import PREPROCESS_DATASETS
+    from brainssl.pretrain.natural import LAYOUTS as NATURAL_LAYOUTS
     from brainssl.tasks.registry import TASKS
 
     schema = yaml.safe_load(_committed())
@@ -114,7 +115,9 @@ def test_schema_enums_are_the_registries():
     assert pretrain["methods"]["items"]["enum"] == list(METHODS)
     assert list(pretrain["per_method"]["properties"]) == list(METHODS)
     assert list(pretrain["per_arch"]["properties"]) == list(ARCHS)
-    assert _node(schema, "embed", "extra")["items"]["properties"]["arch"]["enum"] == ["", *ARCHS]
+    natural = pretrain["natural"]["items"]["properties"]
+    assert natural["arch"]["enum"] == list(ARCHS) and natural["layout"]["enum"] == ["auto", *NATURAL_LAYOUTS]
+    assert list(_node(schema, "embed", "extra")["items"]["properties"]) == ["name", "weights"]
     assert _node(schema, "preprocess", "skull_strip")["enum"] == list(SKULL_STRIP_METHODS)
     assert _node(schema, "preprocess", "normalisation", "method")["enum"] == list(NORMALISATION_METHODS)
     datasets = _node(schema, "datasets")

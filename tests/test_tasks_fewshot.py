@@ -8,7 +8,8 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from brainssl.tasks.figures import save_fewshot_curves, save_fraction_curves
-from brainssl.tasks.frozen import TaskRun, comparison_pairs, run_task
+from brainssl.tasks.frozen import TaskRun, run_task
+from brainssl.tasks.pairs import comparison_pairs
 from brainssl.tasks.results import result_row, shot_subjects
 from brainssl.tasks.units import EvaluationSettings, build_units, evaluation_plan, task_specs
 

@@ -13,6 +13,10 @@ from snakemake.utils import update_config, validate
 from brainssl import wiring
 
 RUNS = ["moco-vit_tiny", "dino-vit_tiny", "random-vit_tiny"]
+# the test config's natural-image baselines, one per checkpoint layout (pretrain.natural)
+NATURAL = [
+    *("timm_vit_tiny", "tv_vit_tiny", "timm_resnet18", "tv_resnet18", "dino_in_vit_tiny", "dinov2_vit_tiny"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +73,17 @@ def test_preprocess_settings_apply_per_dataset_overrides(config):
 
 def test_pretrain_runs_encoders_and_resources(config):
     assert wiring.pretrain_runs(config) == RUNS
-    assert wiring.encoders(config) == {run: f"results/pretrain/{run}/encoder.safetensors" for run in RUNS}
+    assert wiring.encoders(config) == {
+        name: f"results/pretrain/{name}/encoder.safetensors" for name in [*RUNS, *NATURAL]
+    }
+    assert wiring.natural_weights(config, "dinov2_vit_tiny") == []  # synthetic: the job writes it
     assert wiring.pretrain_gpu_resources(config) == {}  # gpus: 0 in test.yaml
     gpu = edited(config, "pretrain", "resources", "gpus", value=2)
     gpu["pretrain"]["resources"]["gpu_model"] = "h100"
     assert wiring.pretrain_gpu_resources(gpu) == {"gpu": 2, "gpu_model": "h100"}
     assert wiring.pretrain_probe(config)["n_per_class"] == 20
     embed = wiring.embed_encoders(config)
-    assert list(embed) == [*RUNS, "classical"]
+    assert list(embed)[: len(RUNS) + len(NATURAL)] == [*RUNS, *NATURAL] and list(embed)[-1] == "classical"
     assert embed["classical"] is None
     assert embed["moco-vit_tiny"] == {"weights": "results/pretrain/moco-vit_tiny/encoder.safetensors"}
 
@@ -159,5 +166,8 @@ def test_final_outputs_list_every_stage(config):
     assert "results/slices/hippocampus/montage.png" not in outputs
     assert outputs[-2:] == ["results/tasks/results.tsv", "results/tasks/comparisons.tsv"]
     assert "results/pretrain/moco-vit_tiny/export/README.md" in outputs
-    assert len(outputs) == len(set(outputs)) == 1 + 8 + 7 * 3 + 2 + 7 * 3 + 3 + 3 * 2 + 1 + 2
+    encoders = 3 + len(NATURAL)  # the runs and the natural-image baselines
+    assert len(outputs) == len(set(outputs)) == 1 + 8 + 7 * 3 + 2 + 7 * 3 + encoders + 3 * 2 + 1 + 2 + 2
+    # the slice-filter ablation (on in test.yaml): its table and figure, before the merged tables
+    assert outputs[-4:-2] == ["results/tasks/ablation.tsv", "results/tasks/ablation.png"]
     assert wiring.final_output_message(config).splitlines()[1] == "  results/datasets/manifest.tsv"

@@ -32,6 +32,8 @@ def test_report_renders_and_shows_the_stages(finished_run):
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text()
     assert "1. Datasets" in html and "montage.png" in html
+    # the few-shot curves and the slice-filter ablation (on in test.yaml) with their captions
+    assert "fewshot.png" in html and "ablation.tsv" in html and "Slice-filter ablation" in html
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as profile:

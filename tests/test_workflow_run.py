@@ -36,6 +36,8 @@ def test_dry_run_plans_every_stage(tmp_path):
     # (checkpoints), so a fresh dry run cannot list them yet; the Nyul landmarks only for oasis3
     assert jobs["preprocess_merge"] == 7 and "preprocess_shard" not in jobs
     assert "checkpoint" in result.stdout
+    # one natural-image baseline per checkpoint layout, each an encoder that embeds like the others
+    assert jobs["pretrain_natural"] == 6 and jobs["embed_encoder"] >= 3 + 6 + 1
 
 
 def test_dry_run_after_the_manifests_lists_one_job_per_shard(finished_run):
@@ -73,6 +75,31 @@ def test_full_run_writes_every_output_with_provenance(finished_run):
         assert prov["stage"] == "preprocess" and "skull_strip" in prov["config"]["settings"]
     assert not (workdir / "results/preprocess/tumor4").exists()
     assert (workdir / "results/preprocess/oasis3/nyul_landmarks.json").is_file()
+
+
+def test_a_natural_image_baseline_of_every_layout_is_an_encoder_of_the_run(finished_run):
+    """Each synthetic checkpoint, read back through its layout's adapter, is probed, embedded, evaluated."""
+    from brainssl.pretrain.natural import LAYOUTS
+
+    workdir, config, _ = finished_run
+    layouts = {e["name"]: e["layout"] for e in yaml.safe_load(config.read_text())["pretrain"]["natural"]}
+    assert sorted(layouts.values()) == sorted(LAYOUTS)
+    probe = pd.read_csv(workdir / "results/pretrain/probe.tsv", sep="\t")
+    results = pd.read_csv(workdir / "results/tasks/results.tsv", sep="\t")
+    for name, layout in layouts.items():
+        card = json.loads((workdir / f"results/pretrain/{name}/model_card.json").read_text())
+        assert card["method"] == "natural" and card["natural_source"]["layout"] == layout, name
+        assert name in set(probe["encoder"]), name
+        assert (workdir / f"results/embed/{name}/subjects.parquet").is_file(), name
+        tasks = set(results.loc[results["encoder"] == name, "task"])
+        assert {"tumor4", "tumor_segmentation", "reconstruction"} <= tasks, (name, tasks)
+    # one seed, one network: the timm, torchvision and DINO files of a ViT (and both ResNets) differ
+    # only in layout, so their adapters must give the very same encoder
+    from safetensors.torch import load_file
+
+    for same in (["timm_vit_tiny", "tv_vit_tiny", "dino_in_vit_tiny"], ["timm_resnet18", "tv_resnet18"]):
+        first, *others = (load_file(workdir / f"results/pretrain/{n}/encoder.safetensors") for n in same)
+        assert all(t.equal(first[k]) for other in others for k, t in other.items()), same
 
 
 def test_nothing_changed_reruns_nothing(finished_run):
@@ -288,3 +315,34 @@ def test_resources_rerun_nothing(finished_run, tmp_path):
     dry = run_snakemake("-n", "--configfile", str(changed), workdir=workdir, timeout=120)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "Nothing to be done" in dry.stdout + dry.stderr, _planned_jobs(dry.stdout)
+
+
+def test_the_slice_filter_ablation_trains_equal_steps_on_a_superset_store(finished_run):
+    """pretrain.ablation (on in test.yaml): every brain slice, equal steps, one table and one figure."""
+    workdir, _, _ = finished_run
+    results = workdir / "results"
+    keys = ["dataset", "subject", "session", "modality", "slice_index"]
+    filtered = pd.read_parquet(results / "slices/index.parquet")
+    unfiltered = pd.read_parquet(results / "slices/unfiltered/index.parquet")
+    assert set(map(tuple, filtered[keys].astype(str).to_numpy())) < set(
+        map(tuple, unfiltered[keys].astype(str).to_numpy())
+    )
+    cards = {
+        name: json.loads((results / f"pretrain/{name}/model_card.json").read_text())
+        for name in ("moco-vit_tiny", "moco-vit_tiny-unfiltered", "moco-vit_tiny-subset")
+    }
+    assert len({card["training_metrics"]["step"] for card in cards.values()}) == 1
+    n = int((filtered["split"] == "train").sum())
+    assert cards["moco-vit_tiny-unfiltered"]["settings"]["epoch_images"] == n
+    table = pd.read_csv(results / "tasks/ablation.tsv", sep="\t")
+    assert list(dict.fromkeys(table["variant"])) == ["filtered", "unfiltered", "subset", "random"]
+    pools = table.drop_duplicates("variant").set_index("variant")["pool_slices"]
+    assert pools.to_dict() == {"filtered": n, "unfiltered": int((unfiltered["split"] == "train").sum())} | {
+        "subset": n,
+        "random": 0,
+    }
+    assert (results / "tasks/ablation.png").stat().st_size > 10_000
+    # evaluated on the frozen-feature tasks, never on the dense ones
+    rows = pd.read_csv(results / "tasks/results.tsv", sep="\t")
+    tasks = set(rows.loc[rows["encoder"] == "moco-vit_tiny-subset", "task"])
+    assert "sequence" in tasks and "hippocampus_segmentation" not in tasks

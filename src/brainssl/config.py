@@ -15,7 +15,10 @@ __all__ = ["shard_indices", "n_shards", "pretrain_run_settings", "stage_params"]
 
 PER_DATASET_KEY = "per_dataset"
 # keys of the `pretrain` section that organise runs rather than set one run's values
-PRETRAIN_RUN_KEYS = ("archs", "methods", "moco", "dino", "per_method", "per_arch", "probe", "resources")
+PRETRAIN_RUN_KEYS = (
+    *("archs", "methods", "moco", "dino", "per_method", "per_arch", "probe", "resources"),
+    *("natural", "ablation"),
+)
 # what the random-initialised baseline depends on: its weights (arch, size, depth, seed) and its probe
 RANDOM_BASELINE_KEYS = ("img_size", "vit_depth", "knn_k", "knn_temperature")
 

@@ -138,6 +138,20 @@ def slices_shard_files(kind):
     return files
 
 
+def slices_unfiltered_files(kind):
+    """Input function: one file of `kind` per planned shard of every dataset, unfiltered store (ablation)."""
+
+    def files(wildcards):
+        paths = []
+        for dataset in SLICE_DATASETS:
+            plan = checkpoints.slices_plan.get(dataset=dataset).output.plan
+            folder = f"{wiring.UNFILTERED_ROOT}/{dataset}"
+            paths += [f"{folder}/shard-{k}.{kind}" for k in wiring.planned_shards(plan)]
+        return paths
+
+    return files
+
+
 # ---- pretrain, embed and tasks
 
 
@@ -157,6 +171,27 @@ def pretrain_outputs(method):
             caption="../report/pretrain_curves.rst",
             category="4. Pretraining",
             labels={"method": method, "encoder": "{arch}", "figure": "training curves"},
+        ),
+        "prov": f"{folder}/provenance.json",
+    }
+
+
+def pretrain_ablation_outputs(method):
+    """Outputs of a slice-filter ablation run, `<method>-{arch}-{variant}` (rule pretrain_ablation)."""
+    folder = f"results/pretrain/{method}-{{arch}}-{{variant}}"
+    return {
+        "encoder": f"{folder}/encoder.safetensors",
+        "card": f"{folder}/model_card.json",
+        "metrics": f"{folder}/metrics.csv",
+        "curves": report(
+            f"{folder}/curves.png",
+            caption="../report/pretrain_curves.rst",
+            category="4. Pretraining",
+            labels={
+                "method": method,
+                "encoder": "{arch}-{variant}",
+                "figure": "training curves",
+            },
         ),
         "prov": f"{folder}/provenance.json",
     }
@@ -194,6 +229,7 @@ def frozen_task_outputs(figures=()):
             f"{folder}/{name}.png",
             caption=f"../report/tasks_{name}.rst",
             category="5. Tasks",
+            subcategory="{task}",
             labels={"task": "{task}", "figure": label},
         )
     return {**outputs, "prov": f"{folder}/provenance.json"}

@@ -1,7 +1,8 @@
 # Pretrain: MoCo v3 and DINO encoders learnt without labels from the train split of the merged
 # slice store, and the random-initialised baseline exported the same way.
 # Outputs: results/pretrain/{method}-{arch}/ (its export/ folder is the standard export: weights,
-# model_card.json, README.md, config.json) and results/pretrain/probe.tsv.
+# model_card.json, README.md, config.json), results/pretrain/{name}/ of each natural-image baseline
+# and results/pretrain/probe.tsv.
 #
 # Preemption: SIGTERM/SIGUSR1 make the loop write checkpoints/last.pt and the job fail, so
 # `retries:` resubmits it and the retry resumes from the checkpoint (the checkpoints folder is
@@ -82,9 +83,43 @@ rule pretrain_random:
         "../scripts/pretrain_random.py"
 
 
+# Natural-image baselines (pretrain.natural): an ImageNet-style checkpoint (timm, torchvision, DINO,
+# DINOv2) becomes a brainssl export like the random one; `weights: synthetic` writes a random-init
+# checkpoint in the entry's real layout to source/ and reads it back through the same adapter.
+rule pretrain_natural:
+    input:
+        index="results/slices/index.parquet",
+        weights=lambda wc: wiring.natural_weights(config, wc.name),
+    output:
+        encoder="results/pretrain/{name}/encoder.safetensors",
+        card="results/pretrain/{name}/model_card.json",
+        prov="results/pretrain/{name}/provenance.json",
+    log:
+        "logs/pretrain/{name}.log",
+    benchmark:
+        "logs/pretrain/{name}.timing.tsv"
+    wildcard_constraints:
+        name=wiring.task_pattern(wiring.natural_names(config)),
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        natural=lambda wc: wiring.natural_params(config, wc.name),
+        probe=wiring.pretrain_probe(config),
+        seed=config["seed"],
+    script:
+        "../scripts/pretrain_natural.py"
+
+
 rule pretrain_probe_table:
     input:
-        cards=[Path(path).with_name("model_card.json") for path in ENCODERS.values()],
+        cards=[
+            Path(path).with_name("model_card.json")
+            for path in {**ENCODERS, **wiring.ablation_encoders(config)}.values()
+        ],
     output:
         table=report(
             "results/pretrain/probe.tsv",

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainssl.architectures import ARCHS
 from brainssl.io import write_table
 from brainssl.settings import from_mapping, setting
 from brainssl.slices.plan import LABEL_COLUMNS
@@ -93,15 +92,10 @@ class EmbedSettings:
 
 @dataclass(frozen=True)
 class ExtraEncoder:
-    """One more encoder to embed with (an ``embed.extra`` entry)."""
+    """One more brainssl export to embed with (natural-image checkpoints go in ``pretrain.natural``)."""
 
     name: str = setting(description="Encoder name in the results.", pattern="^[A-Za-z0-9_-]+$")
-    weights: str = setting(description="Path of the safetensors weights.", min_length=1)
-    arch: str = setting(
-        "",
-        "Architecture of natural-image weights; empty for a brainssl export.",
-        enum=("", *ARCHS),
-    )
+    weights: str = setting(description="Path of the brainssl export (encoder.safetensors).", min_length=1)
 
 
 @dataclass(frozen=True)
@@ -114,10 +108,9 @@ class EmbedSection(EmbedSettings):
 
     extra: tuple[ExtraEncoder, ...] = setting(
         (),
-        "More encoders to embed with: {name, weights} for a brainssl export "
-        "(encoder.safetensors), or {name, weights, arch} for natural-image weights in "
-        "timm/torchvision key names (safetensors), folded to one channel. Names use letters, "
-        "digits, '_' and '-'.",
+        "More brainssl exports to embed with: {name, weights} (an encoder.safetensors written by "
+        "brainssl; natural-image checkpoints go in pretrain.natural). Names use letters, digits, "
+        "'_' and '-'.",
     )
 
 
@@ -134,32 +127,19 @@ def _device(name: str) -> Any:
     return torch.device(name)
 
 
-def load_embedding_encoder(spec: Mapping[str, Any], img_size: int, device: Any = "cpu") -> Any:
-    """Load the encoder an embed job names.
+def load_embedding_encoder(spec: Mapping[str, Any], device: Any = "cpu") -> Any:
+    """Load the brainssl export an embed job names (natural-image baselines are exports too).
 
     Args:
-        spec: ``{"weights": path}`` for a brainssl export (``encoder.safetensors``), or
-            ``{"weights": path, "arch": name}`` for natural-image weights (timm/torchvision key
-            names) loaded into a one-channel encoder by
-            :func:`~brainssl.pretrain.backbones.load_natural_image_weights`.
-        img_size: slice side, used to size a natural-image encoder's position grid.
+        spec: ``{"weights": path}`` of an ``encoder.safetensors``.
         device: torch device.
 
     Returns:
         The encoder in eval mode.
     """
-    from safetensors.torch import load_file
-
-    from brainssl.pretrain.backbones import build_encoder, load_natural_image_weights
     from brainssl.pretrain.export import load_encoder
 
-    if not spec.get("arch"):
-        return load_encoder(spec["weights"], device)
-    encoder = build_encoder(spec["arch"], img_size=img_size)
-    missing, _ = load_natural_image_weights(encoder, load_file(str(spec["weights"])))
-    if missing:
-        logger.warning("natural-image weights left %d encoder tensors at random init", len(missing))
-    return encoder.to(device).eval()
+    return load_encoder(spec["weights"], device)
 
 
 def _stored_slices(rows: pd.DataFrame, root: Path | None) -> np.ndarray:
@@ -300,13 +280,10 @@ def embed_index(
     """
     index = read_index(index_path).reset_index(drop=True)
     root_path = None if root is None else Path(root)
-    side = 0
-    if len(index):
-        side = int(np.load(_array_path(index["array"].iloc[0], root_path), mmap_mode="r").shape[-1])
     encoder = device = None
     if encoder_spec is not None:
         device = _device(settings.device)
-        encoder = load_embedding_encoder(encoder_spec, side, device)
+        encoder = load_embedding_encoder(encoder_spec, device)
     parts = []
     for start in range(0, len(index), chunk):
         images = _as_unit_float(_stored_slices(index.iloc[start : start + chunk], root_path))

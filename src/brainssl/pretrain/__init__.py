@@ -4,7 +4,8 @@ Layout follows dinov2's split by role: ``augment`` (MRI views on the device),
 ``backbones`` (ViT / ResNet encoders), ``heads``, ``losses``, ``schedules``, ``ema``,
 ``meta`` (the methods as modules), ``optim``, ``distributed``, ``loop``, ``checkpoint``,
 ``probe``, ``export``, ``settings`` (one run's settings), ``methods`` (settings -> objects;
-:func:`train`) and ``data`` (slice store -> training set and kNN probe sets; what the rules call).
+:func:`train`), ``data`` (slice store -> training set and kNN probe sets; what the rules call) and
+``natural``/``natural_export`` (ImageNet-style checkpoints as one-channel encoders).
 """
 
 from .augment import AugmentSettings, MRIAugment, multi_crop, random_resized_crop, two_views
@@ -18,6 +19,8 @@ from .loop import NonFiniteLossError, Trainer
 from .losses import DINOLoss, MoCoV3Loss, dino_cross_entropy, infonce
 from .meta import DINO, MoCoV3
 from .methods import build_method, build_trainer, export_random, train
+from .natural import NaturalBaseline, load_baseline
+from .natural_export import natural_from_index, synthetic_checkpoint
 from .options import LoopOptions
 from .probe import ProbeSet, knn_accuracy, run_probes
 from .schedules import Schedules, build_schedules, cosine_schedule, teacher_temperature_schedule
@@ -35,6 +38,7 @@ __all__ = [
     "MRIAugment",
     "MoCoV3",
     "MoCoV3Loss",
+    "NaturalBaseline",
     "NonFiniteLossError",
     "PreemptedError",
     "PretrainSettings",
@@ -55,17 +59,20 @@ __all__ = [
     "init_distributed",
     "knn_accuracy",
     "load_checkpoint",
+    "load_baseline",
     "load_encoder",
     "load_natural_image_weights",
     "pretrain_from_index",
     "random_from_index",
     "multi_crop",
+    "natural_from_index",
     "random_resized_crop",
     "run_probes",
     "save_checkpoint",
     "settings_hash",
     "slice_probe_sets",
     "slurm_to_torchrun_env",
+    "synthetic_checkpoint",
     "teacher_temperature_schedule",
     "train",
     "two_views",

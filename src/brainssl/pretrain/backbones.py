@@ -107,11 +107,14 @@ class VisionTransformer(nn.Module):
     """ViT with a class token and learnable position embeddings, interpolated to any input size.
 
     Any input whose sides are multiples of ``patch_size`` is accepted (DINO's local crops are
-    smaller than the global ones); the position embeddings are resized bicubically.
+    smaller than the global ones); the position embeddings are resized bicubically. Other sides
+    are resized (bilinear) to the nearest multiple first, so that natural-image weights with
+    another patch (DINOv2's 14) run on the slices every other encoder sees.
 
     Args:
-        img_size: the training input side (pixels); sets the stored position-embedding grid.
-        patch_size: patch side (16 for ViT-*/16).
+        img_size: the training input side (pixels); sets the stored position-embedding grid
+            (``round(img_size / patch_size)`` patches a side).
+        patch_size: patch side (16 for ViT-*/16, 14 for DINOv2).
         in_chans: input channels (1 for MRI).
         embed_dim: token width D.
         depth: number of transformer blocks.
@@ -119,8 +122,7 @@ class VisionTransformer(nn.Module):
         mlp_ratio: MLP hidden width over D.
 
     Raises:
-        ValueError: if ``embed_dim`` is not divisible by ``num_heads`` or ``img_size`` by
-            ``patch_size``.
+        ValueError: if ``embed_dim`` is not divisible by ``num_heads``.
 
     Example:
         >>> enc = VisionTransformer(img_size=32, embed_dim=24, depth=2, num_heads=2)
@@ -141,12 +143,10 @@ class VisionTransformer(nn.Module):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-        if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         self.embed_dim = embed_dim
         self.patch_size = patch_size
         self.depth = depth
-        grid = img_size // patch_size
+        grid = _patches(img_size, patch_size)
         self.patch_embed = _PatchEmbed(in_chans, embed_dim, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, embed_dim))
@@ -185,6 +185,10 @@ class VisionTransformer(nn.Module):
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         if x.ndim != 4:
             raise ValueError(f"expected (B, C, H, W) input, got shape {tuple(x.shape)}")
+        p = self.patch_size
+        side = (_patches(x.shape[-2], p) * p, _patches(x.shape[-1], p) * p)
+        if side != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=side, mode="bilinear", align_corners=False)
         x = self.patch_embed(x)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
@@ -192,7 +196,7 @@ class VisionTransformer(nn.Module):
         return x + self._pos_embed(h, w), h, w
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return patch-token maps ``(B, D, H/16, W/16)`` after four evenly spaced blocks."""
+        """Return patch-token maps ``(B, D, H/p, W/p)`` after four evenly spaced blocks."""
         tokens, h, w = self._tokens(x)
         maps = []
         for i, block in enumerate(self.blocks):
@@ -208,6 +212,11 @@ class VisionTransformer(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens)[:, 0]
+
+
+def _patches(side: int, patch_size: int) -> int:
+    """Patches along a side of ``side`` pixels: the nearest whole number, at least one."""
+    return max(1, int(side / patch_size + 0.5))
 
 
 def _init_vit_weights(module: nn.Module) -> None:
@@ -381,8 +390,9 @@ def load_natural_image_weights(
     by summing over the colour axis, so a grey image ``g`` replicated to RGB gives the same
     response as ``g`` through the folded filter. A position embedding for another grid is
     resized bicubically. Key names follow timm/DINO (ViT) and torchvision (ResNet), so those
-    state dicts load directly; classifier heads (``head.*``, ``fc.*``) are dropped. Load the
-    tensors with ``safetensors.torch.load_file`` or ``torch.load(..., weights_only=True)``.
+    state dicts load directly; classifier heads (``head.*``, ``fc.*``) are dropped. The workflow
+    reaches it through :func:`brainssl.pretrain.natural.load_baseline`, which reads the file,
+    renames other layouts' keys and checks the architecture first.
 
     Args:
         encoder: a :func:`build_encoder` result with ``in_chans=1``.

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.multiprocessing as mp
+from torch.utils.data import Dataset
 
 from brainssl.io import sha256_file
 
@@ -159,6 +160,8 @@ def pretrain_from_index(
     root: str | Path | None = None,
     intensity: str | None = None,
     nprocs: int = 1,
+    train_set: Dataset | None = None,
+    train_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Train one method on the ``train`` split of a slice index and export it (what rules call).
 
@@ -171,6 +174,9 @@ def pretrain_from_index(
         intensity: the slice stage's intensity mapping, for the model card.
         nprocs: local processes, one per GPU (DDP on one node). Ignored when the environment
             already describes several processes (torchrun, or a SLURM step with several tasks).
+        train_set: the training set when it is not ``index``'s train split (the slice-filter
+            ablation's, :mod:`brainssl.pretrain.ablation`); the probe sets still come from ``index``.
+        train_sha256: the hash of ``train_set``'s store recorded in the model card (default: ``index``'s).
 
     Returns:
         The training summary.
@@ -183,8 +189,8 @@ def pretrain_from_index(
 
     run = PretrainSettings.from_dict(settings)
     probes = slice_probe_sets(index, root=root, seed=run.seed, **probe)
-    dataset = SliceDataset(index, root=root, split="train")
-    args = (run, dataset, probes, out_dir, intensity or INTENSITY_MAPPING, sha256_file(index))
+    dataset = SliceDataset(index, root=root, split="train") if train_set is None else train_set
+    args = (run, dataset, probes, out_dir, intensity or INTENSITY_MAPPING, train_sha256 or sha256_file(index))
     launched = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1"))) > 1
     if nprocs > 1 and not launched:
         ctx = mp.get_context("spawn")

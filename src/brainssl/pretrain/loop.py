@@ -92,11 +92,13 @@ class Trainer:
                 f"{opts.accumulation} micro-batches"
             )
         self.micro_batch = per_rank
-        self.steps_per_epoch = len(dataset) // opts.batch_size  # type: ignore[arg-type]
+        # an epoch is the dataset, or epoch_images of it (the order's permutation, cut short)
+        n_epoch = len(dataset) if opts.epoch_images is None else opts.epoch_images  # type: ignore[arg-type]
+        if n_epoch > len(dataset):  # type: ignore[arg-type]
+            raise ValueError(f"epoch_images {n_epoch} exceeds the dataset's {len(dataset)} images")
+        self.steps_per_epoch = n_epoch // opts.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(
-                f"dataset of {len(dataset)} images is smaller than one batch ({opts.batch_size})"
-            )
+            raise ValueError(f"an epoch of {n_epoch} images is smaller than one batch ({opts.batch_size})")
         self.total_steps = opts.epochs * self.steps_per_epoch
         self.schedules = schedule_factory(self.steps_per_epoch)
         self.device = dist_env.device

@@ -107,6 +107,7 @@ def _loop_options(settings: PretrainSettings, device: torch.device) -> LoopOptio
         knn_k=settings.knn_k,
         knn_temperature=settings.knn_temperature,
         max_steps=settings.max_steps,
+        epoch_images=settings.epoch_images,
     )
 
 

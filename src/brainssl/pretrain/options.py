@@ -35,6 +35,7 @@ class LoopOptions:
         knn_k: neighbours of the kNN probe.
         knn_temperature: vote temperature of the kNN probe.
         max_steps: stop (with a checkpoint) after this many steps in total; None runs to the end.
+        epoch_images: images per epoch, drawn afresh from the whole dataset each epoch; None: all.
     """
 
     epochs: int
@@ -54,3 +55,4 @@ class LoopOptions:
     knn_k: int
     knn_temperature: float
     max_steps: int | None
+    epoch_images: int | None = None

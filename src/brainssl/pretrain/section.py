@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from brainssl.ablation import AblationSettings
 from brainssl.architectures import ARCHS, METHODS
 from brainssl.settings import Keyed, setting
 
+from .natural import NaturalBaseline
 from .settings import PretrainSettings
 
 __all__ = ["PROBE_SPLITS", "PROBES", "ProbeSettings", "PretrainSection", "ResourceSettings"]
@@ -111,4 +113,15 @@ class PretrainSection(PretrainSettings):
     resources: ResourceSettings = setting(
         factory=ResourceSettings,
         description="What each pretraining job requests (the SLURM profile turns these into sbatch options).",
+    )
+    natural: tuple[NaturalBaseline, ...] = setting(
+        (),
+        "Natural-image baselines: {name, arch, weights, layout} of an ImageNet-style checkpoint (timm, "
+        "torchvision, DINO, DINOv2), exported as results/pretrain/<name>/ with the RGB first layer summed "
+        "to one channel; read by embed, probes and every task like the trained encoders.",
+    )
+    ablation: AblationSettings = setting(
+        factory=AblationSettings,
+        description="The slice-filter ablation: one method and arch pretrained on the filtered store, on "
+        "every brain slice and on a random subset of the filtered store's size, at equal steps.",
     )

@@ -83,6 +83,8 @@ class PretrainSettings:
         knn_k: kNN probe neighbours.
         knn_temperature: kNN vote temperature.
         max_steps: stop after this many steps (tests, smoke runs); None trains to the end.
+        epoch_images: images each epoch draws from the train split (the slice-filter ablation's
+            unfiltered run, :mod:`brainssl.pretrain.ablation`); None draws all of them.
         vit_depth: override the ViT depth (tests only; None keeps the architecture's).
         augment: MRI augmentation settings.
     """
@@ -227,6 +229,11 @@ class PretrainSettings:
     max_steps: int | None = setting(
         None, "Stop after this many steps (tests, smoke runs); null trains to the end.", config=False
     )
+    epoch_images: int | None = setting(
+        None,
+        "Images each epoch draws from the train split (the slice-filter ablation); null: all of them.",
+        config=False,
+    )
     vit_depth: int | None = setting(
         None, "Override the ViT depth (tiny test runs); null keeps the architecture's.", minimum=1, maximum=24
     )
@@ -277,6 +284,11 @@ class PretrainSettings:
 def settings_hash(
     settings: PretrainSettings, ignore: tuple[str, ...] = ("max_steps", "workers", "log_every")
 ) -> str:
-    """sha256 of the settings that change the trained weights (``ignore`` lists those that do not)."""
+    """sha256 of the settings that change the trained weights (``ignore`` lists those that do not).
+
+    An unset ``epoch_images`` is left out, so runs that draw the whole split keep their hash.
+    """
     values = {k: v for k, v in settings.to_dict().items() if k not in ignore}
+    if values.get("epoch_images", 0) is None:
+        del values["epoch_images"]
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()

@@ -13,7 +13,7 @@ of the difference and of its interval bounds, and a verdict — ``better`` (inte
 
 1. *Tailored self-supervised pretraining beats natural-image and random-initialised
    baselines* (Huang et al.): MoCo v3 and DINO against the random-initialised encoders and
-   any natural-image encoder (an ``embed.extra`` encoder), with all training subjects.
+   any natural-image encoder (a ``pretrain.natural`` baseline), with all training subjects.
 2. *A frozen self-distilled encoder is strongest when labels are scarce* (BrainDINO): DINO
    against every other frozen encoder at the few-shot budgets.
 
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainssl.ablation import ablation_variant
 from brainssl.io import write_table
 
 __all__ = [
@@ -79,6 +80,7 @@ _ROLE_NAMES = {
     "scratch": "supervised from scratch",
     "classical": "classical features",
 }
+_VARIANT_NAMES = {"unfiltered": "unfiltered slices", "subset": "random subset"}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -87,13 +89,17 @@ def higher_is_better(metric: str) -> bool:
 
 
 def encoder_role(name: str) -> str:
-    """What an encoder is: ``moco``, ``dino``, ``random``, ``scratch``, ``classical`` or ``natural``.
+    """An encoder's role: moco, dino, random, scratch, classical, ablation or natural.
 
-    Pretrained encoders are named ``<method>-<arch>``; an encoder of any other name is an
-    ``embed.extra`` encoder, the natural-image baselines' place.
+    Pretrained encoders are named ``<method>-<arch>``; the slice-filter ablation's runs
+    ``<method>-<arch>-<variant>`` (:mod:`brainssl.ablation`) are kept out of the seed claims, which
+    are about the ordinary runs; an encoder of any other name is an ``embed.extra`` encoder, the
+    natural-image baselines' place.
     """
     if name == "classical":
         return "classical"
+    if ablation_variant(name):
+        return "ablation"
     prefix = name.split("-", 1)[0]
     return prefix if prefix in ("moco", "dino", "random", "scratch") and "-" in name else "natural"
 
@@ -105,6 +111,9 @@ def display_name(name: str) -> str:
         return name
     if role == "classical":
         return _ROLE_NAMES[role]
+    if role == "ablation":
+        method, arch, variant = name.split("-")
+        return f"{_ROLE_NAMES[method]} ({arch}, {_VARIANT_NAMES[variant]})"
     return f"{_ROLE_NAMES[role]} ({name.split('-', 1)[1]})"
 
 
@@ -138,7 +147,7 @@ def conclusions(comparisons: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         comparisons: the merged ``comparisons.tsv`` (columns of
-            :data:`~brainssl.tasks.frozen.COMPARISON_COLUMNS`; ``shots`` 0 where absent).
+            :data:`~brainssl.tasks.pairs.COMPARISON_COLUMNS`; ``shots`` 0 where absent).
 
     Returns:
         Columns :data:`CONCLUSION_COLUMNS`: ``gain`` and its interval are the mean over draws of
@@ -295,7 +304,7 @@ def seed_claims(table: pd.DataFrame) -> list[Claim]:
     references = "random-initialised encoders" + (
         f" and natural-image encoders ({', '.join(naturals)})"
         if naturals
-        else " (no natural-image encoder in embed.extra)"
+        else " (no natural-image encoder in pretrain.natural)"
     )
     claims = []
     rows = oriented(_full_budget(primary), _roles("moco", "dino"), _roles("random", "natural"))

@@ -85,7 +85,8 @@ def dense_variants(encoders: Mapping[str, str], modes: Sequence[str]) -> list[Va
     if "scratch" in modes:
         by_arch: dict[str, str] = {}
         for name, path in sorted(encoders.items()):
-            by_arch.setdefault(name.split("-", 1)[-1], str(path))
+            if name.startswith("random-"):  # not a natural-image baseline's name (or its patch 14)
+                by_arch.setdefault(name.split("-", 1)[-1], str(path))
         variants += [Variant(f"scratch-{arch}", "scratch", path) for arch, path in sorted(by_arch.items())]
     return variants
 

@@ -28,7 +28,6 @@ import pandas as pd
 
 from .heads import fit_classifier, fit_regressor, fit_survival
 from .metrics import (
-    CLASSIFICATION_METRICS,
     brier_contributions,
     concordance,
     correct_age_bias,
@@ -38,7 +37,8 @@ from .metrics import (
     mean_absolute_error,
     uno_weights,
 )
-from .results import bootstrap_ci, paired_bootstrap, result_row, skipped_rows
+from .pairs import classification_metrics, paired_comparisons
+from .results import bootstrap_ci, result_row, skipped_rows
 from .units import (
     MIN_TRAIN_EVENTS,
     EvaluationSettings,
@@ -52,33 +52,16 @@ from .units import (
 )
 
 __all__ = [
-    "COMPARISON_COLUMNS",
     "MIN_TRAIN_EVENTS",
     "ExtraBaselines",
     "Prediction",
     "TaskOutcome",
     "TaskRun",
-    "comparison_pairs",
     "encoder_mode",
     "run_task",
 ]
 
 logger = logging.getLogger(__name__)
-
-COMPARISON_COLUMNS = (
-    "task",
-    "dataset",
-    "metric",
-    "label_fraction",
-    "shots",
-    "seed",
-    "encoder",
-    "baseline",
-    "diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
-)
 
 
 def encoder_mode(name: str) -> str:
@@ -86,11 +69,6 @@ def encoder_mode(name: str) -> str:
     if name == "classical":
         return "classical"
     return "scratch" if name.startswith("scratch-") else "frozen"
-
-
-def is_baseline(name: str) -> bool:
-    """Whether an encoder is a baseline that pretrained encoders are compared against."""
-    return name == "classical" or name.startswith(("random-", "scratch-"))
 
 
 @dataclass
@@ -303,10 +281,6 @@ def _score_rows(
     return rows
 
 
-def _classification_metrics(spec: TaskSpec) -> dict[str, Callable[..., float]]:
-    return {name: CLASSIFICATION_METRICS[name] for name in spec.metrics}
-
-
 def _row_base(
     spec: TaskSpec, encoder: str, budget: float, seed: int, pred: Prediction, groups: np.ndarray
 ) -> dict[str, Any]:
@@ -340,7 +314,7 @@ def _score(
             continue
         y = units.target[tested]
         if spec.kind in ("multiclass", "binary"):
-            metrics = _classification_metrics(spec)
+            metrics = classification_metrics(spec)
             arrays = {name: (y, pred.values[tested]) for name in metrics}
             rows += _score_rows(base, metrics, arrays, groups, run, seed)
         elif spec.kind == "regression":
@@ -414,66 +388,6 @@ def _survival_rows(
     return rows
 
 
-def _comparisons(
-    spec: TaskSpec,
-    units: TaskUnits,
-    predictions: Mapping[str, Mapping[tuple[float, int], Prediction]],
-    run: TaskRun,
-) -> list[dict[str, Any]]:
-    """Paired subject bootstrap per metric and reported cell of every :func:`comparison_pairs` pair.
-
-    ``diff`` is ``encoder`` minus ``baseline`` (the encoder compared with); skipped cells are
-    not compared.
-    """
-    if spec.kind not in ("multiclass", "binary", "regression"):
-        return []
-    metrics: dict[str, Callable[..., float]] = (
-        _classification_metrics(spec) if spec.kind != "regression" else {"mae": mean_absolute_error}
-    )
-    out = []
-    for encoder, baseline in comparison_pairs(list(predictions)):
-        for key, pred in sorted(predictions[encoder].items()):
-            other = predictions[baseline].get(key)
-            if other is None or pred.short or other.short:
-                continue
-            tested = pred.tested & other.tested
-            for name, metric in metrics.items():
-                stats = paired_bootstrap(
-                    metric,
-                    units.target[tested],
-                    pred.values[tested],
-                    other.values[tested],
-                    n_boot=run.n_boot,
-                    seed=key[1],
-                    groups=units.subjects[tested],
-                )
-                out.append(
-                    {
-                        "task": spec.name,
-                        "dataset": spec.dataset,
-                        "metric": name,
-                        **budget_columns(key[0]),
-                        "seed": key[1],
-                        "encoder": encoder,
-                        "baseline": baseline,
-                        **stats,
-                    }
-                )
-    return out
-
-
-def comparison_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
-    """The (encoder, compared-with) pairs of the paired comparisons, in order.
-
-    Every pretrained (non-baseline) encoder against every baseline, then every two pretrained
-    encoders (the first by name as ``encoder``); baselines are not compared with each other.
-    """
-    pretrained = sorted(n for n in names if not is_baseline(n))
-    baselines = [n for n in names if is_baseline(n)]
-    pairs = [(e, b) for e in pretrained for b in baselines]
-    return pairs + [(a, b) for i, a in enumerate(pretrained) for b in pretrained[i + 1 :]]
-
-
 def run_task(
     run: TaskRun,
     encoders: Mapping[str, str | Path],
@@ -519,7 +433,7 @@ def run_task(
                 outcome.rows += _run_encoder(spec, units, name, run)[0]
         if spec_units is not None:
             outcome.units[(spec.name, spec.dataset)] = spec_units
-            outcome.comparisons += _comparisons(spec, spec_units, spec_preds, run)
+            outcome.comparisons += paired_comparisons(spec, spec_units, spec_preds, run.n_boot)
             for name, preds in spec_preds.items():
                 outcome.predictions[(spec.name, spec.dataset, name)] = dict(preds)
     return outcome

@@ -16,8 +16,9 @@ import pandas as pd
 from brainssl.io import write_table
 
 from .figures import save_fraction_curves, save_risk_group_curves
-from .frozen import COMPARISON_COLUMNS, TaskOutcome
+from .frozen import TaskOutcome
 from .metrics import logrank_groups
+from .pairs import COMPARISON_COLUMNS
 from .results import write_results
 
 __all__ = ["risk_group_curves", "write_task_outputs"]

@@ -8,6 +8,15 @@ which datasets, runs, encoders and tasks the workflow holds is unit-tested witho
 Imported while Snakemake parses the workflow: nothing heavier than what the registries import.
 """
 
+from brainssl.wiring.ablation import (
+    UNFILTERED_ROOT,
+    ablation_cards,
+    ablation_enabled,
+    ablation_encoders,
+    ablation_outputs,
+    ablation_run,
+    ablation_variants,
+)
 from brainssl.wiring.checks import ConfigError, check_config, check_devices, check_slice_sizes
 from brainssl.wiring.stages import (
     PREPROCESS_SETTINGS,
@@ -24,6 +33,9 @@ from brainssl.wiring.stages import (
     encoders,
     final_output_message,
     final_outputs,
+    natural_names,
+    natural_params,
+    natural_weights,
     nyul_candidates,
     nyul_landmarks,
     planned_shards,
@@ -72,6 +84,13 @@ from brainssl.wiring.tasks import (
 )
 
 __all__ = [
+    "UNFILTERED_ROOT",
+    "ablation_cards",
+    "ablation_enabled",
+    "ablation_encoders",
+    "ablation_outputs",
+    "ablation_run",
+    "ablation_variants",
     "ConfigError",
     "check_config",
     "check_devices",
@@ -105,6 +124,9 @@ __all__ = [
     "frozen_task_gpu_resources",
     "frozen_tasks",
     "gpu_request",
+    "natural_names",
+    "natural_params",
+    "natural_weights",
     "nyul_candidates",
     "nyul_landmarks",
     "planned_shards",

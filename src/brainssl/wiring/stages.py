@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from brainssl.architectures import ARCHS
-from brainssl.config import n_shards, shard_indices, stage_params
+from brainssl.config import n_shards, pretrain_run_settings, shard_indices, stage_params
 from brainssl.datasets import DATASETS
 from brainssl.preprocess.shards import PREPROCESS_DATASETS
+from brainssl.wiring.ablation import ablation_encoders, ablation_outputs
 
 Config = Mapping[str, Any]
 
@@ -156,9 +157,43 @@ def pretrain_runs(config: Config) -> list[str]:
     return [f"{method}-{arch}" for method in [*section["methods"], "random"] for arch in section["archs"]]
 
 
+def natural_names(config: Config) -> list[str]:
+    """The natural-image baselines (``pretrain.natural`` names), in config order.
+
+    Raises:
+        ValueError: for a name given twice or also used by an ``embed.extra`` encoder.
+    """
+    names = [entry["name"] for entry in config["pretrain"].get("natural", [])]
+    extra = {entry["name"] for entry in config.get("embed", {}).get("extra", [])}
+    clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & extra))
+    if clash:
+        raise ValueError(f"pretrain.natural names must be unique and not embed.extra names: {clash}")
+    return names
+
+
+def natural_params(config: Config, name: str) -> dict[str, Any]:
+    """One baseline's job params: its entry and the random baseline's run settings (size, depth, kNN)."""
+    entry = next(e for e in config["pretrain"]["natural"] if e["name"] == name)
+    return {
+        "baseline": _sorted_entry(entry),
+        "settings": pretrain_run_settings(config, "random", entry["arch"]),
+    }
+
+
+def natural_weights(config: Config, name: str) -> list[str]:
+    """The checkpoint a baseline's job reads ([] for ``weights: synthetic``, which the job writes)."""
+    weights = natural_params(config, name)["baseline"]["weights"]
+    return [] if weights == "synthetic" else [weights]
+
+
+def _sorted_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: entry[key] for key in sorted(entry)}
+
+
 def encoders(config: Config) -> dict[str, str]:
-    """Every exported encoder downstream stages read: run name -> weights file."""
-    return {run: f"results/pretrain/{run}/encoder.safetensors" for run in pretrain_runs(config)}
+    """Every exported encoder downstream stages read: run name -> weights file (natural baselines last)."""
+    names = [*pretrain_runs(config), *natural_names(config)]
+    return {name: f"results/pretrain/{name}/encoder.safetensors" for name in names}
 
 
 def pretrain_probe(config: Config) -> dict[str, Any]:
@@ -177,12 +212,14 @@ def pretrain_gpu_resources(config: Config) -> dict[str, Any]:
 
 
 def embed_encoders(config: Config) -> dict[str, dict[str, str] | None]:
-    """Encoder name -> what embeds with it: a brainssl export, user weights, or None (classical)."""
+    """Encoder name -> what embeds with it: a brainssl export (``embed.extra`` too), or None (classical)."""
     specs: dict[str, dict[str, str] | None] = {
         name: {"weights": path} for name, path in encoders(config).items()
     }
+    # the slice-filter ablation's runs: embedded and evaluated on the frozen-feature tasks only
+    specs.update({name: {"weights": path} for name, path in ablation_encoders(config).items()})
     for spec in config.get("embed", {}).get("extra", []):
-        specs[spec["name"]] = {"weights": spec["weights"], "arch": spec.get("arch", "")}
+        specs[spec["name"]] = {"weights": spec["weights"]}
     specs["classical"] = None
     return specs
 
@@ -212,6 +249,7 @@ def final_outputs(config: Config) -> list[str]:
         for name in ("README.md", "config.json")
     ]
     outputs += ["results/pretrain/probe.tsv"]
+    outputs += ablation_outputs(config)
     outputs += ["results/tasks/results.tsv", "results/tasks/comparisons.tsv"]
     return outputs
 
