@@ -39,6 +39,8 @@ DEVICE_KEYS = ("pretrain.device", "embed.device", "tasks.device")
 
 #: The longest value repr shown in a message (long lists are cut).
 _VALUE_CHARS = 60
+#: Longest list of allowed keys a message spells out (a section such as pretrain has ~60).
+_KEYS_CHARS = 240
 
 
 class ConfigError(ValueError):
@@ -67,7 +69,7 @@ def _line(error: Any) -> str:
         close = {m for key in unknown for m in difflib.get_close_matches(key, allowed, n=1)}
         hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
         named = "".join(f", or a name matching {p}" for p in patterns)
-        return f"unknown key {keys}{hint}; allowed here: {', '.join(allowed)}{named}"
+        return f"unknown key {keys}{hint}; allowed here: {_key_list(allowed)}{named}"
     if error.validator == "required":
         return f"{where}: {error.message}"
     value = repr(error.instance)
@@ -77,6 +79,15 @@ def _line(error: Any) -> str:
         allowed = ", ".join(repr(v) for v in error.validator_value)
         return f"{where} = {value}: not one of {allowed}"
     return f"{where} = {value}: {_rule(error)}"
+
+
+def _key_list(allowed: list[str]) -> str:
+    """The allowed keys, cut to a line's worth (the schema and config.yaml list them all)."""
+    text = ", ".join(allowed)
+    if len(text) <= _KEYS_CHARS:
+        return text
+    shown = text[:_KEYS_CHARS].rsplit(", ", 1)[0]
+    return f"{shown}, ... ({len(allowed)} keys; the schema lists them all)"
 
 
 def _rule(error: Any) -> str:
