@@ -135,8 +135,9 @@ def render_readme(card: Mapping[str, Any]) -> str:
         "library_name": "brainssl",
         "pipeline_tag": "image-feature-extraction",
         "tags": [*_TAGS, card["method"], arch, *(["synthetic-data"] if data.get("synthetic") else [])],
-        "datasets": [e["key"] for e in data.get("datasets", [])],
     }
+    # The Hub's `datasets` field takes Hub dataset ids; none of brainssl's sources is one, and a
+    # demo encoder saw synthetic look-alikes only, so the training data is the table below.
     name = card.get("name", f"{card['method']}-{arch}")
     out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
     out += [
