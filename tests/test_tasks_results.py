@@ -119,3 +119,33 @@ def test_write_results_sorted_typed_and_round_trips(tmp_path):
     assert len(frame) == 3
     empty = write_results([], tmp_path / "empty.tsv")
     assert tuple(empty.columns) == RESULT_COLUMNS and empty.empty
+
+
+def test_skipped_cells_are_logged_once_per_reason_with_their_encoders_budgets_and_seeds(caplog):
+    from brainssl.tasks.results import log_skipped
+
+    reason = "fold 0: 1 event(s) among the training subjects; a survival fit needs 2"
+    rows = [
+        row
+        for encoder in ("moco-vit_tiny", "random-vit_tiny")
+        for seed in (0, 1, 2)
+        for row in skipped_rows(
+            "survival",
+            "brats21",
+            reason,
+            ("c_index", "ibs"),
+            log=False,
+            encoder=encoder,
+            label_fraction=0.01,
+            seed=seed,
+        )
+    ]
+    rows += skipped_rows("survival", "brats21", "other", log=False, encoder="classical", shots=2, seed=0)
+    with caplog.at_level("WARNING", logger="brainssl.tasks.results"):
+        log_skipped(rows)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "task survival on brats21: 6 cell(s) skipped (encoders moco-vit_tiny, random-vit_tiny; "
+        f"budgets fraction 0.01; seeds 0, 1, 2): {reason}",
+        "task survival on brats21: 1 cell(s) skipped (encoders classical; budgets 2 shots; seeds 0): other",
+    ]

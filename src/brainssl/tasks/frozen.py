@@ -38,7 +38,7 @@ from .metrics import (
     uno_weights,
 )
 from .pairs import classification_metrics, paired_comparisons
-from .results import bootstrap_ci, result_row, skipped_rows
+from .results import bootstrap_ci, log_skipped, result_row, skipped_rows
 from .units import (
     MIN_TRAIN_EVENTS,
     EvaluationSettings,
@@ -267,12 +267,12 @@ def _score_rows(
         args = arrays[name]
         if len(args[0]) == 0:
             why = "; ".join(sorted(set(notes))) or "no test unit received a prediction"
-            rows += skipped_rows(reason=f"{name}: {why}", metrics=(name,), **base)
+            rows += skipped_rows(log=False, reason=f"{name}: {why}", metrics=(name,), **base)
             continue
         try:
             value = float(metric(*args))
         except ValueError as err:
-            rows += skipped_rows(reason=f"{name} undefined: {err}", metrics=(name,), **base)
+            rows += skipped_rows(log=False, reason=f"{name} undefined: {err}", metrics=(name,), **base)
             continue
         low, high = (math.nan, math.nan)
         if name not in no_ci:
@@ -310,7 +310,7 @@ def _score(
         groups = units.subjects[tested]
         base = _row_base(spec, encoder, budget, seed, pred, groups)
         if pred.short:
-            rows += skipped_rows(reason=pred.short, metrics=spec.metrics, **base)
+            rows += skipped_rows(log=False, reason=pred.short, metrics=spec.metrics, **base)
             continue
         y = units.target[tested]
         if spec.kind in ("multiclass", "binary"):
@@ -340,7 +340,9 @@ def _score_regression(
     )
     if np.isnan(corrected).any():
         reason = "age-bias correction needs >= 3 training subjects with distinct ages in every fold"
-        return rows + skipped_rows(reason=reason, metrics=("mae_corrected", "gap_slope_corrected"), **base)
+        return rows + skipped_rows(
+            log=False, reason=reason, metrics=("mae_corrected", "gap_slope_corrected"), **base
+        )
     corrected_metrics = {"mae_corrected": mean_absolute_error, "gap_slope_corrected": gap_slope}
     arrays = {name: (age, corrected) for name in corrected_metrics}
     return rows + _score_rows(base, corrected_metrics, arrays, groups, run, seed)
@@ -367,7 +369,7 @@ def _survival_rows(
         base = _row_base(spec, encoder, budget, seed, pred, groups)
         if pred.short:
             names = tuple(f"{model}_{m}" for m in spec.metrics)
-            rows += skipped_rows(reason=pred.short, metrics=names, **base)
+            rows += skipped_rows(log=False, reason=pred.short, metrics=names, **base)
             continue
         contributions = (
             brier_contributions(everyone, y, pred.corrected[tested], grid) if tested.any() else np.zeros(0)
@@ -436,6 +438,7 @@ def run_task(
             outcome.comparisons += paired_comparisons(spec, spec_units, spec_preds, run.n_boot)
             for name, preds in spec_preds.items():
                 outcome.predictions[(spec.name, spec.dataset, name)] = dict(preds)
+    log_skipped(outcome.rows)
     return outcome
 
 
@@ -457,7 +460,7 @@ def _run_encoder(
         except ValueError as err:
             reason = f"no subject-level split possible: {err}"
     if reason:
-        return skipped_rows(reason=reason, metrics=_metric_names(spec, run), **skip), {}
+        return skipped_rows(log=False, reason=reason, metrics=_metric_names(spec, run), **skip), {}
     if spec.kind != "survival":
         preds = _predict(spec, units, plan, run)
         return _score(spec, units, encoder, preds, run), {encoder: preds}

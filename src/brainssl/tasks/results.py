@@ -39,6 +39,7 @@ __all__ = [
     "result_row",
     "shot_subjects",
     "skipped_rows",
+    "log_skipped",
     "merge_comparisons",
     "merge_results",
     "read_results",
@@ -111,7 +112,7 @@ def result_row(**fields: Any) -> dict[str, Any]:
 
 
 def skipped_rows(
-    task: str, dataset: str, reason: str, metrics: Sequence[str] = ("",), **fields: Any
+    task: str, dataset: str, reason: str, metrics: Sequence[str] = ("",), log: bool = True, **fields: Any
 ) -> list[dict[str, Any]]:
     """Return rows that record a task (or one encoder/fraction of it) as skipped, with the reason.
 
@@ -120,17 +121,49 @@ def skipped_rows(
         dataset: dataset name.
         reason: why nothing could be measured (shown in the report).
         metrics: one row per metric name, so the skip shows up wherever the metric is looked for.
+        log: warn now; a job that skips many cells passes False and calls
+            :func:`log_skipped` once at its end instead.
         **fields: other columns (encoder, mode, label_fraction, shots, seed, n_train, n_test).
 
     Returns:
         The rows, with ``status="skipped"`` and NaN values.
     """
-    logger.warning("task %s on %s skipped: %s", task, dataset, reason)
+    if log:
+        logger.warning("task %s on %s skipped: %s", task, dataset, reason)
     fields = {k: v for k, v in fields.items() if k not in ("value", "ci_low", "ci_high", "status")}
     return [
         result_row(task=task, dataset=dataset, reason=reason, status="skipped", metric=metric, **fields)
         for metric in metrics
     ]
+
+
+def log_skipped(rows: Sequence[Mapping[str, Any]]) -> None:
+    """One warning per task, dataset and reason of the skipped rows, with the cells it costs.
+
+    A frozen-feature job skips the same cell for every encoder, seed and metric; one line per
+    reason, naming the encoders, budgets and seeds, replaces hundreds of identical ones.
+    """
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row["status"] == "skipped":
+            groups.setdefault((row["task"], row["dataset"], row["reason"]), []).append(row)
+    for (task, dataset, reason), members in groups.items():
+        cells = {(r["encoder"], _budget(r), r["seed"]) for r in members}
+        encoders = sorted({r["encoder"] for r in members if r["encoder"]})
+        budgets = sorted({_budget(r) for r in members} - {""})
+        seeds = sorted({int(r["seed"]) for r in members if int(r["seed"]) >= 0})
+        logger.warning(
+            "task %s on %s: %d cell(s) skipped (encoders %s; budgets %s; seeds %s): %s",
+            *(task, dataset, len(cells), ", ".join(encoders) or "-", ", ".join(budgets) or "-"),
+            *(", ".join(map(str, seeds)) or "-", reason),
+        )
+
+
+def _budget(row: Mapping[str, Any]) -> str:
+    if int(row["shots"] or 0) > 0:
+        return f"{int(row['shots'])} shots"
+    fraction = row["label_fraction"]
+    return "" if fraction is None or math.isnan(float(fraction)) else f"fraction {float(fraction):g}"
 
 
 def _metric_or_nan(metric: Callable[..., float], arrays: Sequence[np.ndarray]) -> float:

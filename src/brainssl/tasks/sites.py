@@ -135,6 +135,7 @@ def site_baseline_rows(run: TaskRun, outcome: TaskOutcome) -> list[dict[str, Any
     """
     from .frozen import Prediction, _score, short_cells
     from .heads import fit_classifier
+    from .results import log_skipped
     from .units import evaluation_plan, task_specs
 
     if not run.settings.get("site_baseline", True):
@@ -166,4 +167,5 @@ def site_baseline_rows(run: TaskRun, outcome: TaskOutcome) -> list[dict[str, Any
         for row in _score(spec, units, SITE_BASELINE, preds, run):
             rows.append({**row, "mode": "classical"})
         logger.info("%s on %s: site-only baseline over %d sites", spec.name, spec.dataset, x.shape[1])
+    log_skipped(rows)
     return rows
