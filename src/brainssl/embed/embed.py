@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from brainssl.io import write_table
+from brainssl.logs import progress
 from brainssl.settings import from_mapping, setting
 from brainssl.slices.plan import LABEL_COLUMNS
 from brainssl.slices.store import KEY_COLUMNS, read_index
@@ -217,7 +218,7 @@ def encode_slices(encoder: Any, images: np.ndarray, batch_size: int = 256, devic
     size = int(encoder.config.get("img_size", images.shape[-1]))
     chunks = []
     with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
+        for start in progress(range(0, len(images), batch_size), "embed batches"):
             batch = torch.from_numpy(_as_unit_float(images[start : start + batch_size])).unsqueeze(1)
             batch = batch.to(device)
             if batch.shape[-1] != size or batch.shape[-2] != size:

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from brainssl.io import save_nifti, write_json, write_text
+from brainssl.logs import progress
 
 from .inputs import _session_inputs, _text
 from .intensity import NyulLandmarks
@@ -275,7 +276,8 @@ def preprocess_shard(
     if len(frame):
         out.mkdir(parents=True, exist_ok=True)
         write_derivative_description(out, str(frame["dataset"].iloc[0]))
-    for (dataset, subject, session), group in frame.groupby(["dataset", "subject", "session"], sort=False):
+    sessions = frame.groupby(["dataset", "subject", "session"], sort=False)
+    for (dataset, subject, session), group in progress(sessions, "sessions", total=sessions.ngroups):
         key = {"dataset": str(dataset), "subject": str(subject), "session": str(session) or NO_SESSION}
         try:
             images, truth, labels = _session_inputs(group)

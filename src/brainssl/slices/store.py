@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from brainssl.io import save_npy, write_table
+from brainssl.logs import progress
 
 from .measures import (
     INTENSITY_MAPPING,
@@ -232,7 +233,7 @@ def build_slice_shard(
     if missing:
         raise KeyError(f"shard rows lack column(s) {missing}")
     ordered = rows.sort_values(["subject", "session", "modality", "path"]).to_dict("records")
-    volumes = [cut_slices(row, settings) for row in ordered]
+    volumes = [cut_slices(row, settings) for row in progress(ordered, "cut volumes", total=len(ordered))]
     frames = []
     for number, (row, vol) in enumerate(zip(ordered, volumes, strict=True)):
         frame = pd.DataFrame({**_row_key(row), "slice_index": np.arange(len(vol.images), dtype=np.int64)})

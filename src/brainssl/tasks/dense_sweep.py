@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from brainssl.logs import progress
 from brainssl.pretrain.backbones import build_encoder
 from brainssl.pretrain.export import encoder_spec, load_encoder
 
@@ -177,7 +178,7 @@ def sweep(
     subjects = np.unique(train.subjects)
     device = resolve_device(device)
     results = []
-    for variant in variants:
+    for variant in progress(variants, "dense variants"):
         encoder = variant.build(seed=0, device=device)
         frozen = variant.mode == "frozen"
         train_feats = encode_slices(encoder, train.images, device=device) if frozen else None

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from brainssl.logs import progress
+
 from .heads import fit_classifier, fit_regressor, fit_survival
 from .metrics import (
     brier_contributions,
@@ -415,7 +417,7 @@ def run_task(
     for spec in task_specs(run.task, run.settings):
         spec_preds: dict[str, Mapping[tuple[float, int], Prediction]] = {}
         spec_units = None
-        for encoder, table in tables.items():
+        for encoder, table in progress(tables.items(), f"{spec.name} encoders", total=len(tables)):
             units = build_units(table, spec, survival)
             rows, preds = _run_encoder(spec, units, encoder, run)
             outcome.rows += rows
