@@ -64,7 +64,7 @@ def test_abide_demo_read_through_generic_bids(demo: dict[str, Path]) -> None:
     assert manifest["age"].between(7, 35).all() and manifest["sex"].isin(["M", "F"]).all()
     table = pd.read_csv(demo["abide"] / "participants.tsv", sep="\t", dtype=str)
     assert list(table.columns) == ["participant_id", "SITE_ID", "DX_GROUP", "DSM_IV_TR", "AGE_AT_SCAN", "SEX"]
-    assert (demo["abide"] / ".bidsignore").read_text() == "_truth/\n"
+    assert (demo["abide"] / ".bidsignore").read_text() == "_truth\n"
     assert json.loads((demo["abide"] / "dataset_description.json").read_text())["BIDSVersion"]
 
 

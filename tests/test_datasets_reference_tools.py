@@ -37,17 +37,20 @@ from brainssl.io import write_table
 SEED = 7
 GRID = 3.0  # config/test.yaml's grid
 COUNTS = {"fastmri_brain": 5, "oasis3": 4, "hippocampus": 4, "brats21": 2, "ixi": 3, "tumor4": 8}
+#: The user-named BIDS demos (``kind: bids``), written by their demo writers.
+BIDS_DEMOS = {"abide": 4, "atlas": 3}
 BIN = Path(sys.executable).parent
 
 
 def _build(root: Path, dataset: str) -> Path:
-    n = COUNTS[dataset]
+    n = COUNTS.get(dataset) or BIDS_DEMOS[dataset]
+    demo = {"demo": dataset} if dataset in BIDS_DEMOS else {}
     shards = []
     for part, indices in enumerate((range(0, n, 2), range(1, n, 2))):
-        table = generate_demo_shard(dataset, root / dataset, list(indices), SEED, GRID)
+        table = generate_demo_shard(dataset, root / dataset, list(indices), SEED, GRID, **demo)
         shards.append(root / f"{dataset}.shard{part}.tsv")
         write_table(shards[-1], table)
-    finalize_demo(dataset, root / dataset, shards)
+    finalize_demo(dataset, root / dataset, shards, **demo)
     return root / dataset
 
 
@@ -209,7 +212,7 @@ def test_fastmri_adapter_reconstructs_a_file_without_its_target_like_fastmri(coh
 
 # --------------------------------------------------------------------------------------- BIDS
 
-BIDS_DATASETS = ["oasis3"]
+BIDS_DATASETS = ["oasis3", *BIDS_DEMOS]
 
 
 def _validator() -> Path:

@@ -5,7 +5,7 @@ Only a writer: the demo folder is read by the generic BIDS reader
 real ABIDE copy is. It follows the ABIDE I BIDS release (INDI ``RawDataBIDS``) and the columns of
 the ABIDE I phenotypic table (``Phenotypic_V1_0b``)::
 
-    <root>/dataset_description.json, README, .bidsignore (lists _truth/)
+    <root>/dataset_description.json, README, .bidsignore (lists _truth)
     <root>/participants.tsv   participant_id, SITE_ID, DX_GROUP (1 autism, 2 control),
                               DSM_IV_TR (1 autism, 0 control), AGE_AT_SCAN, SEX (1 male, 2 female)
     <root>/sub-0050002/ses-1/anat/sub-0050002_ses-1_run-1_T1w.nii.gz (+ .json sidecar)
@@ -38,6 +38,7 @@ from brainssl.datasets.layouts.base import (
     write_truth,
 )
 from brainssl.datasets.layouts.bids import write_demo_root, write_tsv
+from brainssl.datasets.layouts.bids_names import TRUTH_IGNORE
 from brainssl.datasets.layouts.errors import DatasetInfo
 from brainssl.io import write_json
 
@@ -140,4 +141,4 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
         "have a thicker frontal cortex (brainssl.synth.neurodev); sites differ in scanner and in "
         "their share of autistic subjects."
     )
-    return [path, *write_demo_root(root, "ABIDE", readme, ("_truth/",))]
+    return [path, *write_demo_root(root, "ABIDE", readme, (TRUTH_IGNORE,))]

@@ -4,7 +4,7 @@ Only a writer: the demo folder is read by the generic BIDS reader
 (:mod:`brainssl.datasets.layouts.bids`) through a ``kind: bids`` entry with ``demo: atlas``.
 It follows the ATLAS v2.0 training release (Liew et al. 2022, Sci Data 9:320)::
 
-    <root>/dataset_description.json, README, .bidsignore (lists _truth/ and *_mask.nii.gz)
+    <root>/dataset_description.json, README, .bidsignore (lists _truth and *_mask.nii.gz)
     <root>/participants.tsv   participant_id, site (the cohort R001, R002, ...), age, sex
     <root>/sub-r001s001/ses-1/anat/sub-r001s001_ses-1_T1w.nii.gz
     <root>/sub-r001s001/ses-1/anat/sub-r001s001_ses-1_label-L_desc-T1lesion_mask.nii.gz
@@ -40,6 +40,7 @@ from brainssl.datasets.layouts.base import (
     write_truth,
 )
 from brainssl.datasets.layouts.bids import write_demo_root, write_tsv
+from brainssl.datasets.layouts.bids_names import TRUTH_IGNORE
 from brainssl.datasets.layouts.errors import DatasetInfo
 
 __all__ = ["INFO", "MASK", "days_since_stroke", "finalize", "native_id", "subject_params", "write_subject"]
@@ -124,4 +125,4 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
         "Synthetic ATLAS-style demo cohort written by brainssl (not ATLAS data). Lesions change with "
         "the time since the stroke (brainssl.synth.stroke): acute swelling, later cavitation and atrophy."
     )
-    return [path, *write_demo_root(root, "ATLAS", readme, ("_truth/", "*_mask.nii.gz"))]
+    return [path, *write_demo_root(root, "ATLAS", readme, (TRUTH_IGNORE, "*_mask.nii.gz"))]

@@ -12,7 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BIDS_ENTITIES", "BidsName", "bids_image_order", "bids_image_problem", "parse_bids_name"]
+__all__ = [
+    "BIDS_ENTITIES",
+    "TRUTH_IGNORE",
+    "BidsName",
+    "bids_image_order",
+    "bids_image_problem",
+    "parse_bids_name",
+]
 
 #: BIDS entities in the order the specification writes them (BIDS 1.10, "Entity table").
 BIDS_ENTITIES = (
@@ -20,6 +27,9 @@ BIDS_ENTITIES = (
     "run", "mod", "echo", "flip", "inv", "mt", "part", "proc", "hemi", "space", "split", "recording",
     "chunk", "seg", "res", "den", "label", "desc",
 )  # fmt: skip
+#: The ``.bidsignore`` line of the demos' synthetic truth folder: the bare folder name, since
+#: bids-validator 3.0.2 does not match ``_truth/`` (it then reports NOT_INCLUDED for the folder).
+TRUTH_IGNORE = "_truth"
 _BIDS_NAME = re.compile(r"^((?:[a-zA-Z]+-[a-zA-Z0-9]+_)+)([a-zA-Z0-9]+)((?:\.[a-zA-Z0-9]+)+)$")
 
 

@@ -55,6 +55,7 @@ from brainssl.datasets.layouts.base import (
     write_truth,
 )
 from brainssl.datasets.layouts.bids_names import (
+    TRUTH_IGNORE,
     BidsName,
     bids_image_order,
     bids_image_problem,
@@ -184,8 +185,12 @@ def finalize(root: Path, shard: pd.DataFrame) -> list[Path]:
 
 #: BIDS version the demo's dataset_description.json declares (bids-validator 3.0.2's schema reads it).
 BIDS_VERSION = "1.10.0"
-#: ``.bidsignore`` lines (a folder by its bare name: bids-validator 3.0.2 does not match ``_truth/``).
-BIDS_IGNORE = ("# not BIDS: the OASIS-3 clinical table, brainssl's synthetic truth", CLINICAL_TABLE, "_truth")
+#: ``.bidsignore`` lines.
+BIDS_IGNORE = (
+    "# not BIDS: the OASIS-3 clinical table, brainssl's synthetic truth",
+    CLINICAL_TABLE,
+    TRUTH_IGNORE,
+)
 
 
 _README = """Synthetic OASIS-3-style cohort written by brainssl (not real data).
