@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 
+from brainssl.config import stage_params
 from brainssl.wiring.checks import ConfigError, check_config, config_errors
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
@@ -57,3 +58,15 @@ def test_snakemake_prints_every_mistake_and_no_schema_dump(tmp_path: Path) -> No
     assert "slices.size = 3: must be >= 8" in output
     assert "additionalProperties" not in output  # the schema is not printed
     assert len(output.splitlines()) < 30, output
+
+
+def test_per_dataset_overrides_name_user_datasets_and_a_misspelt_one_is_caught() -> None:
+    config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))  # has abide and atlas
+    config["preprocess"]["per_dataset"]["abide"] = {"skull_strip": "none"}
+    config["slices"].setdefault("per_dataset", {})["atlas"] = {"entropy_threshold": 0.0}
+    assert config_errors(config, SCHEMA) == []
+    assert stage_params(config, "preprocess", "abide")["skull_strip"] == "none"
+    config["slices"]["per_dataset"]["atlsa"] = {"entropy_threshold": 0.0}
+    with pytest.raises(ConfigError) as err:
+        check_config(config, SCHEMA, REPO)
+    assert "slices.per_dataset.atlsa: no such dataset in datasets (did you mean atlas?)" in str(err.value)

@@ -233,7 +233,14 @@ class _Builder:
                     node["default"] = _plain(default[key])
                 node["description"] = about
                 properties[key] = node
-        return _object(description, properties, default=_plain(default) if top else dataclasses.MISSING)
+        extra: dict[str, Any] = {}
+        if keyed.pattern and dataclasses.is_dataclass(value):
+            about = keyed.description.format(key="a user-named dataset")
+            extra["patternProperties"] = {
+                keyed.pattern: {"$ref": self.overrides_ref(value), "description": about}
+            }  # type: ignore[arg-type]
+        default_value = _plain(default) if top else dataclasses.MISSING
+        return _object(description, properties, default=default_value, **extra)
 
     def overrides_ref(self, cls: type) -> str:
         """``$ref`` of a class's override schema, written once under ``$defs``."""

@@ -58,12 +58,15 @@ class Keyed:
         description: what each key's entry is; ``{key}`` stands for the key.
         value: the next level, for a mapping of mappings (``per_arch.<arch>.<method>``).
         constraints: JSON-schema keywords of each entry (snake case, as in :func:`setting`).
+        pattern: other keys allowed, by regular expression (user-named datasets), each holding
+            what a listed key holds; the workflow checks that they name a configured one.
     """
 
     keys: tuple[str, ...] = ()
     description: str = ""
     value: Keyed | None = None
     constraints: Mapping[str, Any] = field(default_factory=dict)
+    pattern: str = ""
 
 
 def setting(

@@ -7,6 +7,9 @@ the same order (a test holds the two together).
 
 from __future__ import annotations
 
-__all__ = ["DATASETS"]
+__all__ = ["BIDS_NAME_PATTERN", "DATASETS"]
 
 DATASETS: tuple[str, ...] = ("ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus")
+#: A user-named dataset (``kind: bids``): lower case, digits and '_', not a registered dataset
+#: nor a section key (the datasets section excludes those; per-dataset overrides name one).
+BIDS_NAME_PATTERN = "^[a-z][a-z0-9_]{0,39}$"

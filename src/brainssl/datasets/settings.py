@@ -21,9 +21,9 @@ from .catalog import DEMO_WRITERS, LAYOUTS
 from .download import DEFAULT_IXI_BASE_URL
 from .layouts.bids import LABELS
 from .manifest import MODALITIES
+from .names import BIDS_NAME_PATTERN
 
 __all__ = [
-    "BIDS_NAME_PATTERN",
     "BidsDatasetSettings",
     "DATASET_SETTINGS",
     "DatasetSettings",
@@ -191,10 +191,6 @@ class BidsDatasetSettings(DatasetSettings):
         property_names=_LABEL_KEYS,
         additional_properties={"type": "object", "additionalProperties": {"type": "string"}},
     )
-
-
-#: A user-named dataset: lower case, digits and '_', not a registered dataset nor a section key.
-BIDS_NAME_PATTERN = "^[a-z][a-z0-9_]{0,39}$"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from brainssl.datasets.names import BIDS_NAME_PATTERN
 from brainssl.settings import Keyed, from_mapping, setting
 
 from .shards import PREPROCESS_DATASETS
@@ -305,5 +306,6 @@ class PreprocessSection(PreprocessSettings):
             PREPROCESS_DATASETS,
             "One dataset's preprocessing overrides; each key (nested keys merged one by one) "
             "replaces the stage value, an absent key keeps it.",
+            pattern=BIDS_NAME_PATTERN,
         ),
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brainssl.datasets import DATASETS
+from brainssl.datasets.names import BIDS_NAME_PATTERN
 from brainssl.settings import Keyed, from_mapping, setting
 
 __all__ = [
@@ -201,5 +202,7 @@ class SliceSection(SliceSettings):
     per_dataset: Mapping[str, SliceSettings] = setting(
         factory=dict,
         description="Per-dataset overrides of the settings above (no defaults of their own).",
-        keyed=Keyed(DATASETS, "Settings of the slices stage that differ for one dataset."),
+        keyed=Keyed(
+            DATASETS, "Settings of the slices stage that differ for one dataset.", pattern=BIDS_NAME_PATTERN
+        ),
     )

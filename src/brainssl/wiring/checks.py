@@ -125,6 +125,23 @@ def missing_dataset_paths(config: Mapping[str, Any], base: Path) -> list[str]:
     return lines
 
 
+def unknown_override_datasets(config: Mapping[str, Any]) -> list[str]:
+    """One line per ``<stage>.per_dataset`` key that names no dataset of ``datasets:``.
+
+    The schema lets a per-dataset override name any user-named dataset (``kind: bids``), so a
+    misspelt one would silently override nothing; this catches it.
+    """
+    known = [name for name, entry in config.get("datasets", {}).items() if isinstance(entry, Mapping)]
+    lines = []
+    for stage in ("preprocess", "slices"):
+        for name in (config.get(stage) or {}).get("per_dataset") or {}:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                lines.append(f"{stage}.per_dataset.{name}: no such dataset in datasets{hint}")
+    return lines
+
+
 def check_config(config: Mapping[str, Any], schema: Mapping[str, Any] | Path, base: Path) -> None:
     """Raise one :class:`ConfigError` listing every schema error and missing dataset folder.
 
@@ -139,7 +156,7 @@ def check_config(config: Mapping[str, Any], schema: Mapping[str, Any] | Path, ba
         schema = yaml.safe_load(schema.read_text())
     lines = config_errors(config, schema)
     if not lines:
-        lines = missing_dataset_paths(config, base)
+        lines = unknown_override_datasets(config) + missing_dataset_paths(config, base)
     if lines:
         count = f"{len(lines)} problem(s)"
         raise ConfigError(f"config has {count}:\n" + "\n".join(f"  - {line}" for line in lines))
