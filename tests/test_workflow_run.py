@@ -127,6 +127,7 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run,
         "preprocess_merge": 1,
         "tasks_hippocampus_segmentation": 1,
         "tasks_merge": 1,
+        "tasks_ablation": 1,  # reads the merged results
         "attrition": 1,
         "all": 1,
     }, dry.stdout
@@ -146,7 +147,14 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run,
         "preprocess/hippocampus/table.provenance.json",
         "attrition.provenance.json",
         # the task re-runs; its hash changes only if the new subject's volume reached its table
-    } | ({"tasks/hippocampus_segmentation/provenance.json", "tasks/results.provenance.json"} & changed)
+    } | (
+        {
+            "tasks/hippocampus_segmentation/provenance.json",
+            "tasks/results.provenance.json",
+            "tasks/ablation.provenance.json",
+        }
+        & changed
+    )
 
 
 def _provenance_hashes(workdir):
@@ -270,6 +278,7 @@ def test_one_tasks_parameters_rerun_that_task_and_the_merge_only(finished_run, t
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert sorted((rule, wc.get("task", "")) for rule, wc in _planned_jobs(dry.stdout)) == [
         ("all", ""),
+        ("tasks_ablation", ""),  # reads the merged results
         ("tasks_frozen", "neurodegeneration"),
         ("tasks_merge", ""),
     ], dry.stdout
@@ -281,13 +290,18 @@ def test_one_tasks_parameters_rerun_that_task_and_the_merge_only(finished_run, t
         (rule, wc.get("task", "")) for rule, wc in _planned_jobs(result.stdout + result.stderr)
     ) == [
         ("all", ""),
+        ("tasks_ablation", ""),  # reads the merged results
         ("tasks_frozen", "neurodegeneration"),
         ("tasks_merge", ""),
     ]
     changed = {key for key, value in _provenance_hashes(workdir).items() if hashes_before.get(key) != value}
     # the merge re-runs; its hash changes only if the task's numbers did
     assert "tasks/neurodegeneration/provenance.json" in changed, changed
-    assert changed <= {"tasks/neurodegeneration/provenance.json", "tasks/results.provenance.json"}, changed
+    assert changed <= {
+        "tasks/neurodegeneration/provenance.json",
+        "tasks/results.provenance.json",
+        "tasks/ablation.provenance.json",
+    }, changed
 
 
 def test_one_pretraining_methods_settings_rerun_its_encoder_and_what_reads_it(finished_run, tmp_path):
