@@ -15,6 +15,20 @@ ABLATION_VARIANTS = wiring.ablation_variants(config)
 ABLATION_CARDS = wiring.ablation_cards(config)
 
 
+def slices_unfiltered_files(kind):
+    """Input function: one file of `kind` per planned shard of every dataset, unfiltered store (ablation)."""
+
+    def files(wildcards):
+        paths = []
+        for dataset in SLICE_DATASETS:
+            plan = checkpoints.slices_plan.get(dataset=dataset).output.plan
+            folder = f"{wiring.UNFILTERED_ROOT}/{dataset}"
+            paths += [f"{folder}/shard-{k}.{kind}" for k in wiring.planned_shards(plan)]
+        return paths
+
+    return files
+
+
 use rule slices_shard as slices_unfiltered_shard with:
     output:
         array=f"{wiring.UNFILTERED_ROOT}/{{dataset}}/shard-{{shard}}.npy",
@@ -59,7 +73,7 @@ rule pretrain_ablation:
         unfiltered=f"{wiring.UNFILTERED_ROOT}/index.parquet",
         random_card=ancient("results/pretrain/random-{arch}/model_card.json"),
     output:
-        **pretrain_ablation_outputs(ABLATION_METHOD),
+        **pretrain_outputs(ABLATION_METHOD, variant=True),
     log:
         f"logs/pretrain/{ABLATION_METHOD}-{{arch}}-{{variant}}.log",
     benchmark:

@@ -40,8 +40,7 @@ onstart:
     wiring.check_devices(config, local=workflow.local_exec)
 
 
-# What the workflow holds and each job's params are pure functions of the validated config in
-# brainssl.wiring; this file keeps constraints, input functions, checkpoint look-ups, report().
+# Jobs and params are pure functions of the config (brainssl.wiring); here: constraints, inputs.
 
 
 wildcard_constraints:
@@ -115,10 +114,9 @@ def preprocess_shard_inputs(wildcards):
 
 def preprocess_training_rows(wildcards):
     """The candidate subjects of a dataset's Nyúl landmark fit (wiring.nyul_candidates)."""
-    rows, split = volume_manifest(wildcards.dataset), config["datasets"]["split"]
-    return shards.training_rows(
-        rows, config["seed"], split, wiring.nyul_candidates(config)
-    )
+    rows = volume_manifest(wildcards.dataset)
+    split, seed = config["datasets"]["split"], config["seed"]
+    return shards.training_rows(rows, seed, split, wiring.nyul_candidates(config))
 
 
 def preprocess_shard_tables(wildcards, kind):
@@ -138,20 +136,6 @@ def slices_shard_files(kind):
     return files
 
 
-def slices_unfiltered_files(kind):
-    """Input function: one file of `kind` per planned shard of every dataset, unfiltered store (ablation)."""
-
-    def files(wildcards):
-        paths = []
-        for dataset in SLICE_DATASETS:
-            plan = checkpoints.slices_plan.get(dataset=dataset).output.plan
-            folder = f"{wiring.UNFILTERED_ROOT}/{dataset}"
-            paths += [f"{folder}/shard-{k}.{kind}" for k in wiring.planned_shards(plan)]
-        return paths
-
-    return files
-
-
 # ---- pretrain, embed and tasks
 
 
@@ -160,8 +144,10 @@ def pretrain_settings(method):
     return lambda wildcards: pretrain_run_settings(config, method, wildcards.arch)
 
 
-def pretrain_outputs(method):
-    folder = f"results/pretrain/{method}-{{arch}}"
+def pretrain_outputs(method, variant=False):
+    """Outputs of a run, `<method>-{arch}`, or of an ablation run, `<method>-{arch}-{variant}`."""
+    encoder = "{arch}-{variant}" if variant else "{arch}"
+    folder = f"results/pretrain/{method}-{encoder}"
     return {
         "encoder": f"{folder}/encoder.safetensors",
         "card": f"{folder}/model_card.json",
@@ -170,28 +156,7 @@ def pretrain_outputs(method):
             f"{folder}/curves.png",
             caption="../report/pretrain_curves.rst",
             category="4. Pretraining",
-            labels={"method": method, "encoder": "{arch}", "figure": "training curves"},
-        ),
-        "prov": f"{folder}/provenance.json",
-    }
-
-
-def pretrain_ablation_outputs(method):
-    """Outputs of a slice-filter ablation run, `<method>-{arch}-{variant}` (rule pretrain_ablation)."""
-    folder = f"results/pretrain/{method}-{{arch}}-{{variant}}"
-    return {
-        "encoder": f"{folder}/encoder.safetensors",
-        "card": f"{folder}/model_card.json",
-        "metrics": f"{folder}/metrics.csv",
-        "curves": report(
-            f"{folder}/curves.png",
-            caption="../report/pretrain_curves.rst",
-            category="4. Pretraining",
-            labels={
-                "method": method,
-                "encoder": "{arch}-{variant}",
-                "figure": "training curves",
-            },
+            labels={"method": method, "encoder": encoder, "figure": "training curves"},
         ),
         "prov": f"{folder}/provenance.json",
     }

@@ -39,7 +39,7 @@ from brainssl.datasets.layouts.base import (
     volume_array,
     write_truth,
 )
-from brainssl.datasets.layouts.bids import write_demo_root, write_tsv
+from brainssl.datasets.layouts.bids_demo import write_demo_root, write_tsv
 from brainssl.datasets.layouts.bids_names import TRUTH_IGNORE
 from brainssl.datasets.layouts.errors import DatasetInfo
 

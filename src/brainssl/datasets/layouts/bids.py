@@ -40,8 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from brainssl.datasets.layouts.base import first_readable, grid_difference, image_row, read_truth
 from brainssl.datasets.layouts.errors import DatasetInfo, DatasetLayoutError, SubjectError, SubjectRecorder
 from brainssl.datasets.layouts.files import file_problem, folder_problem, list_dir, require_root
@@ -52,7 +50,6 @@ from brainssl.datasets.layouts.tables import (
     parse_number,
     read_csv_table,
 )
-from brainssl.io import write_json, write_table, write_text
 
 __all__ = [
     "IGNORED_ENTITIES",
@@ -63,8 +60,6 @@ __all__ = [
     "parse_spec",
     "read",
     "read_tsv",
-    "write_demo_root",
-    "write_tsv",
 ]
 
 logger = logging.getLogger(__name__)
@@ -502,28 +497,3 @@ def _check_seen(root: Path, setup: _Setup, seen: _Seen, any_sessions_table: bool
         )
     if problems:
         raise DatasetLayoutError(f"{setup.info.name}: {root}: " + "; ".join(problems))
-
-
-# ---- what the demo writers (abide, atlas) share: the BIDS root files
-
-
-def write_tsv(path: Path, frame: pd.DataFrame) -> None:
-    """Write a BIDS table: tab-separated, empty cells as ``n/a``."""
-    write_table(path, frame.astype(object).where(frame.notna(), "n/a"))
-
-
-def write_demo_root(root: Path, name: str, readme: str, ignore: Sequence[str]) -> list[Path]:
-    """Write a demo dataset's ``dataset_description.json``, ``README`` and ``.bidsignore``."""
-    description = {
-        "Name": f"{name} (brainssl synthetic demo)",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "raw",
-        "License": "CC0",
-        "Authors": ["brainssl synthetic cohort generator"],
-        "GeneratedBy": [{"Name": "brainssl", "Description": "synthetic subjects, brainssl.synth"}],
-    }
-    paths = [root / "dataset_description.json", root / "README", root / ".bidsignore"]
-    write_json(paths[0], description)
-    write_text(paths[1], readme.strip() + "\n")
-    write_text(paths[2], "".join(f"{pattern}\n" for pattern in ignore))
-    return paths
