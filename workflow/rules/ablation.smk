@@ -13,20 +13,8 @@ ABLATION_METHOD, ABLATION_ARCH = wiring.ablation_run(config)
 ABLATION_VARIANTS = wiring.ablation_variants(config)
 # variant -> model card: filtered, the variants, random
 ABLATION_CARDS = wiring.ablation_cards(config)
-
-
-def slices_unfiltered_files(kind):
-    """Input function: one file of `kind` per planned shard of every dataset, unfiltered store (ablation)."""
-
-    def files(wildcards):
-        paths = []
-        for dataset in SLICE_DATASETS:
-            plan = checkpoints.slices_plan.get(dataset=dataset).output.plan
-            folder = f"{wiring.UNFILTERED_ROOT}/{dataset}"
-            paths += [f"{folder}/shard-{k}.{kind}" for k in wiring.planned_shards(plan)]
-        return paths
-
-    return files
+# the unfiltered store: every planned shard of every slice dataset
+UNFILTERED_ARGS = dict(root=wiring.UNFILTERED_ROOT, datasets=SLICE_DATASETS)
 
 
 use rule slices_shard as slices_unfiltered_shard with:
@@ -47,10 +35,10 @@ use rule slices_shard as slices_unfiltered_shard with:
 
 rule slices_unfiltered_merge:
     input:
-        index=slices_unfiltered_files("index.parquet"),
-        stats=slices_unfiltered_files("stats.parquet"),
-        arrays=slices_unfiltered_files("npy"),
-        labels=slices_unfiltered_files("labels.npy"),
+        index=slices_shard_files("index.parquet", **UNFILTERED_ARGS),
+        stats=slices_shard_files("stats.parquet", **UNFILTERED_ARGS),
+        arrays=slices_shard_files("npy", **UNFILTERED_ARGS),
+        labels=slices_shard_files("labels.npy", **UNFILTERED_ARGS),
     output:
         index=f"{wiring.UNFILTERED_ROOT}/index.parquet",
         stats=f"{wiring.UNFILTERED_ROOT}/stats.parquet",

@@ -12,10 +12,8 @@ min_version("9.0")
 # pandas suffice: tests/test_envs.py), never nibabel, SimpleITK, scipy, h5py, matplotlib, torch.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-# Jobs without --use-conda find the package through PYTHONPATH. Conda jobs do not (Snakemake
-# drops PYTHONPATH there): each env's post-deploy script (envs/<env>.post-deploy.sh) installs
-# the package from BRAINSSL_WORKFLOW_DIR when Snakemake creates the env. Setting (not reading)
-# variables, so no `envvars:` assertion is needed.
+# Plain jobs find the package through PYTHONPATH; conda jobs (which drop it) through their env's
+# post-deploy script (envs/<env>.post-deploy.sh), installing it from BRAINSSL_WORKFLOW_DIR.
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p),
     BRAINSSL_WORKFLOW_DIR=workflow.basedir,
@@ -43,11 +41,6 @@ onstart:
 # Jobs and params are pure functions of the config (brainssl.wiring); here: constraints, inputs.
 
 
-wildcard_constraints:
-    dataset="|".join(wiring.all_datasets(config)),
-    shard=r"\d+",
-
-
 ENABLED_DATASETS = wiring.enabled_datasets(config)
 PREPROCESS_ENABLED = wiring.preprocess_enabled(config)
 SLICE_DATASETS = wiring.slice_datasets(config)
@@ -62,6 +55,8 @@ TASK_RESULTS = wiring.task_results(config)
 
 
 wildcard_constraints:
+    dataset="|".join(wiring.all_datasets(config)),
+    shard=r"\d+",
     encoder="|".join(re.escape(name) for name in EMBED_ENCODERS),
 
 
@@ -125,13 +120,18 @@ def preprocess_shard_tables(wildcards, kind):
     return [f"{folder}/shard-{shard}.{kind}" for shard in range(n)]
 
 
-def slices_shard_files(kind):
-    """Input function: one file of `kind` per planned shard of a dataset (read from the plan)."""
+def slices_shard_files(kind, root="results/slices", datasets=None):
+    """Input function: a file of `kind` per planned shard of the dataset (or of `datasets`)."""
 
     def files(wildcards):
-        plan = checkpoints.slices_plan.get(dataset=wildcards.dataset).output.plan
-        folder = f"results/slices/{wildcards.dataset}"
-        return [f"{folder}/shard-{k}.{kind}" for k in wiring.planned_shards(plan)]
+        paths = []
+        for dataset in datasets or [wildcards.dataset]:
+            plan = checkpoints.slices_plan.get(dataset=dataset).output.plan
+            paths += [
+                f"{root}/{dataset}/shard-{k}.{kind}"
+                for k in wiring.planned_shards(plan)
+            ]
+        return paths
 
     return files
 
