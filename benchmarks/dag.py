@@ -53,7 +53,7 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SCALE_CONFIG = REPO / "config/scale.yaml"
 JOBS_GOAL = 5_000
 SECONDS_GOAL = 30.0
-# (format, file extension, session, modalities, has a label map) per dataset, as the native layouts have.
+# (format, file extension, session, contrasts, has a label map) per dataset, as the native layouts have.
 LAYOUT_FILES = {
     "ixi": ("nifti", "nii.gz", "", ("T1w", "T2w", "PD"), False),
     "brats21": ("nifti", "nii.gz", "", ("T1w", "T1ce", "T2w", "FLAIR"), True),
@@ -68,7 +68,7 @@ SLICE_DATASETS = [d for d in DATASETS if d in PREPROCESS_DATASETS and d != "hipp
 
 def stand_in_manifest(dataset: str, n_subjects: int, raw: Path) -> pd.DataFrame:
     """Write ``n_subjects`` subjects' empty stand-in files under ``raw`` and return their manifest."""
-    fmt, ext, session, modalities, has_label = LAYOUT_FILES[dataset]
+    fmt, ext, session, contrasts, has_label = LAYOUT_FILES[dataset]
     raw.mkdir(parents=True, exist_ok=True)
     template = make_row(dataset, "template", format=fmt, session=session, shape="1x1x1")
     rows = []
@@ -80,11 +80,11 @@ def stand_in_manifest(dataset: str, n_subjects: int, raw: Path) -> pd.DataFrame:
                 template,
                 subject=pseudonymize(dataset, native_id),
                 native_id=native_id,
-                modality=modality,
-                path=str(raw / f"{native_id}_{modality or 'image'}.{ext}"),
+                contrast=contrast,
+                path=str(raw / f"{native_id}_{contrast or 'image'}.{ext}"),
                 seg_path=seg,
             )
-            for modality in modalities
+            for contrast in contrasts
         ]
         rows += subject_rows
         _touch([row["path"] for row in subject_rows] + ([seg] if seg else []))

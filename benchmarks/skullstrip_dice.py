@@ -45,7 +45,7 @@ def main() -> None:
     results = {}
     for dataset in args.datasets:
         manifest = read_manifest(f"results/datasets/{dataset}/manifest.tsv")
-        t1 = manifest[(manifest["modality"] == "T1w") & (manifest["truth_brain_mask"] != "")]
+        t1 = manifest[(manifest["contrast"] == "T1w") & (manifest["truth_brain_mask"] != "")]
         t1 = t1.sort_values(["subject", "session"]).groupby("subject").head(1)
         for method in args.methods:
             values = stage_params(config, "preprocess", dataset, KEYS)

@@ -58,18 +58,18 @@ def make_volumes(root: Path, n_subjects: int, seed: int = 0) -> Path:
     for i in range(n_subjects):
         folder = root / f"sub-{i:012x}" / "ses-none"
         save_nifti(folder / "mask.nii.gz", nib.Nifti1Image(mask.astype(np.uint8), affine))
-        for modality in ("T1w", "T2w"):
-            data = np.asarray(load_template(modality).dataobj, dtype=np.float32)[crop]
+        for contrast in ("T1w", "T2w"):
+            data = np.asarray(load_template(contrast).dataobj, dtype=np.float32)[crop]
             data = data * rng.uniform(0.9, 1.1) + rng.normal(0, 0.02 * data[mask].std(), data.shape)
             z = (data - data[mask].mean()) / data[mask].std()
-            path = folder / f"{modality}.nii.gz"
+            path = folder / f"{contrast}.nii.gz"
             save_nifti(path, nib.Nifti1Image(np.where(mask, z, 0).astype(np.float32), affine))
             rows.append(
                 {
                     "dataset": "ixi",
                     "subject": f"sub-{i:012x}",
                     "session": "ses-none",
-                    "modality": modality,
+                    "contrast": contrast,
                     "path": str(path),
                     "mask_path": str(folder / "mask.nii.gz"),
                     "seg_path": "",

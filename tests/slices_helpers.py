@@ -42,17 +42,17 @@ def write_subject(root: Path, dataset: str, subject: str, rng: np.random.Generat
         seg_path = str(folder / "seg.nii.gz")
         save_nifti(seg_path, nib.Nifti1Image(labels, affine))
     rows = []
-    for modality in ("T1w", "T2w"):
+    for contrast in ("T1w", "T2w"):
         data = rng.normal(0.0, 1.0, SHAPE).astype(np.float32)
         data = np.where(mask, data, 0.0).astype(np.float32)
-        path = folder / f"{modality}.nii.gz"
+        path = folder / f"{contrast}.nii.gz"
         save_nifti(path, nib.Nifti1Image(data, affine))
         rows.append(
             {
                 "dataset": dataset,
                 "subject": subject,
                 "session": "ses-none",
-                "modality": modality,
+                "contrast": contrast,
                 "path": str(path),
                 "mask_path": str(folder / "mask.nii.gz"),
                 "seg_path": seg_path,

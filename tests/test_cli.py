@@ -127,15 +127,15 @@ def test_embed_of_a_session_equals_the_workflow(workflow, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert "3 scans" in capsys.readouterr().out
     slices, pooled = pd.read_parquet(tmp_path / "emb.slices.parquet"), pd.read_parquet(out)
-    ours = _by_key(slices, ["modality", "slice_index"])
-    theirs = _by_key(pd.read_parquet(root / "embed/slices.parquet"), ["modality", "slice_index"])
+    ours = _by_key(slices, ["contrast", "slice_index"])
+    theirs = _by_key(pd.read_parquet(root / "embed/slices.parquet"), ["contrast", "slice_index"])
     features = feature_columns(theirs)
     assert len(ours) == len(theirs) > 0 and feature_columns(ours) == features
-    np.testing.assert_array_equal(ours[["modality", "slice_index"]], theirs[["modality", "slice_index"]])
+    np.testing.assert_array_equal(ours[["contrast", "slice_index"]], theirs[["contrast", "slice_index"]])
     np.testing.assert_allclose(ours["position"], theirs["position"])
     np.testing.assert_allclose(ours[features], theirs[features], atol=1e-5)
-    units = _by_key(pd.read_parquet(root / "embed/subjects.parquet"), ["modality"])
-    pooled = _by_key(pooled, ["modality"])
+    units = _by_key(pd.read_parquet(root / "embed/subjects.parquet"), ["contrast"])
+    pooled = _by_key(pooled, ["contrast"])
     assert pooled["n_slices"].tolist() == units["n_slices"].tolist()
     np.testing.assert_allclose(pooled[features], units[features], atol=1e-5)
     assert sorted(pooled["image"]) == sorted(str(Path(p).resolve()) for p in files)
@@ -143,11 +143,11 @@ def test_embed_of_a_session_equals_the_workflow(workflow, tmp_path, capsys):
 
 def test_embed_of_one_scan_alone_and_its_errors(workflow, tmp_path, capsys):
     root, manifest = workflow
-    t1 = manifest.loc[manifest["modality"] == "T1w", "path"].iloc[0]
+    t1 = manifest.loc[manifest["contrast"] == "T1w", "path"].iloc[0]
     out = tmp_path / "t1.parquet"
     assert main(["embed", "--encoder", str(root / "run/export"), t1, "-o", str(out), "--all-slices"]) == 0
     slices = pd.read_parquet(tmp_path / "t1.slices.parquet")
-    theirs = pd.read_parquet(root / "embed/slices.parquet").query("modality == 'T1w'")
+    theirs = pd.read_parquet(root / "embed/slices.parquet").query("contrast == 'T1w'")
     # every cut slice, and the kept ones are the workflow's (the reference contrast alone is the same)
     assert len(slices) > len(theirs) and set(theirs["slice_index"]) <= set(slices["slice_index"])
     mine = slices.set_index("slice_index").loc[theirs["slice_index"]]
@@ -163,7 +163,7 @@ def test_embed_of_one_scan_alone_and_its_errors(workflow, tmp_path, capsys):
     odd = tmp_path / "scan.nii.gz"
     odd.write_bytes(Path(t1).read_bytes())
     assert main(["embed", "--encoder", str(root / "run/export"), str(odd), "-o", str(out)]) == 2
-    assert "--modality" in capsys.readouterr().err
+    assert "--contrast" in capsys.readouterr().err
 
 
 def test_card_prints_the_recipe(workflow, capsys):

@@ -323,8 +323,8 @@ def fastmri_same_patient_and_acquisition(root: Path, deny: Deny) -> Expect:
     def check(manifest: pd.DataFrame) -> None:
         rows = manifest[manifest["native_id"] == first.stem]
         assert sorted(rows["session"]) == sorted([first.stem, second.stem])
-        assert rows["subject"].nunique() == 1 and set(rows["modality"]) == {"T1w"}
-        assert not manifest.duplicated(["subject", "session", "modality"]).any()
+        assert rows["subject"].nunique() == 1 and set(rows["contrast"]) == {"T1w"}
+        assert not manifest.duplicated(["subject", "session", "contrast"]).any()
 
     return Expect(extra={first.stem}, check=check)
 
@@ -412,8 +412,8 @@ def oasis_lowest_run_broken(root: Path, deny: Deny) -> Expect:
 
     def check(manifest: pd.DataFrame) -> None:
         rows = manifest[manifest["native_id"] == nid("oasis3", 1)]
-        assert sorted(rows["modality"]) == ["FLAIR", "T1w", "T2w"]  # the session is kept
-        assert rows.loc[rows["modality"] == "T1w", "path"].item() == str(second)
+        assert sorted(rows["contrast"]) == ["FLAIR", "T1w", "T2w"]  # the session is kept
+        assert rows.loc[rows["contrast"] == "T1w", "path"].item() == str(second)
 
     return Expect(
         failures=[(str(first.relative_to(root)), "truncated or corrupt?")],

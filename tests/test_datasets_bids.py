@@ -59,7 +59,7 @@ def test_abide_demo_read_through_generic_bids(demo: dict[str, Path]) -> None:
     assert list(manifest["native_id"]) == [abide.native_id(i) for i in range(4)]  # 0050002: zeros kept
     assert list(manifest["diagnosis"]) == [abide.diagnosis(i) for i in range(4)]
     assert list(manifest["site"]) == list(abide.SITES)
-    assert manifest["session"].eq("ses-1").all() and manifest["modality"].eq("T1w").all()
+    assert manifest["session"].eq("ses-1").all() and manifest["contrast"].eq("T1w").all()
     assert manifest["path"].str.endswith("_ses-1_run-1_T1w.nii.gz").all()
     assert manifest["age"].between(7, 35).all() and manifest["sex"].isin(["M", "F"]).all()
     table = pd.read_csv(demo["abide"] / "participants.tsv", sep="\t", dtype=str)
@@ -112,7 +112,7 @@ def test_runs_entities_and_values_maps(tmp_path: Path) -> None:
         "values": {"diagnosis": {"ADHD": "adhd", "TD": "control"}},
     }
     manifest, failures = build_manifest("mine", root, entry=entry)
-    used = {(r.native_id, r.modality): Path(r.path).name for r in manifest.itertuples()}
+    used = {(r.native_id, r.contrast): Path(r.path).name for r in manifest.itertuples()}
     assert used == {
         ("01", "T1w"): "sub-01_run-1_T1w.nii.gz",  # the lowest run, not the ce- variant
         ("01", "T1ce"): "sub-01_ce-gd_T1w.nii.gz",

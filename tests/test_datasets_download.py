@@ -116,13 +116,13 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
     return tarfile.TarInfo(name), data
 
 
-def _fake_nifti(subject: str, modality: str) -> bytes:
-    return gzip.compress(f"not really a NIfTI: {subject} {modality}\n".encode() * 40, mtime=0)
+def _fake_nifti(subject: str, contrast: str) -> bytes:
+    return gzip.compress(f"not really a NIfTI: {subject} {contrast}\n".encode() * 40, mtime=0)
 
 
-def _ixi_tar(modality: str, prefix: str = "") -> bytes:
+def _ixi_tar(contrast: str, prefix: str = "") -> bytes:
     """A flat archive as IXI ships it: ``IXI002-Guys-0828-T1.nii.gz`` at the top level."""
-    return _tar_bytes([_file(f"{prefix}{s}-{modality}.nii.gz", _fake_nifti(s, modality)) for s in SUBJECTS])
+    return _tar_bytes([_file(f"{prefix}{s}-{contrast}.nii.gz", _fake_nifti(s, contrast)) for s in SUBJECTS])
 
 
 def _sha(data: bytes) -> str:
@@ -141,7 +141,7 @@ def ixi_server(server: _FileServer) -> _FileServer:
 
 def test_packaged_table_lists_every_archive_with_unknown_checksums() -> None:
     table = load_checksum_table()
-    expected = {f"IXI-{m}.tar" for m in dl.IXI_MODALITIES} | {IXI_DEMOGRAPHICS}
+    expected = {f"IXI-{m}.tar" for m in dl.IXI_CONTRASTS} | {IXI_DEMOGRAPHICS}
     assert set(table) == expected
     for entry in table.values():
         assert entry.sha256 is None and entry.size_bytes is None  # never invented
@@ -163,7 +163,7 @@ def test_fetch_ixi_downloads_pins_and_extracts_native_layout(
 ) -> None:
     dest = tmp_path / "ixi"
     with caplog.at_level(logging.WARNING, logger=checksums.__name__):
-        out = fetch_ixi(dest, modalities=("T1",), base_url=ixi_server.base_url, **FAST)
+        out = fetch_ixi(dest, contrasts=("T1",), base_url=ixi_server.base_url, **FAST)
 
     assert out == dest
     for subject in SUBJECTS:
@@ -183,34 +183,34 @@ def test_fetch_ixi_downloads_pins_and_extracts_native_layout(
 
 def test_second_fetch_requests_nothing(ixi_server: _FileServer, tmp_path: Path) -> None:
     dest = tmp_path / "ixi"
-    fetch_ixi(dest, modalities=("T1",), base_url=ixi_server.base_url, **FAST)
+    fetch_ixi(dest, contrasts=("T1",), base_url=ixi_server.base_url, **FAST)
     assert len(ixi_server.requests) == 2
     image = dest / "IXI-T1" / f"{SUBJECTS[0]}-T1.nii.gz"
     mtime = image.stat().st_mtime_ns
 
-    fetch_ixi(dest, modalities=("T1",), base_url=ixi_server.base_url, **FAST)
+    fetch_ixi(dest, contrasts=("T1",), base_url=ixi_server.base_url, **FAST)
     assert len(ixi_server.requests) == 2
     assert image.stat().st_mtime_ns == mtime  # not re-extracted either
 
     # A lost extraction is rebuilt from the verified archive, still without a request.
     (dest / "IXI-T1" / COMPLETE_MARKER).unlink()
-    fetch_ixi(dest, modalities=("T1",), base_url=ixi_server.base_url, **FAST)
+    fetch_ixi(dest, contrasts=("T1",), base_url=ixi_server.base_url, **FAST)
     assert len(ixi_server.requests) == 2
     assert (dest / "IXI-T1" / COMPLETE_MARKER).is_file()
 
 
 def test_fetch_without_archives_kept_is_still_idempotent(ixi_server: _FileServer, tmp_path: Path) -> None:
     dest = tmp_path / "ixi"
-    kwargs = {"modalities": ("T1",), "base_url": ixi_server.base_url, "keep_archives": False, **FAST}
+    kwargs = {"contrasts": ("T1",), "base_url": ixi_server.base_url, "keep_archives": False, **FAST}
     fetch_ixi(dest, **kwargs)
     assert not (dest / "IXI-T1.tar").exists()
     fetch_ixi(dest, **kwargs)
     assert ixi_server.count("IXI-T1.tar") == 1
 
 
-def test_fetch_rejects_unknown_modality(tmp_path: Path) -> None:
+def test_fetch_rejects_unknown_contrast(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="FLAIR"):
-        fetch_ixi(tmp_path, modalities=("T1", "FLAIR"), base_url="http://127.0.0.1:9/")
+        fetch_ixi(tmp_path, contrasts=("T1", "FLAIR"), base_url="http://127.0.0.1:9/")
 
 
 def test_fetch_with_table_sha_mismatch_names_file_and_keeps_nothing(

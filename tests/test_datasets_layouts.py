@@ -74,9 +74,9 @@ def test_nifti_layouts_round_trip_geometry_and_labels(demo: dict[str, Path], dat
         truth = _regenerate(dataset, index)
         rows = manifest[manifest["native_id"] == LAYOUTS[dataset].native_id(index)]
         rows = rows[rows["session"] == rows["session"].min()]
-        assert sorted(rows["modality"]) == sorted(truth.images)
+        assert sorted(rows["contrast"]) == sorted(truth.images)
         for row in rows.itertuples():
-            volume = truth.images[row.modality]
+            volume = truth.images[row.contrast]
             if dataset == "brats21":  # skull-stripped on write
                 volume = type(volume)(np.where(truth.brain_mask.data > 0, volume.data, 0), volume.affine)
             _assert_volume(row.path, volume)
@@ -109,7 +109,7 @@ def test_oasis_second_session_is_same_subject_older(demo: dict[str, Path]) -> No
 
 def test_fastmri_round_trip(demo: dict[str, Path]) -> None:
     from brainssl.datasets.layouts.fastmri import (
-        ACQUISITION_MODALITY,
+        ACQUISITION_CONTRAST,
         ACQUISITIONS,
         MAX_SLICES,
         brain_slices,
@@ -121,8 +121,8 @@ def test_fastmri_round_trip(demo: dict[str, Path]) -> None:
     assert failures.empty and len(manifest) == N_SUBJECTS
     for index in range(N_SUBJECTS):
         truth = _regenerate("fastmri_brain", index)
-        modality = ACQUISITION_MODALITY[ACQUISITIONS[index]]
-        stack, affine = to_slice_stack(truth.images[modality].data, truth.images[modality].affine)
+        contrast = ACQUISITION_CONTRAST[ACQUISITIONS[index]]
+        stack, affine = to_slice_stack(truth.images[contrast].data, truth.images[contrast].affine)
         mask_stack, _ = to_slice_stack(truth.brain_mask.data, truth.brain_mask.affine)
         picked, affine = brain_slices(mask_stack, affine)
         assert (
@@ -131,7 +131,7 @@ def test_fastmri_round_trip(demo: dict[str, Path]) -> None:
         )
         stack = stack[picked]
         row = manifest[manifest["native_id"] == LAYOUTS["fastmri_brain"].native_id(index)].iloc[0]
-        assert row.modality == modality
+        assert row.contrast == contrast
         with h5py.File(row.path) as handle:
             kspace, rss = handle["kspace"][()], handle["reconstruction_rss"][()]
             assert handle.attrs["acquisition"] == ACQUISITIONS[index]
@@ -163,7 +163,7 @@ def test_tumor4_round_trip(demo: dict[str, Path]) -> None:
         expected = truth.meta.pathology if truth.meta.pathology != "none" else "notumor"
         assert row.tumor_class == expected == Path(row.path).parent.name
         assert row.split_group == ("test" if nid.startswith("Te-") else "train")
-        assert row.modality == next(iter(truth.images))
+        assert row.contrast == next(iter(truth.images))
         assert row["shape"] == "256x256" and row.format == "jpg"
 
 
@@ -218,7 +218,7 @@ def test_truncated_hdf5_is_a_failure(copy_of) -> None:
     assert len(manifest) == N_SUBJECTS - 1
 
 
-def test_missing_modality_is_a_failure(copy_of) -> None:
+def test_missing_contrast_is_a_failure(copy_of) -> None:
     root = copy_of("brats21")
     nid = brats.native_id(2)
     missing = root / nid / f"{nid}_t2.nii.gz"

@@ -76,7 +76,7 @@ def test_manifest_schema_columns_and_dtypes(manifests: dict[str, pd.DataFrame]) 
 @pytest.mark.parametrize(
     ("column", "value", "words"),
     [
-        ("modality", "T3w", "'modality', row 1: value 'T3w'"),
+        ("contrast", "T3w", "'contrast', row 1: value 'T3w'"),
         ("dataset", "ADNI 2", "'dataset', row 1"),  # any lower-case name is a user's BIDS entry
         ("subject", "sub-XYZ", "'subject', row 1"),
         ("sex", "male", "'sex', row 1"),
@@ -113,12 +113,12 @@ def test_check_manifest_rejects_identity_and_column_errors(manifests: dict[str, 
         check_manifest(frame)
     with pytest.raises(ValueError, match=r"missing \['tumor_class'\]"):
         check_manifest(manifests["ixi"].drop(columns="tumor_class"))
-    jpg_without_modality = manifests["tumor4"].copy()
-    jpg_without_modality["modality"] = ""
-    check_manifest(jpg_without_modality)  # real 4-class images have no known contrast
+    jpg_without_contrast = manifests["tumor4"].copy()
+    jpg_without_contrast["contrast"] = ""
+    check_manifest(jpg_without_contrast)  # real 4-class images have no known contrast
     nifti = manifests["ixi"].copy()
-    nifti.loc[2, "modality"] = ""
-    with pytest.raises(ValueError, match="'modality', row 2: required for nifti"):
+    nifti.loc[2, "contrast"] = ""
+    with pytest.raises(ValueError, match="'contrast', row 2: required for nifti"):
         check_manifest(nifti)
 
 
@@ -174,7 +174,7 @@ def test_read_manifest_restores_empty_strings_and_floats(tmp_path):
     from brainssl.datasets.manifest import make_row, rows_to_frame
     from brainssl.io import write_table
 
-    row = make_row("ixi", "IXI002-Guys-0828", modality="T1w", path="a.nii.gz", format="nifti", shape="2x2x2")
+    row = make_row("ixi", "IXI002-Guys-0828", contrast="T1w", path="a.nii.gz", format="nifti", shape="2x2x2")
     written = rows_to_frame([row])
     write_table(tmp_path / "m.tsv", written)
     back = read_manifest(tmp_path / "m.tsv")

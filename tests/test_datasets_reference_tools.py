@@ -272,8 +272,8 @@ def test_oasis_adapter_holds_on_real_bids_details(cohort, tmp_path: Path) -> Non
     (anat.parent / "func").mkdir()
     shutil.copyfile(t1, anat.parent / "func" / f"{stem}_task-rest_run-01_bold.nii.gz")
     manifest, failures = build_manifest("oasis3", root)
-    assert clean[["subject", "session", "modality", "path"]].equals(
-        manifest[["subject", "session", "modality", "path"]]
+    assert clean[["subject", "session", "contrast", "path"]].equals(
+        manifest[["subject", "session", "contrast", "path"]]
     )
     noted = {Path(p).name: reason for p, reason in zip(failures["path"], failures["reason"], strict=True)}
     assert set(noted) == {n for n in extra if n.endswith((".nii", ".nii.gz")) and "T2star" not in n}
@@ -283,7 +283,7 @@ def test_oasis_adapter_holds_on_real_bids_details(cohort, tmp_path: Path) -> Non
     # with the plain T2w gone, a file without run- (the lowest run) beats run-01 whatever its acq-
     t2.unlink()
     manifest, _ = build_manifest("oasis3", root)
-    rows = manifest[(manifest["session"] == "ses-d0106") & (manifest["modality"] == "T2w")]
+    rows = manifest[(manifest["session"] == "ses-d0106") & (manifest["contrast"] == "T2w")]
     assert Path(rows["path"].item()).name == f"{stem}_acq-TSE_T2w.nii.gz"
 
 

@@ -22,7 +22,7 @@ from brainssl.pretrain.export import write_export
 from brainssl.slices import SHARD_KEYS, SliceSettings
 
 FAST = {"spacing_mm": 4.0, "skull_strip": "none", "n4": {"enabled": False}}
-MARKS = NyulLandmarks((1.0, 50.0, 99.0), (0.0, 40.0, 100.0), n_train=2, modality="T1w")
+MARKS = NyulLandmarks((1.0, 50.0, 99.0), (0.0, 40.0, 100.0), n_train=2, contrast="T1w")
 
 
 def _release(source: str = "synthetic") -> dict:
@@ -48,10 +48,10 @@ def _release(source: str = "synthetic") -> dict:
 def run(tmp_path):
     """A training run's folder (weights + training card) and the slice index it was trained on."""
     rows = [
-        {"dataset": d, "subject": f"sub-{d}{i}", "session": "ses-none", "modality": m, "split": split}
-        for d, modalities in (("ixi", ["T1w", "T2w"]), ("oasis3", ["T1w"]), ("tumor4", [""]))
+        {"dataset": d, "subject": f"sub-{d}{i}", "session": "ses-none", "contrast": m, "split": split}
+        for d, contrasts in (("ixi", ["T1w", "T2w"]), ("oasis3", ["T1w"]), ("tumor4", [""]))
         for i, split in enumerate(["train", "train", "train", "val"])
-        for m in modalities
+        for m in contrasts
         for _ in range(2)  # two slices per scan
     ]
     index = tmp_path / "index.parquet"

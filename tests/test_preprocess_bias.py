@@ -30,7 +30,7 @@ def _demo_settings() -> PreprocessSettings:
 def test_n4_with_demo_settings_lowers_white_matter_cov(index: int) -> None:
     """Demo T1w heads (seed 1234) resampled as the stage does; WM CoV must drop by a quarter or more."""
     settings = _demo_settings()
-    subject = generate_subject(1234, f"n4-{index}", SubjectParams(modalities=("T1w",), grid_mm=2.0))
+    subject = generate_subject(1234, f"n4-{index}", SubjectParams(contrasts=("T1w",), grid_mm=2.0))
     volume = subject.images["T1w"]
     raw = nib.Nifti1Image(volume.data.astype(np.float32), volume.affine)
     img = reorient_resample(raw, settings.spacing_mm)

@@ -29,14 +29,14 @@ PLAIN = {"spacing_mm": 2.0, "skull_strip": "none", "n4": {"enabled": False}}
 def _shard_table(subjects: dict[str, str]) -> pd.DataFrame:
     rows = []
     for subject, flags in subjects.items():
-        for modality in ("T1w", "T2w"):
+        for contrast in ("T1w", "T2w"):
             row = dict.fromkeys(TABLE_COLUMNS, "")
             row.update(
                 dataset="ixi",
                 subject=subject,
                 session="ses-none",
-                modality=modality,
-                path=f"/out/{subject}/{modality}.nii.gz",
+                contrast=contrast,
+                path=f"/out/{subject}/{contrast}.nii.gz",
                 brain_ml=1200.0,
                 snr=20.0,
                 bias_std=0.1,
@@ -96,13 +96,13 @@ def _blob_head(seed: int, scale: float, shape=(40, 44, 40)) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.abs(data).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
 
 
-def test_landmarks_are_fitted_per_modality_and_round_trip(tmp_path: Path) -> None:
+def test_landmarks_are_fitted_per_contrast_and_round_trip(tmp_path: Path) -> None:
     rows = []
     for index in range(3):
         path = tmp_path / f"s{index}.nii.gz"
         nib.save(_blob_head(index, 1.0 + index), path)
         rows.append(
-            {"dataset": "ixi", "subject": f"sub-{index}", "session": "", "modality": "T1w", "path": str(path)}
+            {"dataset": "ixi", "subject": f"sub-{index}", "session": "", "contrast": "T1w", "path": str(path)}
         )
     # the blobs are small heads: a brain-volume range they pass (landmarks use QC-passing sessions only)
     settings = PreprocessSettings.from_dict({**PLAIN, "qc": {"brain_ml": [50.0, 5000.0]}})
@@ -152,7 +152,7 @@ def test_fastmri_rows_run_through_a_shard(tmp_path: Path) -> None:
     path = tmp_path / "file_brain_AXT2_201_600001.h5"
     _write_fastmri(path, head, spacing=(2.0, 2.0, 6.0))
     rows = pd.DataFrame(
-        [{"dataset": "fastmri_brain", "subject": "sub-f", "session": "", "modality": "T2w",
+        [{"dataset": "fastmri_brain", "subject": "sub-f", "session": "", "contrast": "T2w",
           "path": str(path), "format": "fastmri_h5"}]
     )  # fmt: skip
     settings = PreprocessSettings.from_dict(PLAIN)

@@ -52,7 +52,7 @@ def test_whitestripe_centres_white_matter(means: tuple[float, float, float], bri
 def test_nyul_landmarks_depend_on_training_only() -> None:
     rng = np.random.default_rng(2)
     train = [_tissue_volume(rng, (30.0, 60.0, 100.0), gain=g)[:2] for g in (0.8, 1.0, 1.6)]
-    landmarks = fit_nyul(train, modality="T1w")
+    landmarks = fit_nyul(train, contrast="T1w")
     frozen = landmarks.to_dict()
     assert landmarks.n_train == 3
     # applying to a training image puts its landmarks on the standard ones (known values)
@@ -75,7 +75,7 @@ def test_nyul_landmarks_depend_on_training_only() -> None:
 
 def test_nyul_landmarks_round_trip_json(tmp_path) -> None:
     rng = np.random.default_rng(3)
-    landmarks = fit_nyul([_tissue_volume(rng, (30.0, 60.0, 100.0))[:2]], modality="T2w")
+    landmarks = fit_nyul([_tissue_volume(rng, (30.0, 60.0, 100.0))[:2]], contrast="T2w")
     landmarks.save(tmp_path / "nyul.json")
     assert NyulLandmarks.load(tmp_path / "nyul.json") == landmarks
 

@@ -28,11 +28,11 @@ def _head(seed: int, scale: float, radius: float = 0.8) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.abs(data).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
 
 
-def _row(tmp_path: Path, subject: str, modality: str, img: nib.Nifti1Image | None) -> dict[str, str]:
-    path = tmp_path / f"{subject}_{modality}.nii.gz"
+def _row(tmp_path: Path, subject: str, contrast: str, img: nib.Nifti1Image | None) -> dict[str, str]:
+    path = tmp_path / f"{subject}_{contrast}.nii.gz"
     if img is not None:
         nib.save(img, path)
-    return {"dataset": "oasis3", "subject": subject, "session": "", "modality": modality, "path": str(path)}
+    return {"dataset": "oasis3", "subject": subject, "session": "", "contrast": contrast, "path": str(path)}
 
 
 def test_a_qc_failed_scan_that_sorts_first_is_not_a_landmark_subject(tmp_path: Path) -> None:

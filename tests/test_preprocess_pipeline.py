@@ -63,7 +63,7 @@ def _rotation(deg: tuple[float, float, float]) -> np.ndarray:
 def make_head(
     spacing: tuple[float, float, float],
     seed: int,
-    modality: str = "T1w",
+    contrast: str = "T1w",
     axes: tuple[float, float, float] = (-1.0, -1.0, 1.0),
     oblique_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
     pose: np.ndarray | None = None,
@@ -76,7 +76,7 @@ def make_head(
         pose = np.eye(4)
         pose[:3, :3] = _rotation(tuple(rng.uniform(-8, 8, 3))) @ np.diag(rng.uniform(0.94, 1.06, 3))
         pose[:3, 3] = rng.uniform(-6, 6, 3)
-    template = load_template(modality, 1.0)
+    template = load_template(contrast, 1.0)
     linear = _rotation(oblique_deg) @ np.diag(np.asarray(axes) * np.asarray(spacing))
     corners = np.array([[i, j, k] for i in (0, 192) for j in (0, 228) for k in (0, 192)], float)
     world = (corners @ template.affine[:3, :3].T + template.affine[:3, 3]) @ pose[:3, :3].T + pose[:3, 3]
@@ -174,7 +174,7 @@ def test_session_contrast_registration_and_round_trip() -> None:
     moved = np.eye(4)
     moved[:3, :3] = _rotation((0.0, 3.0, 4.0))
     moved[:3, 3] = (4.0, -3.0, 2.0)  # the subject moved between the two scans
-    t2 = make_head((3.0, 3.0, 3.0), seed=3, modality="T2w", axes=(1.0, -1.0, 1.0), pose=moved @ t1.pose)
+    t2 = make_head((3.0, 3.0, 3.0), seed=3, contrast="T2w", axes=(1.0, -1.0, 1.0), pose=moved @ t1.pose)
     settings = _fast_settings(
         n4=N4Settings(enabled=False),
         normalisation=NormalisationSettings(method="none", clip_percentiles=None, zero_background=False),
@@ -192,7 +192,7 @@ def test_session_contrast_registration_and_round_trip() -> None:
     written = np.asarray(result.volumes["T1w"].dataobj)[tuple(voxels.astype(int).T)]
     assert np.allclose(written, expected, rtol=1e-3, atol=1e-2)
     # registered contrast: the returned T2w voxel shows the same anatomy (template point)
-    _, ijk2 = to_original_space(voxels, record, modality="T2w")
+    _, ijk2 = to_original_space(voxels, record, contrast="T2w")
     anatomy_t1 = _apply(np.linalg.inv(t1.pose), world)
     anatomy_t2 = _apply(np.linalg.inv(t2.pose) @ t2.image.affine, ijk2)
     error = np.linalg.norm(anatomy_t1 - anatomy_t2, axis=1)
@@ -224,7 +224,7 @@ def _row(subject: str, path: str, **extra: str) -> dict[str, str]:
         "dataset": "ixi",
         "subject": subject,
         "session": "",
-        "modality": "T1w",
+        "contrast": "T1w",
         "path": path,
         "format": "nifti",
         "seg_path": "",

@@ -20,15 +20,15 @@ def _manifest(n: int, start: int = 0) -> pd.DataFrame:
     for i in range(start, start + n):
         # pseudonymous ids are hashes: their order differs from the native order on purpose
         subject = f"sub-{(i * 7919) % 1000:012d}"
-        for modality in ("T1w", "T2w"):
+        for contrast in ("T1w", "T2w"):
             rows.append(
                 {
                     "dataset": "ixi",
                     "subject": subject,
                     "native_id": f"IXI{i:03d}",
                     "session": "",
-                    "modality": modality,
-                    "path": f"/raw/IXI{i:03d}-{modality}.nii.gz",
+                    "contrast": contrast,
+                    "path": f"/raw/IXI{i:03d}-{contrast}.nii.gz",
                     "format": "nifti",
                     "seg_path": "",
                     "truth_brain_mask": f"/raw/_truth/IXI{i:03d}/brain_mask.nii.gz",

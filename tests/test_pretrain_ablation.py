@@ -44,7 +44,7 @@ def test_the_unfiltered_store_holds_every_brain_slice_and_the_filtered_ones(tmp_
     )
     kept, _ = _shard(tmp_path, filtered, "filtered")
     every, stats = _shard(tmp_path, unfiltered_overrides(filtered), "unfiltered")
-    key = ["subject", "modality", "slice_index"]
+    key = ["subject", "contrast", "slice_index"]
     keys_kept = set(map(tuple, kept[key].to_numpy()))
     keys_every = set(map(tuple, every[key].to_numpy()))
     assert keys_kept < keys_every  # a strict superset: the filter dropped some brain slices

@@ -22,7 +22,7 @@ def _store(tmp_path, n_subjects=6, per_subject=12, size=16):
                 "dataset": "ixi",
                 "subject": f"s{subject}",
                 "session": "",
-                "modality": ["T1w", "T2w"][k % 2],
+                "contrast": ["T1w", "T2w"][k % 2],
                 "slice_index": k,
                 "position": (k + 0.5) / per_subject,
                 "entropy": 1.0,

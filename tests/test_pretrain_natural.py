@@ -290,7 +290,7 @@ def _store(tmp_path, n_subjects=6, per_subject=8, size=32):
             **{c: "" for c in INDEX_COLUMNS},
             "dataset": "ixi",
             "subject": f"s{i // per_subject}",
-            "modality": ["T1w", "T2w"][i % 2],
+            "contrast": ["T1w", "T2w"][i % 2],
             "slice_index": i % per_subject,
             "position": (i % per_subject + 0.5) / per_subject,
             "entropy": 1.0,

@@ -58,7 +58,7 @@ def test_distributed_sampler_splits_ranks_disjointly(indexes: list[Path]) -> Non
         sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=3)
         loader = DataLoader(ds, batch_size=7, sampler=sampler)
         rows = [r for _, batch_rows in loader for r in batch_rows.tolist()]
-        keys = {tuple(ds.index.iloc[r][["subject", "modality", "slice_index"]]) for r in rows}
+        keys = {tuple(ds.index.iloc[r][["subject", "contrast", "slice_index"]]) for r in rows}
         assert len(keys) == len(rows) == n // 2
         seen.append(keys)
     assert not seen[0] & seen[1]

@@ -37,7 +37,7 @@ def _stats() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "dataset": ["ixi"] * 4 + ["brats21"] * 2,
-            "modality": ["T1w", "T1w", "T2w", "T2w", "", ""],
+            "contrast": ["T1w", "T1w", "T2w", "T2w", "", ""],
             "position": [0.05, 0.45, 0.55, 0.95, np.nan, np.nan],
             "entropy": [1.0, 4.0, 4.5, 5.0, 2.0, 3.0],
             "threshold": [2.0, 2.0, 3.0, 3.0, 2.5, 2.5],
@@ -71,7 +71,7 @@ def test_entropy_histogram_panels_bars_and_thresholds(tmp_path: Path) -> None:
     kept_bars, dropped_bars = ixi.patches[:40], ixi.patches[40:]
     assert sum(p.get_height() for p in kept_bars) == 3
     assert sum(p.get_height() for p in dropped_bars) == 1
-    # one threshold line per modality, at its median threshold, named in the legend (not on the plot,
+    # one threshold line per contrast, at its median threshold, named in the legend (not on the plot,
     # where the labels of close thresholds overlapped), each in its own colour and dash
     assert sorted(line.get_xdata()[0] for line in ixi.get_lines()) == [2.0, 3.0]
     assert [t.get_text() for t in ixi.get_legend().get_texts()][2:] == [
@@ -81,18 +81,18 @@ def test_entropy_histogram_panels_bars_and_thresholds(tmp_path: Path) -> None:
     assert [t.get_text() for t in brats.get_legend().get_texts()][2:] == ["threshold 2D: 2.50"]
     assert not ixi.texts and not brats.texts
     styles = {(line.get_color(), line.get_linestyle()) for line in ixi.get_lines()}
-    assert len(styles) == 2, "each modality's threshold is told apart by colour and dash"
+    assert len(styles) == 2, "each contrast's threshold is told apart by colour and dash"
 
 
 def test_entropy_histogram_thresholds_a_hair_apart_stay_readable(tmp_path: Path) -> None:
     """fastMRI: four contrasts whose thresholds lie within one bar; every one is named, none overlaps."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    modalities = ("FLAIR", "T1", "T1POST", "T2")
+    contrasts = ("FLAIR", "T1", "T1POST", "T2")
     stats = pd.DataFrame(
         {
             "dataset": "fastmri_brain",
-            "modality": np.repeat(modalities, 10),
+            "contrast": np.repeat(contrasts, 10),
             "position": np.nan,
             "entropy": np.tile(np.linspace(0.5, 6.0, 10), 4),
             "threshold": np.repeat([2.10, 2.12, 2.15, 2.20], 10),
@@ -103,7 +103,7 @@ def test_entropy_histogram_thresholds_a_hair_apart_stay_readable(tmp_path: Path)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[2:] == [
-        f"threshold {m}: {v:.2f}" for m, v in zip(modalities, (2.10, 2.12, 2.15, 2.20), strict=True)
+        f"threshold {m}: {v:.2f}" for m, v in zip(contrasts, (2.10, 2.12, 2.15, 2.20), strict=True)
     ]
     assert len({(line.get_color(), str(line.get_linestyle())) for line in ax.get_lines()}) == 4
     renderer = FigureCanvasAgg(fig).get_renderer()

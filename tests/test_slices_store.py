@@ -83,7 +83,7 @@ def test_window_through_the_shard_keeps_exactly_the_configured_slices(root: Path
     exact = SliceSettings(size=16, position_window=(5 / 17, 12 / 17), **ALL)
     index = pd.read_parquet(_build(root, exact, 0, "exact")["index.parquet"])
     assert sorted(set(index["slice_index"])) == list(range(9, 17))
-    assert (index.groupby(["subject", "modality"]).size() == 8).all()
+    assert (index.groupby(["subject", "contrast"]).size() == 8).all()
     inner = SliceSettings(size=16, position_window=(5 / 17 + 1e-6, 12 / 17 - 1e-6), **ALL)
     index = pd.read_parquet(_build(root, inner, 0, "inner")["index.parquet"])
     assert sorted(set(index["slice_index"])) == list(range(10, 16))
@@ -92,7 +92,7 @@ def test_window_through_the_shard_keeps_exactly_the_configured_slices(root: Path
 def test_percentile_threshold_keeps_the_upper_part(shard0: dict[str, Path]) -> None:
     stats = pd.read_parquet(shard0["stats.parquet"])
     cand = stats[stats["reason"].isin(["", "entropy"])]
-    for _, group in cand.groupby("modality"):
+    for _, group in cand.groupby("contrast"):
         assert group["threshold"].nunique() == 1
         kept = group[group["kept"]]
         assert (kept["entropy"] >= kept["threshold"]).all()

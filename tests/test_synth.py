@@ -29,7 +29,7 @@ def subject(
         pathology=pathology,
         diagnosis=diagnosis,
         age_range=age_range,
-        modalities=ALL,
+        contrasts=ALL,
         anisotropic_prob=anisotropic,
         oblique_prob=oblique,
     )
@@ -47,7 +47,7 @@ def eroded(mask: np.ndarray) -> np.ndarray:
 
 
 def test_same_seed_and_id_give_identical_subjects():
-    params = SubjectParams(pathology="glioma", modalities=("T1w", "FLAIR"))
+    params = SubjectParams(pathology="glioma", contrasts=("T1w", "FLAIR"))
     a, b = generate_subject(3, "sub-01", params), generate_subject(3, "sub-01", params)
     for key in a.images:
         np.testing.assert_array_equal(a.images[key].data, b.images[key].data)
@@ -58,7 +58,7 @@ def test_same_seed_and_id_give_identical_subjects():
 
 
 def test_different_id_gives_different_subject():
-    params = SubjectParams(modalities=("T1w",))
+    params = SubjectParams(contrasts=("T1w",))
     a, b = generate_subject(3, "sub-01", params), generate_subject(3, "sub-02", params)
     assert a.meta.age != b.meta.age
     assert a.images["T1w"].data.shape != b.images["T1w"].data.shape or not np.array_equal(
@@ -81,8 +81,8 @@ def test_all_maps_share_one_grid():
     assert s.tissue.data.dtype == np.uint8 and s.images["T1w"].data.dtype == np.float32
 
 
-def medians(s: SyntheticSubject, modality: str) -> dict[int, float]:
-    img = s.images[modality].data
+def medians(s: SyntheticSubject, contrast: str) -> dict[int, float]:
+    img = s.images[contrast].data
     return {c: float(np.median(img[eroded(s.tissue.data == c)])) for c in (1, 2, 3)}
 
 
@@ -237,7 +237,7 @@ def test_kspace_rss_matches():
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="pathology"):
         SubjectParams(pathology="lymphoma")
-    with pytest.raises(ValueError, match="modalities"):
-        SubjectParams(modalities=("DWI",))
+    with pytest.raises(ValueError, match="contrasts"):
+        SubjectParams(contrasts=("DWI",))
     with pytest.raises(ValueError, match="image must be"):
         simulate_kspace(np.zeros((4, 4)), 2, np.random.default_rng(0))

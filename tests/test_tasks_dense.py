@@ -236,7 +236,7 @@ def _t1_table(tmp_path) -> pd.DataFrame:
     paths = {"path": tmp_path / "t1.nii.gz", "mask_path": tmp_path / "brain.nii.gz"}
     nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), paths["path"])
     nib.save(nib.Nifti1Image(brain.astype(np.uint8), np.diag([2.0, 2.0, 2.0, 1.0])), paths["mask_path"])
-    row = {"dataset": "oasis3", "subject": "sub-000000000001", "session": "ses-01", "modality": "T1w"}
+    row = {"dataset": "oasis3", "subject": "sub-000000000001", "session": "ses-01", "contrast": "T1w"}
     row.update({k: str(v) for k, v in paths.items()}, seg_path="", spacing_mm=2.0, split="train")
     return pd.DataFrame([row])
 

@@ -17,7 +17,7 @@ TUMOURS = ("glioma", "meningioma", "notumor", "pituitary")
 SETTINGS = {
     "tumor4": {"datasets": ["tumor4"], "logistic_c": 1.0},
     "sequence": {"datasets": ["brats21"], "logistic_c": 1.0},
-    "brain_age": {"datasets": ["ixi"], "modalities": ["T1w"], "ridge_alpha": 1.0, "controls_only": True},
+    "brain_age": {"datasets": ["ixi"], "contrasts": ["T1w"], "ridge_alpha": 1.0, "controls_only": True},
     "survival": {
         "datasets": ["brats21"],
         "models": ["cox"],
@@ -36,7 +36,7 @@ def _table(n_subjects: int = 24, seed: int = 0) -> pd.DataFrame:
         for i in range(n_subjects):
             age = 20.0 + 2.5 * i
             for session in ("ses-1", "ses-2"):
-                for m, modality in enumerate(("T1w", "T1ce", "T2w", "FLAIR")):
+                for m, contrast in enumerate(("T1w", "T1ce", "T2w", "FLAIR")):
                     signal = np.array([*np.eye(4)[i % 4], age / 50, m], float)
                     feats = np.concatenate([signal, rng.normal(0, 0.3, size=3)])
                     rows.append(
@@ -44,7 +44,7 @@ def _table(n_subjects: int = 24, seed: int = 0) -> pd.DataFrame:
                             "dataset": dataset,
                             "subject": f"sub-{dataset}{i:03d}",
                             "session": session,
-                            "modality": modality,
+                            "contrast": contrast,
                             "split": "train",
                             "tumor_class": TUMOURS[i % 4],
                             "diagnosis": "control",

@@ -13,9 +13,9 @@ from brainssl.tasks.units import EvaluationSettings, build_units, evaluation_pla
 TASK_SETTINGS = {
     "tumor4": {"datasets": ["tumor4"], "logistic_c": 1.0},
     "sequence": {"datasets": ["brats21"], "logistic_c": 1.0},
-    "neurodegeneration": {"datasets": ["oasis3"], "modalities": ["T1w"], "logistic_c": 1.0},
+    "neurodegeneration": {"datasets": ["oasis3"], "contrasts": ["T1w"], "logistic_c": 1.0},
     "molecular": {"datasets": ["brats21"], "logistic_c": 1.0},
-    "brain_age": {"datasets": ["ixi"], "modalities": ["T1w"], "ridge_alpha": 1.0, "controls_only": True},
+    "brain_age": {"datasets": ["ixi"], "contrasts": ["T1w"], "ridge_alpha": 1.0, "controls_only": True},
     "survival": {
         "datasets": ["brats21"],
         "models": ["cox"],
@@ -43,7 +43,7 @@ def _pooled_table(n_subjects: int = 24, seed: int = 0) -> pd.DataFrame:
                 "age": 20.0 + 2.5 * i,
             }
             for session in ("ses-1", "ses-2"):
-                for m, modality in enumerate(("T1w", "T1ce", "T2w", "FLAIR")):
+                for m, contrast in enumerate(("T1w", "T1ce", "T2w", "FLAIR")):
                     signal = np.array([*np.eye(4)[i % 4], i % 3 == 0, i % 2, label["age"] / 50, m], float)
                     feats = np.concatenate([signal, rng.normal(0, 0.3, size=3)])
                     rows.append(
@@ -51,7 +51,7 @@ def _pooled_table(n_subjects: int = 24, seed: int = 0) -> pd.DataFrame:
                             "dataset": dataset,
                             "subject": subject,
                             "session": session,
-                            "modality": modality,
+                            "contrast": contrast,
                             "split": "test" if i % 4 == 0 else "train",
                             **label,
                             **{f"f{k:03d}": v for k, v in enumerate(feats)},

@@ -16,7 +16,7 @@ from brainssl.tasks.units import build_units, evaluation_plan, task_specs
 
 SITES = ("NYU", "UM_1", "USM", "PITT")
 SHARE = (0.75, 0.25, 0.5, 0.5)
-SETTINGS = {"datasets": ["abide"], "modalities": ["T1w"], "logistic_c": 1.0, "site_baseline": True}
+SETTINGS = {"datasets": ["abide"], "contrasts": ["T1w"], "logistic_c": 1.0, "site_baseline": True}
 SHARED = {"evaluation": "kfold", "folds": 5, "label_fractions": [1.0], "seeds": 1, "bootstrap": 20}
 
 
@@ -35,7 +35,7 @@ def _pooled(n_per_site: int = 10, signal: float = 2.0, seed: int = 0) -> pd.Data
                     "dataset": "abide",
                     "subject": f"sub-{s}{k:03d}",
                     "session": "ses-1",
-                    "modality": "T1w",
+                    "contrast": "T1w",
                     "split": "train",
                     "diagnosis": "autism" if autism else "control",
                     "site": site,
@@ -118,7 +118,7 @@ def test_registry_entry_and_spec_checks() -> None:
 
 
 def test_autism_effect_thickens_frontal_cortex_only() -> None:
-    params = {"modalities": ("T1w",), "grid_mm": 4.0, "sites": SITES, "site_index": 1}
+    params = {"contrasts": ("T1w",), "grid_mm": 4.0, "sites": SITES, "site_index": 1}
     autism = generate_subject(5, "0050002", SubjectParams(diagnosis="autism", **params))
     control = generate_subject(5, "0050002", SubjectParams(diagnosis="control", **params))
     assert autism.meta.thickening_mm > 0 and control.meta.thickening_mm == 0

@@ -26,7 +26,7 @@ REGISTER_AND_RUN = textwrap.dedent(
     from brainssl.tasks.registry import Task, register, tumor4_specs
 
     if sys.argv.pop(1) == "register":
-        defaults = {"enabled": True, "datasets": ["tumor4"], "modalities": [], "logistic_c": 0.5}
+        defaults = {"enabled": True, "datasets": ["tumor4"], "contrasts": [], "logistic_c": 0.5}
         register(Task("throwaway", "frozen", datasets_key="datasets", specs=tumor4_specs, defaults=defaults))
 
     from snakemake.cli import main
@@ -108,8 +108,8 @@ def test_datasets_come_from_the_entry_or_its_config_key():
 def test_task_specs_look_the_builder_up_in_the_registry(monkeypatch):
     entry = Task("throwaway", "frozen", datasets_key="datasets", specs=registry.brain_age_specs)
     monkeypatch.setitem(TASKS, "throwaway", entry)
-    (spec,) = task_specs("throwaway", {"datasets": ["ixi"], "modalities": ["T1w"]})
-    assert (spec.kind, spec.dataset, spec.modalities, spec.controls_only) == (
+    (spec,) = task_specs("throwaway", {"datasets": ["ixi"], "contrasts": ["T1w"]})
+    assert (spec.kind, spec.dataset, spec.contrasts, spec.controls_only) == (
         "regression",
         "ixi",
         ("T1w",),

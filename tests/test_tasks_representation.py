@@ -28,10 +28,10 @@ def slice_table(n_subjects: int, per_subject: int, informative: bool, seed: int)
     rows = []
     for s in range(n_subjects):
         for i in range(per_subject):
-            modality = "T1w" if i % 2 == 0 else "T2w"
+            contrast = "T1w" if i % 2 == 0 else "T2w"
             position = (i // 2) / max(1, per_subject // 2 - 1)
             if informative:
-                direction = np.array([1.0, 0.0]) if modality == "T1w" else np.array([0.0, 1.0])
+                direction = np.array([1.0, 0.0]) if contrast == "T1w" else np.array([0.0, 1.0])
                 features = np.concatenate([4 * direction, [3 * position], 0.05 * rng.normal(size=3)])
             else:
                 features = rng.normal(size=6)
@@ -39,7 +39,7 @@ def slice_table(n_subjects: int, per_subject: int, informative: bool, seed: int)
                 {
                     "subject": f"sub-{s:02d}",
                     "split": "test" if s % 2 else "train",
-                    "modality": modality,
+                    "contrast": contrast,
                     "dataset": "ixi" if s < n_subjects // 2 else "brats21",
                     "pathology": None if s % 3 else "glioma",
                     "position": position,
@@ -92,10 +92,10 @@ def test_scores_separate_informative_from_random_embeddings():
     bad = metric_values(
         representation._scores("random-vit_tiny", slice_table(8, 12, False, 0), settings, 20, 0)
     )
-    expected = {"knn_modality", "knn_dataset", "knn_pathology", "position_mae", "position_r2"}
+    expected = {"knn_contrast", "knn_dataset", "knn_pathology", "position_mae", "position_r2"}
     assert set(good) == set(bad) == expected
-    assert good["knn_modality"] == 1.0
-    assert bad["knn_modality"] < 0.8
+    assert good["knn_contrast"] == 1.0
+    assert bad["knn_contrast"] < 0.8
     assert good["position_r2"] > 0.95 and good["position_mae"] < 0.05
     assert bad["position_r2"] < 0.5 and bad["position_mae"] > 0.15
 
@@ -103,7 +103,7 @@ def test_scores_separate_informative_from_random_embeddings():
 def test_score_rows_carry_the_encoder_counts_and_intervals():
     table = slice_table(8, 12, True, 0)
     rows = representation._scores("scratch-resnet18", table, RepresentationSettings(knn_k=3), 50, 0)
-    knn = next(r for r in rows if r["metric"] == "knn_modality")
+    knn = next(r for r in rows if r["metric"] == "knn_contrast")
     assert knn["task"] == "representation" and knn["encoder"] == "scratch-resnet18"
     assert knn["mode"] == "scratch" and knn["status"] == "ok"
     assert knn["n_train"] == 4 and knn["n_test"] == 4, "counts are subjects, not slices"
@@ -147,8 +147,8 @@ def test_maps_draw_pca_and_tsne_panels_per_encoder_and_colouring(tmp_path, captu
         else:
             labels = [t.get_text() for t in legend.get_texts()]
             assert labels == sorted(labels) and len(labels) == len(ax.collections)
-    modality_legend = next(ax for ax in panels if ax.get_title() == "a PCA: modality").get_legend()
-    assert [t.get_text() for t in modality_legend.get_texts()] == ["T1w", "T2w"]
+    contrast_legend = next(ax for ax in panels if ax.get_title() == "a PCA: contrast").get_legend()
+    assert [t.get_text() for t in contrast_legend.get_texts()] == ["T1w", "T2w"]
     pathology_legend = next(ax for ax in panels if ax.get_title() == "a PCA: pathology").get_legend()
     assert [t.get_text() for t in pathology_legend.get_texts()] == ["glioma", "unknown"]
     colourbars = [ax for ax in fig.axes if not ax.get_title() and ax.get_visible() and ax.axison]
@@ -165,5 +165,5 @@ def test_analyse_representations_reads_parquet_and_writes_the_figure(tmp_path):
     assert len(rows) == 2 * 5
     assert [r["encoder"] for r in rows[:5]] == ["moco-vit_tiny"] * 5
     values = {(r["encoder"], r["metric"]): r["value"] for r in rows}
-    assert values["moco-vit_tiny", "knn_modality"] > values["random-vit_tiny", "knn_modality"]
+    assert values["moco-vit_tiny", "knn_contrast"] > values["random-vit_tiny", "knn_contrast"]
     assert (tmp_path / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,12 +13,12 @@ from brainssl.tasks.frozen import TaskRun, run_task
 from brainssl.tasks.scratch import ScratchBaseline, ScratchSettings
 
 SIDE = 24  # the store's side; the encoder's is 32, so slices are resized as in the embed stage
-MODALITIES = ("T1w", "FLAIR")
+CONTRASTS = ("T1w", "FLAIR")
 SHARED = {"evaluation": "kfold", "folds": 3, "label_fractions": [0.5, 1.0], "seeds": 2, "bootstrap": 20}
 SETTINGS = {
-    "neurodegeneration": {"datasets": ["oasis3"], "modalities": ["T1w"], "logistic_c": 1.0},
+    "neurodegeneration": {"datasets": ["oasis3"], "contrasts": ["T1w"], "logistic_c": 1.0},
     "sequence": {"datasets": ["oasis3"], "logistic_c": 1.0},
-    "tumor4": {"datasets": ["oasis3"], "modalities": [], "logistic_c": 1.0},
+    "tumor4": {"datasets": ["oasis3"], "contrasts": [], "logistic_c": 1.0},
 }
 SCRATCH = {
     "label_fractions": [1.0],
@@ -49,7 +49,7 @@ def _store(folder, n_subjects: int = 12, slices: int = 4) -> tuple[pd.DataFrame,
     images, rows = [], []
     for i in range(n_subjects):
         alzheimer = i % 2 == 0
-        for m, modality in enumerate(MODALITIES):
+        for m, contrast in enumerate(CONTRASTS):
             for k in range(slices):
                 image = 0.3 + rng.normal(0, 0.05, (SIDE, SIDE))
                 image[:, : SIDE // 2] += 0.5 if alzheimer else 0.0  # bright half: left or right
@@ -63,7 +63,7 @@ def _store(folder, n_subjects: int = 12, slices: int = 4) -> tuple[pd.DataFrame,
                         "dataset": "oasis3",
                         "subject": f"sub-{i:02d}",
                         "session": "ses-1",
-                        "modality": modality,
+                        "contrast": contrast,
                         "position": (k + 1) / (slices + 1),
                         "split": "test" if i % 4 == 0 else "train",
                         "array": "shard.npy",
@@ -75,7 +75,7 @@ def _store(folder, n_subjects: int = 12, slices: int = 4) -> tuple[pd.DataFrame,
                 )
     np.save(folder / "shard.npy", np.stack(images))
     index = pd.DataFrame(rows)
-    keys = ["dataset", "subject", "session", "modality"]
+    keys = ["dataset", "subject", "session", "contrast"]
     pooled = index.groupby(keys, sort=True)[["split", "diagnosis", "tumor_class"]].first().reset_index()
     for f in range(4):
         pooled[f"f{f:03d}"] = rng.normal(size=len(pooled))

@@ -12,7 +12,7 @@ from brainssl.tasks.frozen import TaskRun, run_task
 from brainssl.tasks.registry import TASKS
 from brainssl.tasks.units import task_specs
 
-SETTINGS = {"datasets": ["atlas"], "modalities": ["T1w"], "ridge_alpha": 1.0}
+SETTINGS = {"datasets": ["atlas"], "contrasts": ["T1w"], "ridge_alpha": 1.0}
 SHARED = {"evaluation": "kfold", "folds": 3, "label_fractions": [1.0], "seeds": 1, "bootstrap": 20}
 
 
@@ -29,7 +29,7 @@ def test_lesions_swell_early_and_cavitate_late() -> None:
         subject = generate_subject(
             11,
             "r001s001",
-            SubjectParams(modalities=("T1w",), grid_mm=4.0, stroke_days=days, age_range=(60, 60)),
+            SubjectParams(contrasts=("T1w",), grid_mm=4.0, stroke_days=days, age_range=(60, 60)),
         )
         return subject, subject.lesion.data > 0
 
@@ -55,7 +55,7 @@ def _pooled(n: int = 24, seed: int = 0) -> pd.DataFrame:
                 "dataset": "atlas",
                 "subject": f"sub-r{i:03d}",
                 "session": "ses-1",
-                "modality": "T1w",
+                "contrast": "T1w",
                 "split": "train",
                 "days_since_event": day,
                 **{f"f{j:03d}": v for j, v in enumerate(feats)},

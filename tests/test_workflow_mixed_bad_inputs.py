@@ -336,7 +336,7 @@ def _preprocessed(run: Path, dataset: str) -> dict[tuple[str, str, str], dict[st
     table = pd.read_csv(
         run / f"results/preprocess/{dataset}/table.tsv", sep="\t", dtype=str, keep_default_na=False
     )
-    return {(r["subject"], r["session"], r["modality"]): r for r in table.to_dict("records")}
+    return {(r["subject"], r["session"], r["contrast"]): r for r in table.to_dict("records")}
 
 
 @pytest.mark.timeout(2700)

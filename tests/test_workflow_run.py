@@ -335,7 +335,7 @@ def test_the_slice_filter_ablation_trains_equal_steps_on_a_superset_store(finish
     """pretrain.ablation (on in test.yaml): every brain slice, equal steps, one table and one figure."""
     workdir, _, _ = finished_run
     results = workdir / "results"
-    keys = ["dataset", "subject", "session", "modality", "slice_index"]
+    keys = ["dataset", "subject", "session", "contrast", "slice_index"]
     filtered = pd.read_parquet(results / "slices/index.parquet")
     unfiltered = pd.read_parquet(results / "slices/unfiltered/index.parquet")
     assert set(map(tuple, filtered[keys].astype(str).to_numpy())) < set(

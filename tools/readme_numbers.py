@@ -41,7 +41,7 @@ HEADLINE = (
     ("brain_age", "ixi", "mae"),
     ("brain_age", "oasis3", "mae"),
     ("survival", "brats21", "cox_c_harrell"),
-    ("representation", "all", "knn_modality"),
+    ("representation", "all", "knn_contrast"),
     ("representation", "all", "position_r2"),
     ("hippocampus_segmentation", "hippocampus", "dice_anterior"),
     ("reconstruction", "fastmri_brain", "psnr_random_2x"),

@@ -69,7 +69,7 @@ _VIEW = (
     "(anterior up, patient right on the image's left), zero-padded to a centred square and resized "
     "to size x size (bilinear, antialiased; masks nearest neighbour)"
 )
-_POOL_UNIT = ["subject", "session", "modality"]
+_POOL_UNIT = ["subject", "session", "contrast"]
 #: Name and source of each dataset, as its layout's ``INFO`` says (a test holds them equal): the
 #: export job runs in the training env, which lacks the layouts' readers (nibabel, h5py).
 DATASET_INFO = {
@@ -190,7 +190,7 @@ def training_data_summary(
     """What the encoder was trained on, counted from the slice index it was trained on.
 
     Args:
-        index: the merged slice index (a DataFrame: ``dataset, subject, session, modality,
+        index: the merged slice index (a DataFrame: ``dataset, subject, session, contrast,
             split``).
         datasets: dataset -> ``{"source": "synthetic" | "local" | "download"}``.
         split: the split pretraining read.
@@ -200,7 +200,7 @@ def training_data_summary(
         (name, homepage, source, subjects, sessions, scans, slices, slices per contrast; and the
         subjects of the other splits, which the kNN probe and the downstream tasks use).
     """
-    frame = index.astype({"dataset": str, "subject": str, "session": str, "modality": str})
+    frame = index.astype({"dataset": str, "subject": str, "session": str, "contrast": str})
     train = frame[frame["split"].astype(str) == split]
     entries = []
     for key in sorted(set(frame["dataset"]) | set(datasets)):
@@ -217,10 +217,10 @@ def training_data_summary(
                 "synthetic": source == "synthetic",
                 "subjects": int(rows["subject"].nunique()),
                 "sessions": int(rows.groupby(["subject", "session"]).ngroups) if len(rows) else 0,
-                "scans": int(rows.groupby(["subject", "session", "modality"]).ngroups) if len(rows) else 0,
+                "scans": int(rows.groupby(["subject", "session", "contrast"]).ngroups) if len(rows) else 0,
                 "slices": len(rows),
                 "slices_per_contrast": {
-                    (m or "unknown"): int(n) for m, n in rows["modality"].value_counts().sort_index().items()
+                    (m or "unknown"): int(n) for m, n in rows["contrast"].value_counts().sort_index().items()
                 },
                 "held_out_subjects": {
                     str(s): int(g["subject"].nunique())
@@ -306,7 +306,7 @@ def release_card(
         index: the slice index the encoder was trained on (a DataFrame).
         release: :func:`release_params` of the run's config.
         name: the encoder's name (``moco-vit_tiny``).
-        landmarks: dataset -> ``{modality: NyulLandmarks.to_dict()}`` for the nyul datasets.
+        landmarks: dataset -> ``{contrast: NyulLandmarks.to_dict()}`` for the nyul datasets.
         index_sha256: hash of the index file.
 
     Returns:
@@ -373,7 +373,7 @@ def recipe(card: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
 
     Returns:
         ``preprocess`` (:class:`~brainssl.preprocess.PreprocessSettings` mapping, or ``None``
-        for 2D image sets), ``landmarks`` (modality -> Nyúl landmarks mapping, or ``{}``),
+        for 2D image sets), ``landmarks`` (contrast -> Nyúl landmarks mapping, or ``{}``),
         ``slices`` (:class:`~brainssl.slices.SliceSettings` mapping) and ``pool_window``.
 
     Raises:

@@ -58,7 +58,7 @@ rule datasets_fetch_ixi:
     params:
         dest=lambda wc: config["datasets"][wc.dataset]["path"],
         base_url=lambda wc: config["datasets"][wc.dataset]["base_url"],
-        modalities=lambda wc: config["datasets"][wc.dataset]["modalities"],
+        contrasts=lambda wc: config["datasets"][wc.dataset]["contrasts"],
     script:
         "../scripts/datasets_fetch_ixi.py"
 

@@ -6,7 +6,7 @@ from brainssl.jobs import job_context
 with job_context(snakemake) as job:
     root = fetch_ixi(
         Path(snakemake.params.dest),
-        modalities=tuple(snakemake.params.modalities),
+        contrasts=tuple(snakemake.params.contrasts),
         base_url=snakemake.params.base_url,
     )
     job.extra["root"] = str(root)

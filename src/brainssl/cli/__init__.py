@@ -54,7 +54,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         args.encoder,
         args.images,
         recipe=args.recipe,
-        modality=args.modality,
+        contrast=args.contrast,
         one_session=args.one_session,
         subject=args.subject,
         all_slices=args.all_slices,
@@ -166,7 +166,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     sessions = manifest.groupby(["subject", "session"]).ngroups if len(manifest) else 0
     print(f"read: {len(manifest)} images of {subjects} subjects ({sessions} sessions)")
     if len(manifest):
-        print(f"contrasts: {_counts(manifest['modality'])}; formats: {_counts(manifest['format'])}")
+        print(f"contrasts: {_counts(manifest['contrast'])}; formats: {_counts(manifest['format'])}")
         voxels = manifest[["voxel_x", "voxel_y", "voxel_z"]].to_numpy(dtype=float)
         if np.isfinite(voxels).any():
             low, high = float(np.nanmin(voxels)), float(np.nanmax(voxels))
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("-o", "--output", required=True, help="pooled embeddings, one row per scan (Parquet)")
     embed.add_argument("--slices", help="slice embeddings (Parquet; default: OUTPUT with .slices.parquet)")
     embed.add_argument("--recipe", help="'default' or a training dataset's recipe (see `brainssl card`)")
-    embed.add_argument("--modality", help="contrast of every scan (default: from the file name, e.g. _T1w)")
+    embed.add_argument("--contrast", help="contrast of every scan (default: from the file name, e.g. _T1w)")
     embed.add_argument(
         "--one-session",
         action="store_true",

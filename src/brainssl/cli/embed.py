@@ -56,7 +56,7 @@ def _contrast(path: Path) -> str | None:
 def image_rows(
     images: Sequence[str | Path],
     *,
-    modality: str | None = None,
+    contrast: str | None = None,
     one_session: bool = False,
     subject: str | None = None,
 ) -> Any:
@@ -64,14 +64,14 @@ def image_rows(
 
     Args:
         images: NIfTI scans (``.nii``, ``.nii.gz``) or 2D images (``.jpg``, ``.png``).
-        modality: the contrast of every scan; default: read from the file name's last token
+        contrast: the contrast of every scan; default: read from the file name's last token
             (``_T1w``, ``-T2``, ``_flair``...).
         one_session: the scans are contrasts of one session (one grid, one brain mask, as the
             workflow preprocesses a session); default: each scan is its own session.
         subject: the subject name of a single session (default: the first file's name).
 
     Returns:
-        A DataFrame with ``dataset, subject, session, modality, path, format``.
+        A DataFrame with ``dataset, subject, session, contrast, path, format``.
 
     Raises:
         CliError: for a missing file, an unknown suffix or contrast, or one contrast twice in
@@ -86,12 +86,12 @@ def image_rows(
             raise CliError(f"{path}: no such file")
         lower = path.name.lower()
         if lower.endswith(_IMAGE_SUFFIXES):
-            kind, contrast = "jpg", modality or ""
+            kind, scan_contrast = "jpg", contrast or ""
         elif lower.endswith(_NIFTI_SUFFIXES):
-            kind, contrast = "nifti", modality or _contrast(path)
-            if not contrast:
+            kind, scan_contrast = "nifti", contrast or _contrast(path)
+            if not scan_contrast:
                 raise CliError(
-                    f"{path}: cannot tell the contrast from the file name; pass --modality "
+                    f"{path}: cannot tell the contrast from the file name; pass --contrast "
                     "(T1w, T2w, FLAIR, T1ce or PD)"
                 )
         else:
@@ -102,16 +102,16 @@ def image_rows(
                 "dataset": _DATASET,
                 "subject": name,
                 "session": _NO_SESSION,
-                "modality": contrast,
+                "contrast": scan_contrast,
                 "path": str(path.resolve()),
                 "format": kind,
             }
         )
-    frame = pd.DataFrame(rows, columns=["dataset", "subject", "session", "modality", "path", "format"])
-    twice = frame[frame.duplicated(["subject", "session", "modality"], keep=False)]
+    frame = pd.DataFrame(rows, columns=["dataset", "subject", "session", "contrast", "path", "format"])
+    twice = frame[frame.duplicated(["subject", "session", "contrast"], keep=False)]
     if len(twice):
         what = (
-            f"contrast {twice['modality'].iloc[0] or '(none)'} twice in one session"
+            f"contrast {twice['contrast'].iloc[0] or '(none)'} twice in one session"
             if one_session
             else ("one name twice")
         )
@@ -179,7 +179,7 @@ def embed_images(
     images: Sequence[str | Path],
     *,
     recipe: str | None = None,
-    modality: str | None = None,
+    contrast: str | None = None,
     one_session: bool = False,
     subject: str | None = None,
     all_slices: bool = False,
@@ -197,7 +197,7 @@ def embed_images(
         encoder: the export folder (``encoder.safetensors`` + complete ``model_card.json``).
         images: NIfTI scans or 2D images (see :func:`image_rows`).
         recipe: ``default`` or a training dataset's key (``brainssl card`` lists them).
-        modality: contrast of every scan (default: from the file names).
+        contrast: contrast of every scan (default: from the file names).
         one_session: the scans are contrasts of one session.
         subject: subject name of that session.
         all_slices: embed every cut slice, not only those the recipe's filters keep.
@@ -218,7 +218,7 @@ def embed_images(
         chosen = modelcard.recipe(card, recipe)
     except KeyError as err:
         raise CliError(err.args[0]) from err
-    rows = image_rows(images, modality=modality, one_session=one_session, subject=subject)
+    rows = image_rows(images, contrast=contrast, one_session=one_session, subject=subject)
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         return _embed(card, chosen, rows, Path(work_dir), all_slices, device, batch_size, threads)
@@ -275,7 +275,7 @@ def _embed(
         EmbedSettings(batch_size=batch_size, device=device, pool_window=tuple(chosen["pool_window"])),
     )
     slices, pooled = pd.read_parquet(work / "slices.parquet"), pd.read_parquet(work / "pooled.parquet")
-    key = ["subject", "session", "modality"]
+    key = ["subject", "session", "contrast"]
     source = rows[[*key, "path"]].rename(columns={"path": "image"})
     flags = cut[[*key, "qc_flags"]] if "qc_flags" in cut.columns else None
     slices = source.merge(slices, on=key, how="right")

@@ -251,7 +251,7 @@ def build_manifest(
     """Read a dataset root (real copy or demo) into the image manifest.
 
     Every file is opened completely. A subject with a bad file (truncated,
-    missing modality, NaNs, 4D, too small, unreadable, empty folder, ...) or a bad row in a
+    missing contrast, NaNs, 4D, too small, unreadable, empty folder, ...) or a bad row in a
     dataset-level table is left out of the manifest and listed in the failures table with a
     reason naming the file (and the row). Files not used while their subject is kept
     (duplicates) are listed there too.

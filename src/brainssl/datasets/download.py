@@ -23,7 +23,7 @@ from .transfer import DEFAULT_CHUNK_SIZE, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, Do
 
 __all__ = [
     "DEFAULT_IXI_BASE_URL",
-    "IXI_MODALITIES",
+    "IXI_CONTRASTS",
     "IXI_DEMOGRAPHICS",
     "LOCK_FILE_NAME",
     "fetch_ixi",
@@ -33,21 +33,21 @@ logger = logging.getLogger(__name__)
 
 #: Where the IXI archives live (plain HTTP, no login).
 DEFAULT_IXI_BASE_URL = "http://biomedic.doc.ic.ac.uk/brain-development/downloads/IXI/"
-#: Modalities with an archive ``IXI-<modality>.tar`` on the IXI site.
-IXI_MODALITIES: tuple[str, ...] = ("T1", "T2", "PD", "MRA", "DTI")
+#: Contrasts with an archive ``IXI-<contrast>.tar`` on the IXI site.
+IXI_CONTRASTS: tuple[str, ...] = ("T1", "T2", "PD", "MRA", "DTI")
 #: The demographics spreadsheet downloaded alongside the archives.
 IXI_DEMOGRAPHICS = "IXI.xls"
 #: Lock file (in the download folder) holding sha256 values pinned on first use.
 LOCK_FILE_NAME = "ixi.lock.json"
 
 
-def _check_modalities(modalities: Iterable[str]) -> list[str]:
-    chosen = list(dict.fromkeys(modalities))
-    unknown = [m for m in chosen if m not in IXI_MODALITIES]
+def _check_contrasts(contrasts: Iterable[str]) -> list[str]:
+    chosen = list(dict.fromkeys(contrasts))
+    unknown = [m for m in chosen if m not in IXI_CONTRASTS]
     if unknown:
-        raise ValueError(f"unknown IXI modality {unknown}; choose from {list(IXI_MODALITIES)}")
+        raise ValueError(f"unknown IXI contrast {unknown}; choose from {list(IXI_CONTRASTS)}")
     if not chosen:
-        raise ValueError("modalities is empty; choose from " + str(list(IXI_MODALITIES)))
+        raise ValueError("contrasts is empty; choose from " + str(list(IXI_CONTRASTS)))
     return chosen
 
 
@@ -57,7 +57,7 @@ def _url(base_url: str, name: str) -> str:
 
 def fetch_ixi(
     dest_dir: PathLike,
-    modalities: Sequence[str] = ("T1", "T2", "PD"),
+    contrasts: Sequence[str] = ("T1", "T2", "PD"),
     base_url: str = DEFAULT_IXI_BASE_URL,
     *,
     checksums: Mapping[str, ChecksumEntry] | None = None,
@@ -70,7 +70,7 @@ def fetch_ixi(
 ) -> Path:
     """Download, verify and unpack IXI into its native layout (``dest/IXI-T1/IXI002-...nii.gz``).
 
-    Idempotent: a modality whose folder carries a complete-marker for the expected archive
+    Idempotent: a contrast whose folder carries a complete-marker for the expected archive
     sha256 (from the table or the lock file) is skipped without any request, and files that
     are already present are re-checked locally instead of fetched again.
 
@@ -83,7 +83,7 @@ def fetch_ixi(
     Args:
         dest_dir: download folder; receives ``IXI-<mod>.tar``, ``IXI-<mod>/``, ``IXI.xls`` and
             the lock file :data:`LOCK_FILE_NAME`.
-        modalities: any of :data:`IXI_MODALITIES`.
+        contrasts: any of :data:`IXI_CONTRASTS`.
         base_url: folder URL holding the archives.
         checksums: expected sizes/sha256 by file name; ``None`` uses the packaged table.
         demographics: also fetch ``IXI.xls``.
@@ -98,13 +98,13 @@ def fetch_ixi(
         ``dest_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: on an unknown modality.
+        ValueError: on an unknown contrast.
         DownloadError: when a transfer fails for good.
         ChecksumError: when a file does not match its table or lock entry.
         UnsafeArchiveError: when an archive holds an unsafe member.
         CorruptArchiveError: when an archive is not a readable tar.
     """
-    chosen = _check_modalities(modalities)
+    chosen = _check_contrasts(contrasts)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     table = load_checksum_table() if checksums is None else dict(checksums)
@@ -130,9 +130,9 @@ def fetch_ixi(
 
     if demographics:
         fetch(IXI_DEMOGRAPHICS)
-    for modality in chosen:
-        archive_name = f"IXI-{modality}.tar"
-        out_dir = dest / f"IXI-{modality}"
+    for contrast in chosen:
+        archive_name = f"IXI-{contrast}.tar"
+        out_dir = dest / f"IXI-{contrast}"
         entry = table.get(archive_name)
         known = _expected_for(archive_name, entry.sha256 if entry else None, None, lock_path).sha256
         if _extraction_complete(out_dir, known):

@@ -14,7 +14,7 @@ subject            str       pseudonymous subject id ``sub-<12 hex>`` (:func:`ps
 native_id          str       the subject id as the native layout spells it (``IXI002-Guys-0828``)
 session            str       session label (``ses-d0000`` for OASIS-3; the file stem for fastMRI, each
                              file being one acquisition), else ``""``
-modality           str       T1w, T2w, FLAIR, T1ce or PD; may be ``""`` only for jpg (contrast unknown)
+contrast           str       T1w, T2w, FLAIR, T1ce or PD; may be ``""`` only for jpg (contrast unknown)
 path               str       the image file
 format             str       ``nifti``, ``fastmri_h5`` or ``jpg``
 voxel_x/y/z        float     voxel size in mm along the NIfTI array axes (fastMRI: column, row, slice);
@@ -79,7 +79,7 @@ __all__ = [
     "IDS_COLUMNS",
 ]
 
-MODALITIES = ("T1w", "T2w", "FLAIR", "T1ce", "PD")
+CONTRASTS = ("T1w", "T2w", "FLAIR", "T1ce", "PD")
 DATASET_KEYS = ("ixi", "brats21", "fastmri_brain", "oasis3", "tumor4", "hippocampus")
 #: What a dataset key looks like: a registered layout's key or a user-named BIDS entry.
 DATASET_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -111,7 +111,7 @@ MANIFEST_SCHEMA: tuple[ColumnSpec, ...] = (
     ColumnSpec("subject", "str", True),
     ColumnSpec("native_id", "str", True),
     ColumnSpec("session", "str"),
-    ColumnSpec("modality", "str", False, MODALITIES),
+    ColumnSpec("contrast", "str", False, CONTRASTS),
     ColumnSpec("path", "str", True),
     ColumnSpec("format", "str", True, ("nifti", "fastmri_h5", "jpg")),
     ColumnSpec("voxel_x", "float", minimum=1e-6),
@@ -262,10 +262,10 @@ def check_manifest(df: pd.DataFrame) -> None:
     _check_pattern(df, "shape", _SHAPE_PATTERN)
     _check_pattern(df, "dataset", DATASET_PATTERN)
     _check_pattern(df, "diagnosis", DIAGNOSIS_PATTERN)
-    no_modality = (df["modality"] == "") & (df["format"] != "jpg")
-    if no_modality.any():
-        index = df.index[no_modality][0]
-        raise ValueError(f"column 'modality', row {index}: required for {df.at[index, 'format']}")
+    no_contrast = (df["contrast"] == "") & (df["format"] != "jpg")
+    if no_contrast.any():
+        index = df.index[no_contrast][0]
+        raise ValueError(f"column 'contrast', row {index}: required for {df.at[index, 'format']}")
     dup = df["path"].duplicated(keep=False)
     if dup.any():
         index = df.index[dup][0]
@@ -330,7 +330,7 @@ def merge_manifests(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
         frames: manifests in the schema (e.g. one per dataset).
 
     Returns:
-        One manifest, sorted by dataset, subject, session, modality and path,
+        One manifest, sorted by dataset, subject, session, contrast and path,
         with a fresh index.
 
     Raises:
@@ -344,7 +344,7 @@ def merge_manifests(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     if not checked:
         return rows_to_frame([])
     merged = pd.concat(checked, ignore_index=True) if len(checked) > 1 else checked[0].copy()
-    merged = merged.sort_values(["dataset", "subject", "session", "modality", "path"], kind="stable")
+    merged = merged.sort_values(["dataset", "subject", "session", "contrast", "path"], kind="stable")
     merged = merged.reset_index(drop=True)
     check_manifest(merged)
     return merged

@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from brainssl.datasets.layouts.base import axial_slice
-from brainssl.datasets.manifest import MODALITIES
+from brainssl.datasets.manifest import CONTRASTS
 from brainssl.io import atomic_path
 
 matplotlib.use("Agg")
@@ -117,8 +117,8 @@ def save_montage(dataset: str, manifest: pd.DataFrame, out_png: Path, n_subjects
     if rows.empty:
         raise ValueError(f"manifest has no rows of dataset {dataset!r}")
     subjects = _pick_subjects(rows, n_subjects)
-    present = set(rows["modality"])
-    columns = [m for m in MODALITIES if m in present] or [""]
+    present = set(rows["contrast"])
+    columns = [m for m in CONTRASTS if m in present] or [""]
     if dataset in ("tumor4", "fastmri_brain"):  # one image per subject: a single column
         columns = ["image"]
     cells = [(subject, column) for subject in subjects for column in columns]
@@ -130,14 +130,14 @@ def save_montage(dataset: str, manifest: pd.DataFrame, out_png: Path, n_subjects
         ax.set_axis_off()
         mine = rows[rows["subject"] == subject].sort_values(["session", "path"], kind="stable")
         first_session = mine[mine["session"] == mine["session"].iloc[0]]
-        hit = first_session if column == "image" else first_session[first_session["modality"] == column]
+        hit = first_session if column == "image" else first_session[first_session["contrast"] == column]
         if hit.empty:
             continue
         row = hit.iloc[0]
         image, label, aspect = display_slice(row)
         _draw(ax, image, label, aspect)
         ax.set_title(
-            f"{row['native_id']}\n{row['tumor_class'] or row['modality']}", color="white", fontsize=7
+            f"{row['native_id']}\n{row['tumor_class'] or row['contrast']}", color="white", fontsize=7
         )
     fig.suptitle(f"{dataset}: axial slices, radiological view, label contours", color="white", fontsize=9)
     fig.tight_layout()

@@ -20,7 +20,7 @@ from brainssl.settings import setting
 from .catalog import DEMO_WRITERS, LAYOUTS
 from .download import DEFAULT_IXI_BASE_URL
 from .layouts.bids import LABELS
-from .manifest import MODALITIES
+from .manifest import CONTRASTS
 from .names import BIDS_NAME_PATTERN
 
 __all__ = [
@@ -96,7 +96,7 @@ class IxiDatasetSettings(DatasetSettings):
         'Where the IXI archives are served (source "download" only).',
         pattern="^(https?|file)://",
     )
-    modalities: tuple[str, ...] = setting(
+    contrasts: tuple[str, ...] = setting(
         ("T1", "T2", "PD"),
         'Which IXI archives to fetch (source "download" only).',
         items={"enum": ("T1", "T2", "PD")},
@@ -157,12 +157,12 @@ class BidsDatasetSettings(DatasetSettings):
     )
     contrasts: Mapping[str, str] = setting(
         factory=lambda: {"T1w": "T1w"},
-        description="Contrast (manifest modality) -> BIDS suffix, optionally with the entities its "
+        description="Manifest contrast -> BIDS suffix, optionally with the entities its "
         "files carry: {T1w: T1w, T1ce: ce-gadolinium_T1w, FLAIR: FLAIR}. Files with other "
         "entities (besides sub, ses, run, acq, space) are not that contrast; of several runs "
         "the lowest is used.",
         min_properties=1,
-        property_names={"enum": list(MODALITIES)},
+        property_names={"enum": list(CONTRASTS)},
         additional_properties={"type": "string", "pattern": _SPEC},
     )
     mask: str = setting(

@@ -3,7 +3,7 @@
 One job per encoder reads every slice of the merged slice store once, in batches, and
 writes two tables: ``slices.parquet`` (one row per slice: the index key columns, position,
 split, subject labels and the feature columns ``f000``...) and ``subjects.parquet`` (one row
-per dataset/subject/session/modality: the mean of the slice features inside the brain-rich
+per dataset/subject/session/contrast: the mean of the slice features inside the brain-rich
 position window). Downstream heads read only these tables, so they never touch images or
 torch.
 
@@ -52,7 +52,7 @@ CLASSICAL = "classical"
 #: Columns that say which slice a row is, carried into ``slices.parquet``.
 SLICE_COLUMNS = (*KEY_COLUMNS, "position", "area", "split", *LABEL_COLUMNS)
 #: The pooling unit: one contrast of one session of one subject.
-UNIT_COLUMNS = ("dataset", "subject", "session", "modality")
+UNIT_COLUMNS = ("dataset", "subject", "session", "contrast")
 #: Where encoders can run (``auto``: CUDA when present).
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -229,7 +229,7 @@ def encode_slices(encoder: Any, images: np.ndarray, batch_size: int = 256, devic
 
 
 def pool_units(slices: pd.DataFrame, window: Sequence[float]) -> pd.DataFrame:
-    """Average slice features per unit (dataset, subject, session, modality) inside a window.
+    """Average slice features per unit (dataset, subject, session, contrast) inside a window.
 
     Slices whose position lies in ``[window[0], window[1]]`` are averaged; a unit without any
     such slice (a single 2D image has no position) keeps all its slices, so no unit is lost.

@@ -56,7 +56,7 @@ QC_COLUMNS = (
     "native_id",
     "session",
     "split",
-    "modalities",
+    "contrasts",
     "brain_ml",
     "snr",
     "bias_std",
@@ -74,14 +74,14 @@ class LandmarkFit:
     """Nyúl landmarks and the sessions they were (and were not) fitted on.
 
     Attributes:
-        landmarks: ``{modality: NyulLandmarks}``, sorted by modality.
-        subjects: ``{modality: [subject, ...]}`` the landmarks of each contrast were fitted
+        landmarks: ``{contrast: NyulLandmarks}``, sorted by contrast.
+        subjects: ``{contrast: [subject, ...]}`` the landmarks of each contrast were fitted
             on, in subject order.
-        sessions: ``{modality: ["subject/session", ...]}`` the volumes came from.
+        sessions: ``{contrast: ["subject/session", ...]}`` the volumes came from.
         skipped: one record per session left out: ``subject``, ``session``, ``why``
             (``failed``: the shard job would refuse it; ``qc``: it breaks a QC rule) and
             ``reason``.
-        short: ``{modality: usable subjects}`` for contrasts with fewer than asked for.
+        short: ``{contrast: usable subjects}`` for contrasts with fewer than asked for.
         n_subjects: usable subjects asked for per contrast (``None``: all given).
     """
 
@@ -95,7 +95,7 @@ class LandmarkFit:
     def record(self) -> dict[str, Any]:
         """What the landmarks' provenance records (JSON-able)."""
         return {
-            "modalities": sorted(self.landmarks),
+            "contrasts": sorted(self.landmarks),
             "n_train": {m: lm.n_train for m, lm in self.landmarks.items()},
             "fit_subjects_per_contrast": self.n_subjects,
             "subjects": self.subjects,
@@ -137,7 +137,7 @@ def fit_cohort_landmarks(
     )
     wanted = n_subjects if n_subjects is not None else len(rows) + 1
     frame = rows.assign(session=rows["session"].map(_text))
-    contrasts = sorted(set(frame["modality"].map(str)))
+    contrasts = sorted(set(frame["contrast"].map(str)))
     samples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     subjects: dict[str, list[str]] = {m: [] for m in contrasts}
     sessions: dict[str, list[str]] = {m: [] for m in contrasts}
@@ -148,7 +148,7 @@ def fit_cohort_landmarks(
             break
         taken: set[str] = set()
         for session, group in visits.groupby("session", sort=False):
-            use = needed & set(group["modality"].map(str))
+            use = needed & set(group["contrast"].map(str))
             if not use:
                 continue
             name = str(session) or NO_SESSION
@@ -158,12 +158,12 @@ def fit_cohort_landmarks(
                 skipped.append({"subject": str(subject), "session": name, "why": why, "reason": reason})
                 continue
             mask = np.asarray(result.mask.dataobj) > 0
-            for modality in sorted(use & set(result.volumes)):
-                samples.setdefault(modality, []).append((np.asarray(result.volumes[modality].dataobj), mask))
-                sessions[modality].append(f"{subject}/{name}")
-                taken.add(modality)
-        for modality in sorted(taken):
-            subjects[modality].append(str(subject))
+            for contrast in sorted(use & set(result.volumes)):
+                samples.setdefault(contrast, []).append((np.asarray(result.volumes[contrast].dataobj), mask))
+                sessions[contrast].append(f"{subject}/{name}")
+                taken.add(contrast)
+        for contrast in sorted(taken):
+            subjects[contrast].append(str(subject))
     if not samples:
         first = "; ".join(f"{s['subject']} {s['session']}: {s['reason']}" for s in skipped[:3])
         raise ValueError(
@@ -173,18 +173,18 @@ def fit_cohort_landmarks(
     short = {
         m: len(subjects[m]) for m in contrasts if n_subjects is not None and len(subjects[m]) < n_subjects
     }
-    for modality, count in short.items():
+    for contrast, count in short.items():
         logger.warning(
             "landmarks: %s fitted on %d usable training subject(s), not %d%s",
-            modality,
+            contrast,
             count,
             n_subjects,
-            "" if count else f"; sessions with {modality} will fail normalisation",
+            "" if count else f"; sessions with {contrast} will fail normalisation",
         )
-    for modality in sorted(samples):
-        logger.info("landmarks: %s fitted on %s", modality, ", ".join(sessions[modality]))
+    for contrast in sorted(samples):
+        logger.info("landmarks: %s fitted on %s", contrast, ", ".join(sessions[contrast]))
     return LandmarkFit(
-        landmarks={m: fit_nyul(pairs, modality=m) for m, pairs in sorted(samples.items())},
+        landmarks={m: fit_nyul(pairs, contrast=m) for m, pairs in sorted(samples.items())},
         subjects={m: s for m, s in subjects.items() if s},
         sessions={m: s for m, s in sessions.items() if s},
         skipped=skipped,
@@ -217,19 +217,19 @@ def _usable_session(
 def fit_landmarks(
     rows: pd.DataFrame, settings: PreprocessSettings, n_subjects: int | None = None
 ) -> dict[str, NyulLandmarks]:
-    """The landmarks of :func:`fit_cohort_landmarks` alone: ``{modality: NyulLandmarks}``."""
+    """The landmarks of :func:`fit_cohort_landmarks` alone: ``{contrast: NyulLandmarks}``."""
     return fit_cohort_landmarks(rows, settings, n_subjects).landmarks
 
 
 def save_landmarks(path: str | os.PathLike[str], landmarks: Mapping[str, NyulLandmarks]) -> None:
-    """Write ``{modality: landmarks}`` as one JSON file (atomically)."""
-    write_json(path, {modality: marks.to_dict() for modality, marks in landmarks.items()})
+    """Write ``{contrast: landmarks}`` as one JSON file (atomically)."""
+    write_json(path, {contrast: marks.to_dict() for contrast, marks in landmarks.items()})
 
 
 def load_landmarks(path: str | os.PathLike[str]) -> dict[str, NyulLandmarks]:
     """Read a file written by :func:`save_landmarks`."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {modality: NyulLandmarks.from_dict(marks) for modality, marks in data.items()}
+    return {contrast: NyulLandmarks.from_dict(marks) for contrast, marks in data.items()}
 
 
 def merge_shards(
@@ -264,7 +264,7 @@ def merge_shards(
     table["split"] = [
         subject_split(str(s), seed, fractions, _text(fixed.get(s, ""))) for s in table["subject"]
     ]
-    table = table.sort_values(["subject", "session", "modality"], kind="stable").reset_index(drop=True)
+    table = table.sort_values(["subject", "session", "contrast"], kind="stable").reset_index(drop=True)
     qc_rows: list[dict[str, Any]] = []
     for (dataset, subject, session), group in table.groupby(["dataset", "subject", "session"], sort=True):
         first = group.iloc[0]
@@ -276,7 +276,7 @@ def merge_shards(
                 "native_id": _text(native.get(subject, "")),  # to find the session's subject
                 "session": session,
                 "split": first["split"],
-                "modalities": ",".join(group["modality"].map(str)),
+                "contrasts": ",".join(group["contrast"].map(str)),
                 "brain_ml": first["brain_ml"],
                 "snr": first["snr"],
                 "bias_std": pd.to_numeric(group["bias_std"], errors="coerce").max(),

@@ -52,20 +52,20 @@ def _session_inputs(group: pd.DataFrame) -> tuple[dict[str, Any], Any, dict[str,
         kind = _text(getattr(row, "format", "nifti")) or "nifti"
         if kind not in ("nifti", "fastmri_h5"):
             raise PreprocessError(f"unsupported format {row.format!r} for {row.path}")
-        if row.modality in images:
-            raise PreprocessError(f"modality {row.modality} listed twice in session")
-        images[row.modality] = _load(row.path) if kind == "nifti" else _load_fastmri(row.path)
+        if row.contrast in images:
+            raise PreprocessError(f"contrast {row.contrast} listed twice in session")
+        images[row.contrast] = _load(row.path) if kind == "nifti" else _load_fastmri(row.path)
         if kind == "fastmri_h5":
-            stack_affine = images[row.modality].affine
+            stack_affine = images[row.contrast].affine
         truth = _text(getattr(row, "truth_brain_mask", ""))
         if truth:
             truth_paths.append(truth)
         seg = _text(getattr(row, "seg_path", ""))
         if seg and seg not in seg_paths.values():
-            seg_paths[row.modality] = seg
+            seg_paths[row.contrast] = seg
     truth_img = _load(truth_paths[0]) if truth_paths else None
     if truth_img is not None and stack_affine is not None:
         # fastMRI truth indexes like reconstruction_rss: give it the stack's header-built affine
         truth_img = nib.Nifti1Image(np.asarray(truth_img.dataobj), stack_affine)
-    labels = {modality: _load(path) for modality, path in seg_paths.items()}
+    labels = {contrast: _load(path) for contrast, path in seg_paths.items()}
     return images, truth_img, labels

@@ -29,7 +29,7 @@ __all__ = [
     "WM_BRIGHT",
 ]
 
-#: Modalities in which white matter is the brightest brain tissue (WhiteStripe looks high).
+#: Contrasts in which white matter is the brightest brain tissue (WhiteStripe looks high).
 WM_BRIGHT = ("T1w", "T1ce")
 
 DEFAULT_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
@@ -126,14 +126,14 @@ class NyulLandmarks:
         standard: the mean landmark positions on the standard scale (same length).
         scale: ``(s1, s2)``: where ``pc1`` and ``pc2`` are mapped.
         n_train: number of training images the landmarks were fitted on.
-        modality: the modality they belong to (informational).
+        contrast: the contrast they belong to (informational).
     """
 
     percentiles: tuple[float, ...]
     standard: tuple[float, ...]
     scale: tuple[float, float] = (0.0, 100.0)
     n_train: int = 0
-    modality: str = ""
+    contrast: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """Return the landmarks as plain JSON-able types."""
@@ -142,7 +142,7 @@ class NyulLandmarks:
             "standard": list(self.standard),
             "scale": list(self.scale),
             "n_train": self.n_train,
-            "modality": self.modality,
+            "contrast": self.contrast,
         }
 
     @classmethod
@@ -153,7 +153,7 @@ class NyulLandmarks:
             standard=tuple(float(v) for v in data["standard"]),  # type: ignore[union-attr]
             scale=tuple(float(v) for v in data["scale"]),  # type: ignore[arg-type,union-attr]
             n_train=int(data["n_train"]),  # type: ignore[call-overload]
-            modality=str(data["modality"]),
+            contrast=str(data["contrast"]),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -171,7 +171,7 @@ def fit_nyul(
     images_and_masks: Sequence[tuple[np.ndarray, np.ndarray]],
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     scale: tuple[float, float] = (0.0, 100.0),
-    modality: str = "",
+    contrast: str = "",
 ) -> NyulLandmarks:
     """Fit Nyúl–Udupa standard landmarks on TRAINING subjects only.
 
@@ -182,7 +182,7 @@ def fit_nyul(
         images_and_masks: ``(data (X, Y, Z), brain mask (X, Y, Z))`` per training image.
         percentiles: increasing landmark percentiles, at least 3 (e.g. 1, deciles, 99).
         scale: standard scale ``(s1, s2)``.
-        modality: stored with the landmarks.
+        contrast: stored with the landmarks.
 
     Raises:
         ValueError: with no training images or non-increasing percentiles.
@@ -204,7 +204,7 @@ def fit_nyul(
         standard=tuple(float(s) for s in standard),
         scale=(float(scale[0]), float(scale[1])),
         n_train=len(images_and_masks),
-        modality=modality,
+        contrast=contrast,
     )
 
 

@@ -51,10 +51,10 @@ class PreprocessResult:
     """Everything one session produced.
 
     Attributes:
-        volumes: modality -> normalised, cropped RAS image (float32), all on one grid.
+        volumes: contrast -> normalised, cropped RAS image (float32), all on one grid.
         mask: brain mask (uint8) on that grid.
-        labels: modality (or key given) -> label image (nearest-neighbour) on that grid.
-        fields: modality -> multiplicative bias field on that grid (cropped).
+        labels: contrast (or key given) -> label image (nearest-neighbour) on that grid.
+        fields: contrast -> multiplicative bias field on that grid (cropped).
         transforms: every transform back to the original images.
         qc: the QC record (:func:`qc_record`) plus ``flags``, ``skull_strip`` and
             ``normalisation`` details.
@@ -122,9 +122,9 @@ def validate_image(img: Any, settings: PreprocessSettings, name: str = "image") 
 
 
 def _reference(images: Mapping[str, Any], settings: PreprocessSettings) -> str:
-    for modality in settings.reference:
-        if modality in images:
-            return modality
+    for contrast in settings.reference:
+        if contrast in images:
+            return contrast
     return next(iter(images))
 
 
@@ -147,12 +147,12 @@ def _to_reference_grid(
     grid = (ref_img.affine, ref_img.shape)
     volumes = {ref: ref_img}
     transforms: dict[str, Any] = {}
-    for modality, img in images.items():
-        if modality == ref:
+    for contrast, img in images.items():
+        if contrast == ref:
             continue
         if _same_grid(img, images[ref]) or not settings.register_contrasts:
             with _timed(seconds, "reorient_resample"):
-                volumes[modality] = reorient_resample(
+                volumes[contrast] = reorient_resample(
                     img,
                     settings.spacing_mm,
                     False,
@@ -166,14 +166,14 @@ def _to_reference_grid(
                 img, settings.spacing_mm, False, settings.interpolation, threads=settings.threads
             )
             transform, matrix = register_rigid(ref_img, own, settings.registration, settings.seed)
-            volumes[modality] = resample_to_grid(
+            volumes[contrast] = resample_to_grid(
                 own, grid[0], grid[1], False, settings.interpolation, transform, settings.threads
             )
-        transforms[modality] = transform
-        record.registrations[modality] = {
+        transforms[contrast] = transform
+        record.registrations[contrast] = {
             "kind": "rigid",
             "fixed": ref,
-            "moving": modality,
+            "moving": contrast,
             "matrix_ras": matrix.tolist(),
         }
     return volumes, transforms
@@ -182,7 +182,7 @@ def _to_reference_grid(
 def _normalise(
     data: np.ndarray,
     mask: np.ndarray,
-    modality: str,
+    contrast: str,
     settings: PreprocessSettings,
     landmarks: Mapping[str, NyulLandmarks] | None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -194,15 +194,15 @@ def _normalise(
     if norm.method == "zscore":
         out = zscore(data, mask)
     elif norm.method == "whitestripe":
-        out, stripe = whitestripe(data, mask, wm_bright=modality in WM_BRIGHT, width=norm.whitestripe_width)
+        out, stripe = whitestripe(data, mask, wm_bright=contrast in WM_BRIGHT, width=norm.whitestripe_width)
         info.update(stripe)
     elif norm.method == "nyul":
-        if landmarks is None or modality not in landmarks:
+        if landmarks is None or contrast not in landmarks:
             raise PreprocessError(
-                f"nyul normalisation needs landmarks for {modality} (fit on training subjects)"
+                f"nyul normalisation needs landmarks for {contrast} (fit on training subjects)"
             )
-        out = apply_nyul(data, mask, landmarks[modality])
-        info["landmarks"] = landmarks[modality].to_dict()
+        out = apply_nyul(data, mask, landmarks[contrast])
+        info["landmarks"] = landmarks[contrast].to_dict()
     else:
         out = data.astype(np.float32)
     if norm.zero_background:
@@ -221,12 +221,12 @@ def preprocess_session(
     """Preprocess the contrasts of one session onto one grid with one brain mask.
 
     Args:
-        images: modality -> 3D nibabel image in its original space.
+        images: contrast -> 3D nibabel image in its original space.
         settings: the stage settings.
         truth_mask: ground-truth brain mask image (any grid in the same world space), for QC Dice.
-        labels: modality -> label image on that modality's grid (a key that is not a modality
+        labels: contrast -> label image on that contrast's grid (a key that is not a contrast
             is taken to be in the reference's world space); resampled nearest-neighbour.
-        landmarks: modality -> Nyúl landmarks fitted on training subjects (method ``nyul``).
+        landmarks: contrast -> Nyúl landmarks fitted on training subjects (method ``nyul``).
 
     Returns:
         The :class:`PreprocessResult`.
@@ -236,14 +236,14 @@ def preprocess_session(
     """
     if not images:
         raise PreprocessError("no images in session")
-    for modality, img in images.items():
+    for contrast, img in images.items():
         filename = img.get_filename() if hasattr(img, "get_filename") else None
-        validate_image(img, settings, f"{modality} ({Path(filename).name})" if filename else modality)
+        validate_image(img, settings, f"{contrast} ({Path(filename).name})" if filename else contrast)
     ref = _reference(images, settings)
     seconds: dict[str, float] = {}
     record = TransformRecord(reference=ref, spacing_mm=settings.spacing_mm)
-    for modality, img in images.items():
-        record.add_original(modality, img)
+    for contrast, img in images.items():
+        record.add_original(contrast, img)
     volumes, sitk_transforms = _to_reference_grid(images, ref, settings, record, seconds)
     grid = (volumes[ref].affine, volumes[ref].shape)
     record.resampled_affine = np.asarray(grid[0]).tolist()
@@ -269,14 +269,14 @@ def preprocess_session(
     head = head_mask(np.asarray(volumes[ref].dataobj))
     fields: dict[str, np.ndarray] = {}
     with _timed(seconds, "n4"):
-        for modality, vol in list(volumes.items()):
+        for contrast, vol in list(volumes.items()):
             if settings.n4.enabled:
                 n4 = settings.n4
                 shrink = max(1, round(n4.shrink_mm / settings.spacing_mm))
-                volumes[modality], field_img = n4_correct(
+                volumes[contrast], field_img = n4_correct(
                     vol, head, shrink, n4.iterations, n4.convergence, n4.control_points
                 )
-                fields[modality] = np.asarray(field_img.dataobj)
+                fields[contrast] = np.asarray(field_img.dataobj)
     with _timed(seconds, f"skull_strip_{settings.skull_strip}"):
         stripped = skull_strip(
             volumes[ref], settings.skull_strip, settings.registration, settings.seed, settings.threads
@@ -301,17 +301,17 @@ def preprocess_session(
     out_volumes: dict[str, nib.Nifti1Image] = {}
     norm_info: dict[str, Any] = {}
     with _timed(seconds, "normalise"):
-        for modality, vol in volumes.items():
+        for contrast, vol in volumes.items():
             data = np.asarray(crop_image(vol, box).dataobj, dtype=np.float32)
-            normalised, norm_info[modality] = _normalise(data, cropped_mask, modality, settings, landmarks)
-            out_volumes[modality] = nib.Nifti1Image(normalised, mask_img.affine)
+            normalised, norm_info[contrast] = _normalise(data, cropped_mask, contrast, settings, landmarks)
+            out_volumes[contrast] = nib.Nifti1Image(normalised, mask_img.affine)
     qc = qc_record(ref_data, brain, head, voxel_ml, fields.get(ref), truth, seconds, fov_contact)
     qc.update(
         {
             "reference": ref,
             "skull_strip": {"method": stripped.method},
             "normalisation": norm_info,
-            "bias_std_per_modality": {m: _log_std(f, brain) for m, f in fields.items()},
+            "bias_std_per_contrast": {m: _log_std(f, brain) for m, f in fields.items()},
         }
     )
     qc["flags"] = qc_flags(qc, settings.qc)

@@ -182,7 +182,7 @@ class PreprocessSettings:
     Attributes:
         spacing_mm: isotropic output voxel size.
         interpolation: ``linear`` or ``bspline`` for images (labels are always nearest).
-        reference: modality whose grid and mask the session shares (first present one wins).
+        reference: contrast whose grid and mask the session shares (first present one wins).
         skull_strip: ``atlas`` (default), ``deepbet`` (T1w) or ``none`` (already stripped).
         register_contrasts: rigidly register a contrast whose grid differs from the reference's.
         crop_margin_mm: margin around the brain bounding box.
@@ -210,7 +210,7 @@ class PreprocessSettings:
     )
     reference: tuple[str, ...] = setting(
         ("T1w", "T1ce", "T2w", "FLAIR", "PD"),
-        "Modality whose grid and mask the session shares (first present one wins).",
+        "Contrast whose grid and mask the session shares (first present one wins).",
         config=False,
     )
     skull_strip: str = setting(

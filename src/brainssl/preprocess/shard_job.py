@@ -57,7 +57,7 @@ TABLE_COLUMNS = (
     "dataset",
     "subject",
     "session",
-    "modality",
+    "contrast",
     "path",
     "mask_path",
     "seg_path",
@@ -93,34 +93,34 @@ def _label(text: str, prefix: str) -> str:
     return label or "none"
 
 
-def _contrast(modality: str) -> str:
-    return BIDS_CONTRASTS.get(modality, f"desc-preproc_{_label(modality, '')}")
+def _file_suffix(contrast: str) -> str:
+    return BIDS_CONTRASTS.get(contrast, f"desc-preproc_{_label(contrast, '')}")
 
 
 def derivative_names(
-    subject: str, session: str, modalities: list[str], label_modalities: list[str] | tuple[str, ...] = ()
+    subject: str, session: str, contrasts: list[str], label_contrasts: list[str] | tuple[str, ...] = ()
 ) -> dict[str, str]:
     """Relative paths of one session's derivative files (BIDS derivatives naming).
 
     Args:
         subject: the pseudonymous subject (``sub-<hex>``).
         session: the session (``ses-d0129``; empty for none).
-        modalities: the session's contrasts.
-        label_modalities: the contrasts whose label maps are written, first one first.
+        contrasts: the session's contrasts.
+        label_contrasts: the contrasts whose label maps are written, first one first.
 
     Returns:
-        ``{modality: ..._desc-preproc_<suffix>.nii.gz, "mask": ..._desc-brain_mask.nii.gz,
-        "seg": ..._desc-preproc_dseg.nii.gz (the first label map), "seg_<modality>":
-        ..._desc-preproc<modality>_dseg.nii.gz (further ones), "transforms": ..._xfm.json,
+        ``{contrast: ..._desc-preproc_<suffix>.nii.gz, "mask": ..._desc-brain_mask.nii.gz,
+        "seg": ..._desc-preproc_dseg.nii.gz (the first label map), "seg_<contrast>":
+        ..._desc-preproc<contrast>_dseg.nii.gz (further ones), "transforms": ..._xfm.json,
         "qc": ..._qc.json, "qc_png": ..._qc.png}``, relative to the derivative root.
     """
     sub, ses = f"sub-{_label(subject, 'sub-')}", f"ses-{_label(session or NO_SESSION, 'ses-')}"
     folder, stem = f"{sub}/{ses}/anat", f"{sub}_{ses}"
-    names = {m: f"{folder}/{stem}_{_contrast(m)}.nii.gz" for m in modalities}
+    names = {m: f"{folder}/{stem}_{_file_suffix(m)}.nii.gz" for m in contrasts}
     names["mask"] = f"{folder}/{stem}_desc-brain_mask.nii.gz"
-    for index, modality in enumerate(label_modalities):
-        key = "seg" if index == 0 else f"seg_{modality}"
-        desc = "preproc" if index == 0 else f"preproc{_label(modality, '')}"
+    for index, contrast in enumerate(label_contrasts):
+        key = "seg" if index == 0 else f"seg_{contrast}"
+        desc = "preproc" if index == 0 else f"preproc{_label(contrast, '')}"
         names[key] = f"{folder}/{stem}_desc-{desc}_dseg.nii.gz"
     names.update(
         transforms=f"{folder}/{stem}_xfm.json",
@@ -187,13 +187,13 @@ def _write_session(
     with _session_folder(folder.parent) as session_tmp:
         tmp = session_tmp / folder.name
         tmp.mkdir()
-        for modality, img in result.volumes.items():
-            save_nifti(tmp / local[modality], img)
+        for contrast, img in result.volumes.items():
+            save_nifti(tmp / local[contrast], img)
         save_nifti(tmp / local["mask"], result.mask)
         seg_names: dict[str, str] = {}
-        for index, (modality, lab) in enumerate(labels):
-            seg_names[modality] = local["seg" if index == 0 else f"seg_{modality}"]
-            save_nifti(tmp / seg_names[modality], lab)
+        for index, (contrast, lab) in enumerate(labels):
+            seg_names[contrast] = local["seg" if index == 0 else f"seg_{contrast}"]
+            save_nifti(tmp / seg_names[contrast], lab)
         write_json(tmp / local["transforms"], result.transforms.to_dict())
         write_json(tmp / local["qc"], result.qc)
         who = f"{key['dataset']} {native_id} ({key['subject']})" if native_id else key["subject"]
@@ -212,8 +212,8 @@ def _write_session(
     return [
         {
             **key,
-            "modality": modality,
-            "path": str(folder / local[modality]),
+            "contrast": contrast,
+            "path": str(folder / local[contrast]),
             "mask_path": str(folder / local["mask"]),
             "seg_path": seg_path,
             "transforms_path": str(folder / local["transforms"]),
@@ -223,12 +223,12 @@ def _write_session(
             "spacing_mm": result.transforms.spacing_mm,
             "brain_ml": qc["brain_ml"],
             "snr": qc["snr"],
-            "bias_std": qc["bias_std_per_modality"].get(modality),
+            "bias_std": qc["bias_std_per_contrast"].get(contrast),
             "dice": qc["dice"],
             "qc_flags": "; ".join(qc["flags"]),
             "seconds_total": qc["seconds_total"],
         }
-        for modality, img in result.volumes.items()
+        for contrast, img in result.volumes.items()
     ]
 
 
@@ -250,13 +250,13 @@ def preprocess_shard(
     nothing behind. A failing session is recorded with its reason and the others continue.
 
     Args:
-        rows: manifest rows (columns ``dataset, subject, session, modality, path, format``
+        rows: manifest rows (columns ``dataset, subject, session, contrast, path, format``
             (``nifti``, or ``fastmri_h5`` read through
             :func:`brainssl.datasets.layouts.fastmri.load_rss`),
             optional ``seg_path, truth_brain_mask, native_id``) of one or more sessions.
         out_dir: output root.
         settings: stage settings.
-        landmarks: modality -> Nyúl landmarks (method ``nyul``).
+        landmarks: contrast -> Nyúl landmarks (method ``nyul``).
 
     Returns:
         ``(table, failures)``: one row per written volume (:data:`TABLE_COLUMNS`) and one per
@@ -265,7 +265,7 @@ def preprocess_shard(
     Raises:
         KeyError: if a required column is missing.
     """
-    required = ("dataset", "subject", "session", "modality", "path")
+    required = ("dataset", "subject", "session", "contrast", "path")
     missing = [c for c in required if c not in rows.columns]
     if missing:
         raise KeyError(f"manifest rows lack column(s) {missing}")

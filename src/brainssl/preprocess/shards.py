@@ -45,7 +45,7 @@ ROW_COLUMNS = (
     "subject",
     "native_id",
     "session",
-    "modality",
+    "contrast",
     "path",
     "format",
     "seg_path",
@@ -100,7 +100,7 @@ def assign_shards(rows: pd.DataFrame, shard_size: int) -> dict[str, int]:
 
 
 def shard_rows(rows: pd.DataFrame, shard_size: int, shard: int) -> pd.DataFrame:
-    """Return the rows of one shard's subjects, sorted by subject order, session and modality.
+    """Return the rows of one shard's subjects, sorted by subject order, session and contrast.
 
     Raises:
         ValueError: if ``shard`` is out of range.
@@ -116,7 +116,7 @@ class SubjectShards:
     subjects (minutes at 100,000); cutting once makes each look-up a slice.
 
     Args:
-        rows: manifest rows (columns ``subject``, ``native_id``, ``session``, ``modality``).
+        rows: manifest rows (columns ``subject``, ``native_id``, ``session``, ``contrast``).
         shard_size: subjects per shard (>= 1).
 
     Raises:
@@ -131,7 +131,7 @@ class SubjectShards:
         picked = rows[rows["subject"].isin(rank)]
         # one stable sort of all rows orders every shard's rows as sorting that shard alone would
         ranked = picked.assign(_rank=picked["subject"].map(rank)).sort_values(
-            ["_rank", "session", "modality"], kind="stable"
+            ["_rank", "session", "contrast"], kind="stable"
         )
         self.shard_size = shard_size
         self._count = -(-len(order) // shard_size)
@@ -144,7 +144,7 @@ class SubjectShards:
         return self._count
 
     def rows(self, shard: int) -> pd.DataFrame:
-        """Return shard ``shard``'s rows, sorted by subject order, session and modality.
+        """Return shard ``shard``'s rows, sorted by subject order, session and contrast.
 
         Raises:
             ValueError: if ``shard`` is out of range.
@@ -209,7 +209,7 @@ def training_rows(
     picked = rows[rows["subject"].isin(rank)]
     return (
         picked.assign(_rank=picked["subject"].map(rank))
-        .sort_values(["_rank", "session", "modality"], kind="stable")
+        .sort_values(["_rank", "session", "contrast"], kind="stable")
         .drop(columns="_rank")
         .reset_index(drop=True)
     )

@@ -298,11 +298,11 @@ class TransformRecord:
     """Every transform between an output voxel and the subject's original images (JSON-able).
 
     Attributes:
-        reference: modality whose grid the session shares.
+        reference: contrast whose grid the session shares.
         spacing_mm: isotropic output spacing.
-        original: per modality, ``{"affine": (4, 4), "shape": [...], "axcodes": "LPS"}`` of the
+        original: per contrast, ``{"affine": (4, 4), "shape": [...], "axcodes": "LPS"}`` of the
             input image.
-        ras_ornt: per modality, the nibabel orientation transform (``(3, 2)``) from the input
+        ras_ornt: per contrast, the nibabel orientation transform (``(3, 2)``) from the input
             axes to RAS canonical.
         resampled_affine: (4, 4) affine of the RAS grid before cropping.
         resampled_shape: shape of that grid.
@@ -324,16 +324,16 @@ class TransformRecord:
     final_shape: list[int] = field(default_factory=list)
     registrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def add_original(self, modality: str, img: nib.spatialimages.SpatialImage) -> None:
-        """Record a modality's input grid and its reorientation to RAS."""
+    def add_original(self, contrast: str, img: nib.spatialimages.SpatialImage) -> None:
+        """Record a contrast's input grid and its reorientation to RAS."""
         affine = np.asarray(img.affine, dtype=float)
         ornt = nib.orientations.io_orientation(affine)
-        self.original[modality] = {
+        self.original[contrast] = {
             "affine": affine.tolist(),
             "shape": [int(n) for n in img.shape[:3]],
             "axcodes": "".join(nib.orientations.aff2axcodes(affine)),
         }
-        self.ras_ornt[modality] = ornt.tolist()
+        self.ras_ornt[contrast] = ornt.tolist()
 
     def to_dict(self) -> dict[str, Any]:
         """Return the record as plain JSON-able types."""
@@ -348,37 +348,37 @@ class TransformRecord:
 def to_original_space(
     voxel_ijk: np.ndarray | list[float],
     record: TransformRecord | dict[str, Any],
-    modality: str | None = None,
+    contrast: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Map output voxel indices back to world and to the original image's voxel indices.
 
     Args:
         voxel_ijk: (3,) or (N, 3) voxel indices in the written (cropped) volumes.
         record: the session's :class:`TransformRecord` (or its dict form from ``transforms.json``).
-        modality: whose original image to map into; default the reference. A registered
+        contrast: whose original image to map into; default the reference. A registered
             contrast's rigid transform is applied.
 
     Returns:
         ``(world_ras, original_ijk)``, each of the shape of ``voxel_ijk``: the RAS world point
-        in the reference's scanner space and the (fractional) voxel index in the modality's
+        in the reference's scanner space and the (fractional) voxel index in the contrast's
         original image.
 
     Raises:
-        KeyError: if ``modality`` is not in the record.
+        KeyError: if ``contrast`` is not in the record.
     """
     rec = record if isinstance(record, TransformRecord) else TransformRecord.from_dict(record)
-    modality = modality or rec.reference
-    if modality not in rec.original:
-        raise KeyError(f"modality {modality!r} not in transform record ({sorted(rec.original)})")
+    contrast = contrast or rec.reference
+    if contrast not in rec.original:
+        raise KeyError(f"contrast {contrast!r} not in transform record ({sorted(rec.original)})")
     ijk = np.atleast_2d(np.asarray(voxel_ijk, dtype=float))
     resampled = ijk + np.asarray(rec.crop_offset, dtype=float)
     grid = np.asarray(rec.resampled_affine)
     world = resampled @ grid[:3, :3].T + grid[:3, 3]
     moved = world
-    if modality in rec.registrations:
-        matrix = np.asarray(rec.registrations[modality]["matrix_ras"])
+    if contrast in rec.registrations:
+        matrix = np.asarray(rec.registrations[contrast]["matrix_ras"])
         moved = world @ matrix[:3, :3].T + matrix[:3, 3]
-    inverse = np.linalg.inv(np.asarray(rec.original[modality]["affine"]))
+    inverse = np.linalg.inv(np.asarray(rec.original[contrast]["affine"]))
     original = moved @ inverse[:3, :3].T + inverse[:3, 3]
     shape = np.shape(voxel_ijk)
     return world.reshape(shape), original.reshape(shape)

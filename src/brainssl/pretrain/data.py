@@ -8,7 +8,7 @@ probe-test half (no subject in both, so neighbouring slices of one volume cannot
 and each probe balances its classes by subsampling.
 
 Probes:
-    ``contrast``: the ``modality`` column (T1w, T2w, FLAIR...), when at least two occur.
+    ``contrast``: the ``contrast`` column (T1w, T2w, FLAIR...), when at least two occur.
     ``position``: ``position`` (0..1 along the brain's axial extent) cut into equal bins.
 """
 
@@ -54,7 +54,7 @@ def _labels(frame: pd.DataFrame, name: str, position_bins: int) -> np.ndarray | 
             (pos[known].clip(0.0, 1.0) * position_bins).astype(np.int64), position_bins - 1
         )
         return codes
-    column = {"contrast": "modality", "dataset": "dataset", "pathology": "pathology"}.get(name)
+    column = {"contrast": "contrast", "dataset": "dataset", "pathology": "pathology"}.get(name)
     if column is None:
         raise ValueError(f"unknown probe {name!r}; choose contrast, position, dataset or pathology")
     values = frame[column].astype("string")

@@ -200,8 +200,8 @@ def write_export(
     trained_on = card.get("training_manifest_sha256")
     if trained_on and trained_on != index_sha:
         raise ValueError(f"{run} was trained on another slice index than {index} (sha256 differs)")
-    frame = pd.read_parquet(index, columns=["dataset", "subject", "session", "modality", "split"])
-    # {modality: NyulLandmarks.to_dict()}, as brainssl.preprocess.save_landmarks writes them
+    frame = pd.read_parquet(index, columns=["dataset", "subject", "session", "contrast", "split"])
+    # {contrast: NyulLandmarks.to_dict()}, as brainssl.preprocess.save_landmarks writes them
     marks = {dataset: json.loads(Path(path).read_text()) for dataset, path in (landmarks or {}).items()}
     full = modelcard.release_card(
         card, frame, release, name=name or run.name, landmarks=marks, index_sha256=index_sha

@@ -106,9 +106,9 @@ def save_entropy_histogram(stats: pd.DataFrame, path: PathLike) -> Any:
             color=["tab:blue", "tab:gray"],
             label=["kept", "dropped"],
         )
-        # thresholds of several modalities often lie within a bar's width of each other: each gets
+        # thresholds of several contrasts often lie within a bar's width of each other: each gets
         # its own colour and dash and is named in the legend, never by a label on the plot
-        for k, (modality, part) in enumerate(group.groupby("modality", sort=True)):
+        for k, (contrast, part) in enumerate(group.groupby("contrast", sort=True)):
             finite = part["threshold"][np.isfinite(part["threshold"])]
             if len(finite):
                 ax.axvline(
@@ -116,7 +116,7 @@ def save_entropy_histogram(stats: pd.DataFrame, path: PathLike) -> Any:
                     color=THRESHOLD_COLOURS[k % len(THRESHOLD_COLOURS)],
                     ls=THRESHOLD_DASHES[k % len(THRESHOLD_DASHES)],
                     lw=1.2,
-                    label=f"threshold {modality or '2D'}: {float(finite.median()):.2f}",
+                    label=f"threshold {contrast or '2D'}: {float(finite.median()):.2f}",
                 )
         ax.set(
             title=f"{dataset}: {int(group['kept'].sum())}/{len(group)} kept",

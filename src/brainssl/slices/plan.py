@@ -131,7 +131,7 @@ def load_shard_rows(
         manifest_path: the dataset manifest, for subject labels (age, pathology, ...).
 
     Returns:
-        The shard's rows sorted by subject, session, modality.
+        The shard's rows sorted by subject, session, contrast.
     """
     table = read_input_table(table_path).drop(columns=["split"], errors="ignore")
     plan = read_input_table(plan_path)
@@ -146,4 +146,4 @@ def load_shard_rows(
         rows = rows.drop(columns=[c for c in labels.columns if c != "subject" and c in rows.columns])
         rows = rows.merge(labels, on="subject", how="left")
     rows["session"] = rows["session"].fillna("").astype(str).replace("", NO_SESSION)
-    return rows.sort_values(["subject", "session", "modality", "path"]).reset_index(drop=True)
+    return rows.sort_values(["subject", "session", "contrast", "path"]).reset_index(drop=True)

@@ -65,7 +65,7 @@ class SliceSettings:
             slice) or ``brain`` (brain mask; falls back to ``head`` where no mask exists).
         entropy_mode: ``absolute`` (keep entropy >= ``entropy_threshold`` bits) or
             ``percentile`` (threshold = that percentile of the candidate slices of the same
-            shard and modality, an estimate of the dataset's percentile that keeps shards
+            shard and contrast, an estimate of the dataset's percentile that keeps shards
             independent of each other).
         entropy_threshold: bits, used in ``absolute`` mode.
         entropy_percentile: 0..100, used in ``percentile`` mode.

@@ -4,7 +4,7 @@ A shard is one contiguous ``.npy`` array ``(N, S, S)`` (uint8 or float16; memory
 a parallel ``uint8`` label array (``(N, S, S)``, or ``(0, S, S)`` when no kept slice has a
 segmentation), an index table (one row per stored slice, :data:`INDEX_COLUMNS` plus subject
 labels) and a stats table (one row per cut slice, kept or not, :data:`STATS_COLUMNS`). Rows
-are ordered by subject, session, modality, slice index, and nothing time-dependent enters a
+are ordered by subject, session, contrast, slice index, and nothing time-dependent enters a
 file, so a re-run writes the same bytes. The index's pandas ``attrs`` (Parquet metadata)
 hold the intensity mapping and the settings.
 """
@@ -52,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-KEY_COLUMNS = ("dataset", "subject", "session", "modality", "slice_index")
+KEY_COLUMNS = ("dataset", "subject", "session", "contrast", "slice_index")
 INDEX_COLUMNS = (
     *KEY_COLUMNS,
     "position",
@@ -186,18 +186,18 @@ def cut_slices(row: Mapping[str, Any], settings: SliceSettings) -> VolumeSlices:
 
 
 def _thresholds(stats: pd.DataFrame, settings: SliceSettings) -> pd.Series:
-    """Entropy threshold per slice row (absolute, or the percentile of its shard and modality)."""
+    """Entropy threshold per slice row (absolute, or the percentile of its shard and contrast)."""
     if settings.entropy_mode == "absolute":
         return pd.Series(settings.entropy_threshold, index=stats.index, dtype=float)
     out = pd.Series(np.nan, index=stats.index, dtype=float)
-    for _, group in stats.groupby("modality", sort=True):
+    for _, group in stats.groupby("contrast", sort=True):
         cand = group.loc[group["reason"] == "", "entropy"].to_numpy()
         out[group.index] = float(np.percentile(cand, settings.entropy_percentile)) if cand.size else np.inf
     return out
 
 
 def _row_key(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _text(row.get(k)) for k in ("dataset", "subject", "session", "modality")}
+    return {k: _text(row.get(k)) for k in ("dataset", "subject", "session", "contrast")}
 
 
 def build_slice_shard(
@@ -213,7 +213,7 @@ def build_slice_shard(
 
     Args:
         rows: the shard's rows (:func:`brainssl.slices.load_shard_rows`): ``dataset, subject,
-            session, modality, path, split`` (+ ``mask_path, seg_path, spacing_mm`` and the
+            session, contrast, path, split`` (+ ``mask_path, seg_path, spacing_mm`` and the
             subject labels of :data:`LABEL_COLUMNS` where present).
         settings: stage settings.
         shard: shard number (recorded in the tables).
@@ -228,11 +228,11 @@ def build_slice_shard(
     Raises:
         KeyError: when a required column is missing.
     """
-    required = ("dataset", "subject", "session", "modality", "path", "split")
+    required = ("dataset", "subject", "session", "contrast", "path", "split")
     missing = [c for c in required if c not in rows.columns]
     if missing:
         raise KeyError(f"shard rows lack column(s) {missing}")
-    ordered = rows.sort_values(["subject", "session", "modality", "path"]).to_dict("records")
+    ordered = rows.sort_values(["subject", "session", "contrast", "path"]).to_dict("records")
     volumes = [cut_slices(row, settings) for row in progress(ordered, "cut volumes", total=len(ordered))]
     frames = []
     for number, (row, vol) in enumerate(zip(ordered, volumes, strict=True)):

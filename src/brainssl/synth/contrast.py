@@ -36,9 +36,9 @@ from brainssl.synth.template import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODALITIES", "SEQUENCES", "TISSUE_PARAMS", "draw_tissue_params", "signal_lut", "texture_lut"]
+__all__ = ["CONTRASTS", "SEQUENCES", "TISSUE_PARAMS", "draw_tissue_params", "signal_lut", "texture_lut"]
 
-MODALITIES = ("T1w", "T2w", "FLAIR", "T1ce", "PD")
+CONTRASTS = ("T1w", "T2w", "FLAIR", "T1ce", "PD")
 N_LABELS = 32
 
 # label: (PD, T1 ms, T2 ms)
@@ -104,24 +104,24 @@ def _signal(
     return pd * np.abs(1.0 - 2.0 * np.exp(-ti / t1) + np.exp(-tr / t1)) * np.exp(-te / t2)
 
 
-def signal_lut(modality: str, table: np.ndarray) -> np.ndarray:
-    """Signal of every label for one modality: (N_LABELS,) float32, to be indexed by labels.
+def signal_lut(contrast: str, table: np.ndarray) -> np.ndarray:
+    """Signal of every label for one contrast: (N_LABELS,) float32, to be indexed by labels.
 
     Args:
-        modality: one of :data:`MODALITIES`.
+        contrast: one of :data:`CONTRASTS`.
         table: (N_LABELS, 3) PD, T1, T2 from :func:`draw_tissue_params`.
 
     Returns:
         (N_LABELS,) float32 signals.
 
     Raises:
-        KeyError: for an unknown modality.
+        KeyError: for an unknown contrast.
     """
-    if modality not in SEQUENCES:
-        raise KeyError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
-    kind, tr, te, ti = SEQUENCES[modality]
+    if contrast not in SEQUENCES:
+        raise KeyError(f"unknown contrast {contrast!r}; expected one of {CONTRASTS}")
+    kind, tr, te, ti = SEQUENCES[contrast]
     pd, t1, t2 = table[:, 0], table[:, 1].copy(), table[:, 2]
-    if modality == "T1ce":
+    if contrast == "T1ce":
         for label, t1_gd in GADOLINIUM_T1.items():
             t1[label] = 1.0 / (1.0 / t1[label] + 1.0 / t1_gd)
     return _signal(kind, tr, te, ti, pd, t1, t2).astype(np.float32)

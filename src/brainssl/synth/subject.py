@@ -19,7 +19,7 @@ from brainssl.synth.anatomy import (
     rotation,
     warp_labels,
 )
-from brainssl.synth.contrast import MODALITIES, draw_tissue_params, signal_lut, texture_lut
+from brainssl.synth.contrast import CONTRASTS, draw_tissue_params, signal_lut, texture_lut
 from brainssl.synth.neurodev import apply_frontal_thickening
 from brainssl.synth.pathology import PATHOLOGIES, TumourPlan, glioma_markers, paint_tumour, plan_tumour
 from brainssl.synth.stroke import enlarge_ventricles, paint_stroke, plan_stroke
@@ -137,7 +137,7 @@ class SubjectMeta:
     necrosis_fraction: float | None = None
     enhancing_fraction: float | None = None
     hippocampus_ml: float = 0.0
-    modalities: tuple[str, ...] = ()
+    contrasts: tuple[str, ...] = ()
     seed: int = 0
     days_since_event: float | None = None
     lesion_volume_ml: float = 0.0
@@ -177,7 +177,7 @@ class SubjectParams:
     pathology: str | None = None
     diagnosis: str | None = None
     age_range: tuple[float, float] = (20, 85)
-    modalities: tuple[str, ...] = ("T1w", "T2w", "FLAIR")
+    contrasts: tuple[str, ...] = ("T1w", "T2w", "FLAIR")
     grid_mm: float = 2.0
     sites: tuple[str, ...] = ("siteA", "siteB", "siteC")
     anisotropic_prob: float = 0.3
@@ -191,9 +191,9 @@ class SubjectParams:
             raise ValueError(f"pathology must be None or one of {PATHOLOGIES}, got {self.pathology!r}")
         if self.diagnosis not in (None, *DIAGNOSES):
             raise ValueError(f"diagnosis must be None or one of {DIAGNOSES}, got {self.diagnosis!r}")
-        bad = [m for m in self.modalities if m not in MODALITIES]
-        if bad or not self.modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+        bad = [m for m in self.contrasts if m not in CONTRASTS]
+        if bad or not self.contrasts:
+            raise ValueError(f"contrasts must be a non-empty subset of {CONTRASTS}, got {self.contrasts}")
         if not self.sites:
             raise ValueError("sites must not be empty")
         if self.site_index is not None and not 0 <= self.site_index < len(self.sites):
@@ -257,7 +257,7 @@ def _oblique_rotation(acquisition: acq.Acquisition, rng: np.random.Generator) ->
 
 def _images(
     labels: np.ndarray,
-    modalities: tuple[str, ...],
+    contrasts: tuple[str, ...],
     bias: np.ndarray,
     acquisition: acq.Acquisition,
     rng: np.random.Generator,
@@ -273,13 +273,13 @@ def _images(
     scale, offset = acq.SITE_SCALING[acquisition.site_index % len(acq.SITE_SCALING)]
     brain = np.isin(labels, (GM, WM))
     out: dict[str, np.ndarray] = {}
-    for modality in modalities:
-        lut = signal_lut(modality, table)
+    for contrast in contrasts:
+        lut = signal_lut(contrast, table)
         clean = ndimage.gaussian_filter(lut[labels] * modulation, 0.6, truncate=2.5) * bias
         clean = acq.block_mean(clean, acquisition.thick_axis, acquisition.thick_factor)
         sigma = float(np.mean(lut[[GM, WM]])) / acquisition.snr if brain.any() else 0.01
         noisy = acq.rician(clean, sigma, rng)
-        out[modality] = (noisy * np.float32(scale) + np.float32(offset)).astype(np.float32)
+        out[contrast] = (noisy * np.float32(scale) + np.float32(offset)).astype(np.float32)
     return out
 
 
@@ -340,7 +340,7 @@ def generate_subject(seed: int, subject_id: str, params: SubjectParams) -> Synth
         paint_tumour(labels, plan, grid)
     lesion = paint_stroke(labels, stroke, grid) if stroke is not None else None
     bias = acq.bias_field(grid.shape, rng)
-    images = _images(labels, params.modalities, bias, acquisition, rng)
+    images = _images(labels, params.contrasts, bias, acquisition, rng)
     return _assemble(
         labels,
         images,
@@ -403,7 +403,7 @@ def _assemble(
     logger.debug("subject %s: %s, grid %s", subject_id, demo.pathology, brain_mask.data.shape)
     return SyntheticSubject(
         meta=meta,
-        images={m: vol(images[m]) for m in params.modalities},
+        images={m: vol(images[m]) for m in params.contrasts},
         brain_mask=brain_mask,
         tissue=vol(_TISSUE_LUT[labels]),
         hippocampus=vol(_HIPPO_LUT[labels]),
@@ -453,6 +453,6 @@ def _meta(
         necrosis_fraction=stats["necrosis_fraction"] if plan is not None and plan.kind == "glioma" else None,
         enhancing_fraction=stats["enhancing_fraction"] if plan is not None else None,
         hippocampus_ml=float(np.isin(labels, (HIPPO_L, HIPPO_R)).sum() * voxel_ml),
-        modalities=tuple(params.modalities),
+        contrasts=tuple(params.contrasts),
         seed=seed,
     )

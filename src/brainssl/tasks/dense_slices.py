@@ -201,7 +201,7 @@ def load_brats_cases(
 
     Args:
         table: ``results/preprocess/brats21/table.tsv`` rows.
-        contrasts: modalities used as input channels, in order.
+        contrasts: the contrasts used as input channels, in order.
         size: slice side.
         max_subjects: at most this many subjects (sorted by id; 0 = all).
         percentiles: the store's intensity percentiles of the dataset.
@@ -214,13 +214,13 @@ def load_brats_cases(
     for (subject, session), rows in _session_rows(table).items():
         if subject in seen or (max_subjects and len(seen) >= max_subjects):
             continue
-        by_modality = {r.modality: r for r in rows.itertuples()}
-        missing = [c for c in contrasts if c not in by_modality]
+        by_contrast = {r.contrast: r for r in rows.itertuples()}
+        missing = [c for c in contrasts if c not in by_contrast]
         first = rows.iloc[0]
         if missing or not isinstance(first.seg_path, str) or not first.seg_path:
             problems.append(f"{subject}/{session}: missing {missing or 'segmentation'}")
             continue
-        volumes = [np.asarray(nib.load(by_modality[c].path).dataobj, dtype=np.float32) for c in contrasts]
+        volumes = [np.asarray(nib.load(by_contrast[c].path).dataobj, dtype=np.float32) for c in contrasts]
         brain = np.asarray(nib.load(first.mask_path).dataobj) > 0
         labels = np.asarray(nib.load(first.seg_path).dataobj).round().astype(np.uint8)
         cases.append(
@@ -287,7 +287,7 @@ def load_hippocampus_cases(
     cases, problems = [], []
     seen: set[str] = set()
     for (subject, session), rows in _session_rows(table).items():
-        t1 = rows[rows.modality == "T1w"]
+        t1 = rows[rows.contrast == "T1w"]
         if subject in seen or t1.empty or (max_subjects and len(seen) >= max_subjects):
             continue
         row = t1.iloc[0]

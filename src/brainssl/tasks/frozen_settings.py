@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brainssl.datasets import DATASETS
-from brainssl.datasets.manifest import DATASET_PATTERN, DIAGNOSIS_PATTERN, MODALITIES
+from brainssl.datasets.manifest import CONTRASTS, DATASET_PATTERN, DIAGNOSIS_PATTERN
 from brainssl.settings import setting
 
 __all__ = [
@@ -44,12 +44,12 @@ def _any_datasets(default: tuple[str, ...], description: str) -> Any:
     return setting(default, description, min_items=1, unique_items=True, items={"pattern": DATASET_PATTERN})
 
 
-def _modalities(default: tuple[str, ...]) -> Any:
+def _contrasts(default: tuple[str, ...]) -> Any:
     return setting(
         default,
         "Contrasts averaged per subject (empty = all).",
         unique_items=True,
-        items={"enum": MODALITIES},
+        items={"enum": CONTRASTS},
     )
 
 
@@ -74,7 +74,7 @@ class Tumor4Settings(FrozenTaskSettings):
     """``tasks.tumor4``."""
 
     datasets: tuple[str, ...] = _datasets(("tumor4",), "Datasets with tumor_class labels.")
-    modalities: tuple[str, ...] = _modalities(())
+    contrasts: tuple[str, ...] = _contrasts(())
     logistic_c: float = _logistic_c()
 
 
@@ -91,7 +91,7 @@ class NeurodegenerationSettings(FrozenTaskSettings):
     """``tasks.neurodegeneration``."""
 
     datasets: tuple[str, ...] = _datasets(("oasis3",), "Datasets with diagnosis labels.")
-    modalities: tuple[str, ...] = _modalities(("T1w",))
+    contrasts: tuple[str, ...] = _contrasts(("T1w",))
     logistic_c: float = _logistic_c()
 
 
@@ -100,7 +100,7 @@ class MolecularSettings(FrozenTaskSettings):
     """``tasks.molecular``."""
 
     datasets: tuple[str, ...] = _datasets(("brats21",), "Datasets with idh/mgmt labels.")
-    modalities: tuple[str, ...] = _modalities(())
+    contrasts: tuple[str, ...] = _contrasts(())
     logistic_c: float = _logistic_c()
 
 
@@ -111,7 +111,7 @@ class BrainAgeSettings(FrozenTaskSettings):
     datasets: tuple[str, ...] = _datasets(
         ("ixi", "oasis3"), "Datasets with ages (each evaluated on its own)."
     )
-    modalities: tuple[str, ...] = _modalities(("T1w",))
+    contrasts: tuple[str, ...] = _contrasts(("T1w",))
     ridge_alpha: float = setting(
         10.0,
         "L2 penalty of the ridge head (on standardised features).",
@@ -128,7 +128,7 @@ class SurvivalSettings(FrozenTaskSettings):
     """``tasks.survival``."""
 
     datasets: tuple[str, ...] = _datasets(("brats21",), "Datasets with survival_days/event in the manifest.")
-    modalities: tuple[str, ...] = _modalities(())
+    contrasts: tuple[str, ...] = _contrasts(())
     models: tuple[str, ...] = setting(
         SURVIVAL_MODELS,
         "Survival heads: ridge-penalised Cox (cox) and random survival forest (rsf).",
@@ -150,7 +150,7 @@ class NeurodevelopmentalSettings(FrozenTaskSettings):
         "Datasets with a diagnosis and a site per subject (a kind: bids entry such as the "
         "ABIDE-style demo, or any dataset with those labels); each is evaluated on its own.",
     )
-    modalities: tuple[str, ...] = _modalities(("T1w",))
+    contrasts: tuple[str, ...] = _contrasts(("T1w",))
     positive: str = setting(
         "autism", "The condition's diagnosis label (the positive class).", pattern=DIAGNOSIS_PATTERN
     )
@@ -184,7 +184,7 @@ class StrokeTimeSettings(FrozenTaskSettings):
         "Datasets with days_since_event per subject (the ATLAS-style demo's sessions table); "
         "each is evaluated on its own.",
     )
-    modalities: tuple[str, ...] = _modalities(("T1w",))
+    contrasts: tuple[str, ...] = _contrasts(("T1w",))
     ridge_alpha: float = setting(
         100.0,
         "L2 penalty of the ridge head (on standardised features); a few dozen subjects against "

@@ -51,11 +51,11 @@ class TaskSpec:
         name: task name as written in the results table.
         kind: ``multiclass``, ``binary``, ``regression`` or ``survival``.
         dataset: dataset of the slice store.
-        target: label column (``modality`` for sequence classification; ``survival`` for the
+        target: label column (``contrast`` for sequence classification; ``survival`` for the
             survival table joined from the manifest).
         metrics: metric names reported.
-        unit: ``subject`` or ``modality`` (one unit per subject and contrast).
-        modalities: contrasts whose pooled embeddings are averaged; empty for all.
+        unit: ``subject`` or ``contrast`` (one unit per subject and contrast).
+        contrasts: the contrasts whose pooled embeddings are averaged; empty for all.
         positive: the positive class of a binary task.
         controls_only: keep only units whose diagnosis is control or unknown (brain age).
         classes: keep only units whose label is one of these (empty: every label).
@@ -70,7 +70,7 @@ class TaskSpec:
     target: str
     metrics: tuple[str, ...]
     unit: str = "subject"
-    modalities: tuple[str, ...] = ()
+    contrasts: tuple[str, ...] = ()
     positive: str = ""
     controls_only: bool = False
     classes: tuple[str, ...] = ()
@@ -79,8 +79,8 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"task kind must be one of {KINDS}, got {self.kind!r}")
-        if self.unit not in ("subject", "modality"):
-            raise ValueError(f"unit must be 'subject' or 'modality', got {self.unit!r}")
+        if self.unit not in ("subject", "contrast"):
+            raise ValueError(f"unit must be 'subject' or 'contrast', got {self.unit!r}")
         if self.site_folds not in ("", *SITE_FOLDS):
             raise ValueError(f"site_folds must be empty or one of {SITE_FOLDS}, got {self.site_folds!r}")
 
@@ -180,8 +180,8 @@ def task_datasets(name: str, settings: Mapping[str, Any]) -> list[str]:
 # ---- spec builders of the frozen-feature tasks: settings -> one TaskSpec per dataset (and target)
 
 
-def _modalities(settings: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(settings.get("modalities", ()))
+def _contrasts(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(settings.get("contrasts", ()))
 
 
 def _datasets(settings: Mapping[str, Any]) -> list[str]:
@@ -190,9 +190,9 @@ def _datasets(settings: Mapping[str, Any]) -> list[str]:
 
 def tumor4_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
     metrics = ("accuracy", "balanced_accuracy", "macro_f1")
-    mods = _modalities(settings)
+    contrasts = _contrasts(settings)
     return [
-        TaskSpec("tumor4", "multiclass", d, "tumor_class", metrics, modalities=mods)
+        TaskSpec("tumor4", "multiclass", d, "tumor_class", metrics, contrasts=contrasts)
         for d in _datasets(settings)
     ]
 
@@ -200,25 +200,25 @@ def tumor4_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
 def sequence_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
     metrics = ("macro_auc", "accuracy")
     return [
-        TaskSpec("sequence", "multiclass", d, "modality", metrics, unit="modality")
+        TaskSpec("sequence", "multiclass", d, "contrast", metrics, unit="contrast")
         for d in _datasets(settings)
     ]
 
 
 def neurodegeneration_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
-    mods = _modalities(settings)
+    contrasts = _contrasts(settings)
     return [
         TaskSpec(
-            "neurodegeneration", "binary", d, "diagnosis", ("auc",), modalities=mods, positive="alzheimer"
+            "neurodegeneration", "binary", d, "diagnosis", ("auc",), contrasts=contrasts, positive="alzheimer"
         )
         for d in _datasets(settings)
     ]
 
 
 def molecular_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
-    mods = _modalities(settings)
+    contrasts = _contrasts(settings)
     return [
-        TaskSpec(f"molecular_{target}", "binary", d, target, ("auc",), modalities=mods, positive=positive)
+        TaskSpec(f"molecular_{target}", "binary", d, target, ("auc",), contrasts=contrasts, positive=positive)
         for d in _datasets(settings)
         for target, positive in (("idh", "mutant"), ("mgmt", "1"))
     ]
@@ -226,15 +226,15 @@ def molecular_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
 
 def brain_age_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
     metrics = ("mae", "mae_corrected", "gap_slope", "gap_slope_corrected")
-    mods, controls = _modalities(settings), bool(settings.get("controls_only", True))
+    contrasts, controls = _contrasts(settings), bool(settings.get("controls_only", True))
     return [
-        TaskSpec("brain_age", "regression", d, "age", metrics, modalities=mods, controls_only=controls)
+        TaskSpec("brain_age", "regression", d, "age", metrics, contrasts=contrasts, controls_only=controls)
         for d in _datasets(settings)
     ]
 
 
 def neurodevelopmental_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
-    mods = _modalities(settings)
+    contrasts = _contrasts(settings)
     positive, control = str(settings.get("positive", "autism")), str(settings.get("control", "control"))
     return [
         TaskSpec(
@@ -243,7 +243,7 @@ def neurodevelopmental_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
             d,
             "diagnosis",
             ("auc",),
-            modalities=mods,
+            contrasts=contrasts,
             positive=positive,
             classes=(control, positive),
             site_folds=str(settings.get("site_evaluation", "leave_site_out")),
@@ -254,18 +254,19 @@ def neurodevelopmental_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
 
 def stroke_time_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
     metrics = ("mae",)  # brain age's bias correction is no estimate of time: it blows up at slope ~0
-    mods = _modalities(settings)
+    contrasts = _contrasts(settings)
     return [
-        TaskSpec("stroke_time", "regression", d, "days_since_event", metrics, modalities=mods)
+        TaskSpec("stroke_time", "regression", d, "days_since_event", metrics, contrasts=contrasts)
         for d in _datasets(settings)
     ]
 
 
 def survival_specs(settings: Mapping[str, Any]) -> list[TaskSpec]:
     metrics = ("c_harrell", "c_uno", "ibs", "logrank_p")
-    mods = _modalities(settings)
+    contrasts = _contrasts(settings)
     return [
-        TaskSpec("survival", "survival", d, "survival", metrics, modalities=mods) for d in _datasets(settings)
+        TaskSpec("survival", "survival", d, "survival", metrics, contrasts=contrasts)
+        for d in _datasets(settings)
     ]
 
 

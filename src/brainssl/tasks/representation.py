@@ -36,8 +36,8 @@ __all__ = ["RepresentationSettings", "analyse_representations", "knn_labels"]
 
 logger = logging.getLogger(__name__)
 
-COLOUR_BY = ("position", "modality", "dataset", "pathology")
-RETRIEVED = ("modality", "dataset", "pathology")
+COLOUR_BY = ("position", "contrast", "dataset", "pathology")
+RETRIEVED = ("contrast", "dataset", "pathology")
 
 
 @dataclass(frozen=True)

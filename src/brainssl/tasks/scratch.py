@@ -251,8 +251,8 @@ class ScratchBaseline:
     def _unit_slices(self, spec: TaskSpec, units: TaskUnits) -> pd.DataFrame:
         """The stored slices of every unit, with the unit's row number in ``unit``."""
         rows = self.index[self.index["dataset"] == spec.dataset]
-        if spec.modalities:
-            rows = rows[rows["modality"].isin(spec.modalities)]
+        if spec.contrasts:
+            rows = rows[rows["contrast"].isin(spec.contrasts)]
         keys = _unit_keys(spec)
         numbered = units.keys[keys].astype(str).assign(unit=np.arange(len(units.keys)))
         return rows.astype({k: str for k in keys}).merge(numbered, on=keys, how="inner")
@@ -328,7 +328,7 @@ class ScratchBaseline:
 
 
 def _unit_keys(spec: TaskSpec) -> list[str]:
-    return ["subject", "modality"] if spec.unit == "modality" else ["subject"]
+    return ["subject", "contrast"] if spec.unit == "contrast" else ["subject"]
 
 
 def _among(value: float, choices: Sequence[float]) -> bool:

@@ -436,5 +436,5 @@ def _generator_truth(manifest_path: str | Path | None, dataset: str) -> dict[tup
     if manifest_path is None:
         raise ValueError(f"generator labels of {dataset} need the manifest")
     manifest = pd.read_csv(manifest_path, sep="\t", keep_default_na=False)
-    rows = manifest[(manifest.dataset == dataset) & (manifest.modality == "T1w")]
+    rows = manifest[(manifest.dataset == dataset) & (manifest.contrast == "T1w")]
     return {(r.subject, r.session): r.truth_hippocampus for r in rows.itertuples() if r.truth_hippocampus}

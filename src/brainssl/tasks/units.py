@@ -76,7 +76,7 @@ class TaskUnits:
     """Feature matrix and targets of one task on one encoder's pooled table."""
 
     keys: pd.DataFrame
-    """Unit identity: ``subject`` (and ``modality``), plus ``split``."""
+    """Unit identity: ``subject`` (and ``contrast``), plus ``split``."""
     features: np.ndarray
     target: np.ndarray
     """Class codes (classification), ages (regression) or a structured (event, time) array."""
@@ -118,11 +118,11 @@ def build_units(table: pd.DataFrame, spec: TaskSpec, survival: pd.DataFrame | No
         The units; classes are the labels present (the positive class last for binary tasks).
     """
     rows = table[table["dataset"] == spec.dataset]
-    if spec.modalities:
-        rows = rows[rows["modality"].isin(spec.modalities)]
+    if spec.contrasts:
+        rows = rows[rows["contrast"].isin(spec.contrasts)]
     if spec.controls_only and "diagnosis" in rows:
         rows = rows[rows["diagnosis"].isna() | (rows["diagnosis"].astype(str) == "control")]
-    keys = ["subject", "modality"] if spec.unit == "modality" else ["subject"]
+    keys = ["subject", "contrast"] if spec.unit == "contrast" else ["subject"]
     features = feature_columns(rows)
     if rows.empty:
         grouped_features = pd.DataFrame(columns=features)
@@ -134,8 +134,8 @@ def build_units(table: pd.DataFrame, spec: TaskSpec, survival: pd.DataFrame | No
         info = grouped[["split"]].first()
         if spec.site_folds:
             info["site"] = grouped["site"].first().map(_label_text) if "site" in rows else ""
-        if spec.target == "modality":
-            info["label"] = grouped_features.index.get_level_values("modality")
+        if spec.target == "contrast":
+            info["label"] = grouped_features.index.get_level_values("contrast")
         elif label_col is not None:
             info["label"] = grouped[label_col].first().map(_label_text)
         else:

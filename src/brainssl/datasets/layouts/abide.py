@@ -88,7 +88,7 @@ def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
         "pathology": "none",
         "diagnosis": diagnosis(index),
         "age_range": (7.0, 35.0),
-        "modalities": ("T1w",),
+        "contrasts": ("T1w",),
         "grid_mm": grid_mm,
         "sites": SITES,
         "site_index": site_index(index),

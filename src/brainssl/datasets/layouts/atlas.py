@@ -74,7 +74,7 @@ def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
         "pathology": "none",
         "diagnosis": "control",
         "age_range": (55.0, 75.0),
-        "modalities": ("T1w",),
+        "contrasts": ("T1w",),
         "grid_mm": grid_mm,
         "sites": COHORTS,
         "site_index": index % len(COHORTS),

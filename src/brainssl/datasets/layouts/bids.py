@@ -193,11 +193,11 @@ def _setup(name: str, entry: Mapping[str, Any]) -> _Setup:
     where = f"datasets.{name}"
     problems = []
     contrasts: dict[str, FileSpec] = {}
-    for modality, text in dict(entry.get("contrasts", DEFAULT_CONTRASTS)).items():
+    for contrast, text in dict(entry.get("contrasts", DEFAULT_CONTRASTS)).items():
         try:
-            contrasts[str(modality)] = parse_spec(text)
+            contrasts[str(contrast)] = parse_spec(text)
         except ValueError as err:
-            problems.append(f"{where}.contrasts.{modality}: {err}")
+            problems.append(f"{where}.contrasts.{contrast}: {err}")
     if not contrasts and not problems:
         problems.append(f"{where}.contrasts names no contrast (e.g. {{T1w: T1w}})")
     mask = None
@@ -368,15 +368,15 @@ def _read_session(
     files = _session_files(anat, nid, session, recorder)
     seen.suffixes.update(suffix for _, suffix, _ in files)
     chosen: dict[str, tuple[Path, Any]] = {}
-    for modality, spec in setup.contrasts.items():
+    for contrast, spec in setup.contrasts.items():
         candidates = sorted((p for p, s, e in files if spec.matches(s, e)), key=_run_order)
         if not candidates:
             continue
-        seen.contrasts.add(modality)  # found, readable or not (an unreadable one is the subject's failure)
-        path, img, notes = first_readable(candidates, f"{modality} image")
+        seen.contrasts.add(contrast)  # found, readable or not (an unreadable one is the subject's failure)
+        path, img, notes = first_readable(candidates, f"{contrast} image")
         for other, reason in notes:
             recorder.note(nid, other, reason)
-        chosen[modality] = (path, img)
+        chosen[contrast] = (path, img)
     if not chosen:
         wanted = ", ".join(f"*_{spec.text}.nii[.gz]" for spec in setup.contrasts.values())
         raise SubjectError(anat, f"no file of the contrasts ({wanted}) in the anat folder")
@@ -402,12 +402,12 @@ def _read_session(
             path,
             img,
             session=session,
-            modality=modality,
+            contrast=contrast,
             seg_path=seg_path,
             **{k: v for k, v in labels.items() if v is not None},
             **truth,
         )
-        for modality, (path, img) in chosen.items()
+        for contrast, (path, img) in chosen.items()
     ]
     rows.sort(key=lambda row: row["path"])
     return rows

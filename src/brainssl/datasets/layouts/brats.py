@@ -83,7 +83,7 @@ def native_id(index: int) -> str:
 
 def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
     """Synthetic-subject settings: glioma, the four BraTS contrasts."""
-    return {"pathology": "glioma", "modalities": tuple(SUFFIXES), "grid_mm": grid_mm}
+    return {"pathology": "glioma", "contrasts": tuple(SUFFIXES), "grid_mm": grid_mm}
 
 
 def file_path(root: Path, nid: str, suffix: str) -> Path:
@@ -96,12 +96,12 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
     subject = make()
     mask = volume_array(subject.brain_mask) > 0
     files, sequence = [], {}
-    for modality, suffix in SUFFIXES.items():
-        volume = subject.images[modality]
+    for contrast, suffix in SUFFIXES.items():
+        volume = subject.images[contrast]
         path = file_path(root, nid, suffix)
         save_volume(path, np.where(mask, volume_array(volume), 0.0), np.asarray(volume.affine))
         files.append(rel(root, path))
-        sequence[rel(root, path)] = modality
+        sequence[rel(root, path)] = contrast
     seg_path = file_path(root, nid, "seg")
     affine = np.asarray(subject.images["T1w"].affine)
     save_volume(seg_path, volume_array(subject.tumor), affine, label=True)
@@ -337,19 +337,19 @@ def _read_subject(root: Path, nid: str, labels: dict[str, Any]) -> list[dict[str
         raise SubjectError(seg_path, f"segmentation labels {unexpected} not in {SEG_LABELS}")
     truth = read_truth(root, nid)
     rows = []
-    for modality, suffix in SUFFIXES.items():
+    for contrast, suffix in SUFFIXES.items():
         path = file_path(root, nid, suffix)
-        _, img = read_nifti(path, f"{modality} image")
+        _, img = read_nifti(path, f"{contrast} image")
         difference = grid_difference(img, seg_img, "segmentation")
         if difference is not None:
-            raise SubjectError(path, f"{modality} image grid: {difference}")
+            raise SubjectError(path, f"{contrast} image grid: {difference}")
         rows.append(
             image_row(
                 INFO.key,
                 nid,
                 path,
                 img,
-                modality=modality,
+                contrast=contrast,
                 seg_path=str(seg_path),
                 pathology="glioma",
                 **labels,

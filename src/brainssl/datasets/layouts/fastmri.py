@@ -83,7 +83,7 @@ from brainssl.io import atomic_path
 
 __all__ = [
     "INFO",
-    "ACQUISITION_MODALITY",
+    "ACQUISITION_CONTRAST",
     "native_id",
     "subject_params",
     "write_subject",
@@ -107,14 +107,14 @@ INFO = DatasetInfo(
     "and attrs acquisition/max/norm/patient_id), e.g. multicoil_train/",
     source="https://fastmri.med.nyu.edu/ (NYU fastMRI data sharing agreement)",
 )
-ACQUISITION_MODALITY = {
+ACQUISITION_CONTRAST = {
     "AXT1": "T1w",
     "AXT1PRE": "T1w",
     "AXT1POST": "T1ce",
     "AXT2": "T2w",
     "AXFLAIR": "FLAIR",
 }
-ACQUISITIONS = tuple(ACQUISITION_MODALITY)
+ACQUISITIONS = tuple(ACQUISITION_CONTRAST)
 #: Receive coils of a demo file (real brain files: 4 to 20; ``write_subject(n_coils=...)`` overrides).
 N_COILS = 4
 #: k-space rows per image row: the readout is oversampled twice, as in every fastMRI brain file.
@@ -134,7 +134,7 @@ def native_id(index: int) -> str:
 def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
     """Synthetic-subject settings: the one contrast this file's acquisition needs."""
     acquisition = ACQUISITIONS[index % len(ACQUISITIONS)]
-    return {"modalities": (ACQUISITION_MODALITY[acquisition],), "grid_mm": grid_mm}
+    return {"contrasts": (ACQUISITION_CONTRAST[acquisition],), "grid_mm": grid_mm}
 
 
 def to_slice_stack(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,9 +186,9 @@ def write_subject(
     from brainssl.synth import simulate_kspace
 
     acquisition = ACQUISITIONS[index % len(ACQUISITIONS)]
-    modality = ACQUISITION_MODALITY[acquisition]
+    contrast = ACQUISITION_CONTRAST[acquisition]
     subject = make()
-    volume = subject.images[modality]
+    volume = subject.images[contrast]
     stack, stack_affine = to_slice_stack(volume_array(volume).astype(np.float32), np.asarray(volume.affine))
     truth = {name: to_slice_stack(array, affine) for name, (array, affine) in subject_truth(subject).items()}
     mask_stack = to_slice_stack(volume_array(subject.brain_mask), np.asarray(subject.brain_mask.affine))[0]
@@ -216,7 +216,7 @@ def write_subject(
         truth,
         {
             **meta,
-            "sequence": {rel(root, path): modality},
+            "sequence": {rel(root, path): contrast},
             "acquisition": acquisition,
             "acquisition_affine": subject_affine(subject),
             "stack_affine": stack_affine,
@@ -306,7 +306,7 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
         raise SubjectError(path, "kspace holds NaN/inf")
     shape, spacing = _image_geometry(path, kspace.shape, rss, header, undersampled)
     acquisition = _text(attrs.get("acquisition", ""))
-    if acquisition not in ACQUISITION_MODALITY:
+    if acquisition not in ACQUISITION_CONTRAST:
         named = _NAME.match(path.name)
         if not named:
             raise SubjectError(path, f"unknown acquisition {acquisition!r}")
@@ -319,7 +319,7 @@ def _read_file(root: Path, path: Path) -> dict[str, Any]:
         session=path.stem,
         path=str(path),
         format="fastmri_h5",
-        modality=ACQUISITION_MODALITY[acquisition],
+        contrast=ACQUISITION_CONTRAST[acquisition],
         voxel_x=spacing[0],
         voxel_y=spacing[1],
         voxel_z=spacing[2],

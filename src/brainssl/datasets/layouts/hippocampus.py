@@ -84,7 +84,7 @@ def is_test(index: int) -> bool:
 
 def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
     """Synthetic-subject settings: T1w only, no tumour, isotropic voxels (as the real set)."""
-    return {"pathology": "none", "modalities": ("T1w",), "grid_mm": grid_mm, "anisotropic_prob": 0.0}
+    return {"pathology": "none", "contrasts": ("T1w",), "grid_mm": grid_mm, "anisotropic_prob": 0.0}
 
 
 def crop_hippocampus(
@@ -322,5 +322,5 @@ def _read_case(root: Path, nid: str, image_path: Path, label_path: Path | None) 
             raise SubjectError(label_path, f"label map grid: {difference}")
         values["seg_path"] = str(label_path)
     return image_row(
-        INFO.key, nid, image_path, img, modality="T1w", pathology="none", **values, **read_truth(root, nid)
+        INFO.key, nid, image_path, img, contrast="T1w", pathology="none", **values, **read_truth(root, nid)
     )

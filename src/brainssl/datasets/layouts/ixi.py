@@ -78,16 +78,16 @@ def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
     return {
         "pathology": "none",
         "diagnosis": "control",
-        "modalities": tuple(CONTRASTS),
+        "contrasts": tuple(CONTRASTS),
         "grid_mm": grid_mm,
         "sites": (SITES[index % 3],),
     }
 
 
-def image_path(root: Path, nid: str, modality: str) -> Path:
+def image_path(root: Path, nid: str, contrast: str) -> Path:
     """Native path of one IXI image."""
-    contrast = CONTRASTS[modality]
-    return root / f"IXI-{contrast}" / f"{nid}-{contrast}.nii.gz"
+    suffix = CONTRASTS[contrast]
+    return root / f"IXI-{suffix}" / f"{nid}-{suffix}.nii.gz"
 
 
 def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) -> dict[str, Any]:
@@ -95,12 +95,12 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
     subject = make()
     files = []
     sequence = {}
-    for modality in CONTRASTS:
-        volume = subject.images[modality]
-        path = image_path(root, nid, modality)
+    for contrast in CONTRASTS:
+        volume = subject.images[contrast]
+        path = image_path(root, nid, contrast)
         save_volume(path, volume_array(volume), np.asarray(volume.affine))
         files.append(rel(root, path))
-        sequence[rel(root, path)] = modality
+        sequence[rel(root, path)] = contrast
     meta = meta_dict(subject.meta)
     write_truth(root, nid, subject_truth(subject), {**meta, "sequence": sequence})
     return {"native_id": nid, "files": files, "meta": meta, "extra": {}}
@@ -257,20 +257,20 @@ def _scan(root: Path, recorder: SubjectRecorder) -> tuple[dict[str, dict[str, li
     """Image files per subject and contrast, and the reason per contrast whose folder is unreadable."""
     subjects: dict[str, dict[str, list[Path]]] = {}
     unreadable: dict[str, str] = {}
-    for modality, contrast in CONTRASTS.items():
-        folder = root / f"IXI-{contrast}"
+    for contrast, suffix in CONTRASTS.items():
+        folder = root / f"IXI-{suffix}"
         if not (folder.exists() or folder.is_symlink()):
             continue
         try:
-            entries = list_dir(folder, f"IXI-{contrast} folder")
+            entries = list_dir(folder, f"IXI-{suffix} folder")
         except SubjectError as err:
-            recorder.fail(f"IXI-{contrast}", err.path, err.reason)
-            unreadable[modality] = f"{err.path}: {err.reason}"
+            recorder.fail(f"IXI-{suffix}", err.path, err.reason)
+            unreadable[contrast] = f"{err.path}: {err.reason}"
             continue
         for path in entries:
             match = _FILE.match(path.name)
-            if match and match.group(4) == contrast:
-                subjects.setdefault(match.group(1), {}).setdefault(modality, []).append(path)
+            if match and match.group(4) == suffix:
+                subjects.setdefault(match.group(1), {}).setdefault(contrast, []).append(path)
     return subjects, unreadable
 
 
@@ -311,14 +311,14 @@ def read(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if numbers[nid] in bad:
             continue
         found: dict[str, Path] = {}
-        for modality, candidates in subjects[nid].items():
+        for contrast, candidates in subjects[nid].items():
             ordered = sorted(candidates, key=_preference)
-            found[modality] = ordered[0]
+            found[contrast] = ordered[0]
             for other in ordered[1:]:
                 recorder.note(
                     nid,
                     other,
-                    f"duplicate {modality} image: {ordered[0].name} is used (.nii.gz before .nii); "
+                    f"duplicate {contrast} image: {ordered[0].name} is used (.nii.gz before .nii); "
                     "this file is not used",
                 )
         with recorder.subject(nid) as rows:
@@ -341,11 +341,11 @@ def _read_subject(
         labels.update(age=demographics.at[number, "age"], sex=demographics.at[number, "sex"])
     truth = read_truth(root, nid)
     rows = []
-    for modality in CONTRASTS:
-        path = found.get(modality, image_path(root, nid, modality))
-        if modality not in found:
-            why = f" ({unreadable[modality]})" if unreadable and modality in unreadable else ""
-            raise SubjectError(path, f"missing {modality} image for {nid}{why}")
-        _, img = read_nifti(path, f"{modality} image")
-        rows.append(image_row(INFO.key, nid, path, img, modality=modality, **labels, **truth))
+    for contrast in CONTRASTS:
+        path = found.get(contrast, image_path(root, nid, contrast))
+        if contrast not in found:
+            why = f" ({unreadable[contrast]})" if unreadable and contrast in unreadable else ""
+            raise SubjectError(path, f"missing {contrast} image for {nid}{why}")
+        _, img = read_nifti(path, f"{contrast} image")
+        rows.append(image_row(INFO.key, nid, path, img, contrast=contrast, **labels, **truth))
     return rows

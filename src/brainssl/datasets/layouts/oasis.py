@@ -78,7 +78,7 @@ INFO = DatasetInfo(
     "(OASISID, days_to_visit, age at visit, cdr, dx1)",
     source="https://www.oasis-brains.org/ (OASIS-3, data use agreement via NITRC-IR/XNAT Central)",
 )
-MODALITIES = ("T1w", "T2w", "FLAIR")
+CONTRASTS = ("T1w", "T2w", "FLAIR")
 CLINICAL_TABLE = "OASIS3_clinical.csv"
 MAX_VISIT_GAP_DAYS = 365
 
@@ -103,14 +103,14 @@ def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
         "pathology": "none",
         "diagnosis": "alzheimer" if index % 3 == 1 else "control",
         "age_range": (55.0, 90.0),
-        "modalities": MODALITIES,
+        "contrasts": CONTRASTS,
         "grid_mm": grid_mm,
     }
 
 
-def _stem(nid: str, session: str, modality: str, index: int) -> str:
-    run = "_run-01" if (modality == "T1w" and index % 4 == 1) else ""
-    return f"sub-{nid}_ses-{session}{run}_{modality}"
+def _stem(nid: str, session: str, contrast: str, index: int) -> str:
+    run = "_run-01" if (contrast == "T1w" and index % 4 == 1) else ""
+    return f"sub-{nid}_ses-{session}{run}_{contrast}"
 
 
 #: Illustrative sequence parameters of the demo sidecars (s, s, s, deg; MPRAGE, TSE, FLAIR at 3 T).
@@ -121,7 +121,7 @@ _SEQUENCES = {
 }
 
 
-def _sidecar(modality: str, site: str) -> dict[str, Any]:
+def _sidecar(contrast: str, site: str) -> dict[str, Any]:
     """The JSON sidecar of a demo image (BIDS keys as dcm2niix writes them; values illustrative)."""
     return {
         "Modality": "MR",
@@ -129,8 +129,8 @@ def _sidecar(modality: str, site: str) -> dict[str, Any]:
         "Manufacturer": "brainssl",
         "ManufacturersModelName": "synthetic demo",
         "InstitutionName": site,
-        **_SEQUENCES[modality],
-        "FlipAngle": 8 if modality == "T1w" else 150,
+        **_SEQUENCES[contrast],
+        "FlipAngle": 8 if contrast == "T1w" else 150,
     }
 
 
@@ -151,13 +151,13 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
         session = f"d{day:04d}"
         anat = root / f"sub-{nid}" / f"ses-{session}" / "anat"
         sequence = {}
-        for modality in MODALITIES:
-            volume = subject.images[modality]
-            stem = _stem(nid, session, modality, index)
+        for contrast in CONTRASTS:
+            volume = subject.images[contrast]
+            stem = _stem(nid, session, contrast, index)
             save_volume(anat / f"{stem}.nii.gz", volume_array(volume), np.asarray(volume.affine))
-            write_json(anat / f"{stem}.json", _sidecar(modality, str(meta.get("site", ""))))
+            write_json(anat / f"{stem}.json", _sidecar(contrast, str(meta.get("site", ""))))
             files.append(rel(root, anat / f"{stem}.nii.gz"))
-            sequence[rel(root, anat / f"{stem}.nii.gz")] = modality
+            sequence[rel(root, anat / f"{stem}.nii.gz")] = contrast
         write_truth(
             root, nid, subject_truth(subject), {**meta, "sequence": sequence}, session=f"ses-{session}"
         )
@@ -400,7 +400,7 @@ def _run_order(path: Path) -> tuple[Any, ...]:
 def _image_name(path: Path) -> BidsName | None:
     """The BIDS name of an OASIS image (suffix T1w, T2w or FLAIR; .nii or .nii.gz), else ``None``."""
     name = parse_bids_name(path.name)
-    if name is None or name.suffix not in MODALITIES or name.extension not in (".nii", ".nii.gz"):
+    if name is None or name.suffix not in CONTRASTS or name.extension not in (".nii", ".nii.gz"):
         return None
     return name if name.has("ses") else None
 
@@ -420,7 +420,7 @@ def _read_session(
     day = int(session.removeprefix("ses-d")) if re.fullmatch(r"ses-d\d+", session) else -1
     labels = _visit_labels(clinical, nid, day) if day >= 0 else {}
     truth = read_truth(root, nid, session)
-    by_modality: dict[str, list[Path]] = {}
+    by_contrast: dict[str, list[Path]] = {}
     for path in images:
         name = _image_name(path)
         assert name is not None
@@ -436,15 +436,15 @@ def _read_session(
         if problem is not None:
             recorder.note(nid, path, f"{problem}; this file is not used as the session's {name.suffix}")
             continue
-        by_modality.setdefault(name.suffix, []).append(path)
-    if not by_modality:
+        by_contrast.setdefault(name.suffix, []).append(path)
+    if not by_contrast:
         raise SubjectError(anat, f"no image of sub-{nid} {session} in the session folder")
     rows = []
-    for modality in MODALITIES:
-        candidates = sorted(by_modality.get(modality, []), key=_run_order)
+    for contrast in CONTRASTS:
+        candidates = sorted(by_contrast.get(contrast, []), key=_run_order)
         if not candidates:
             continue
-        path, img, notes = first_readable(candidates, f"{modality} image")
+        path, img, notes = first_readable(candidates, f"{contrast} image")
         for other, reason in notes:
             recorder.note(nid, other, reason)
         rows.append(
@@ -454,7 +454,7 @@ def _read_session(
                 path,
                 img,
                 session=session,
-                modality=modality,
+                contrast=contrast,
                 pathology="none",
                 **labels,
                 **truth,

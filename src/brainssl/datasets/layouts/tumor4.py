@@ -11,7 +11,7 @@ first ten ``<Tr|Te>-<gl|me|no|pi>Tr_000#`` and the rest ``<Tr|Te>-<gl|me|no|pi>_
 the demo names its images the same way. Real images vary in size (most 512 x 512) and may be
 stored as RGB JPEGs; they are read as grayscale. There are no
 tables: the class is the folder name and the split the top folder. The contrast of a
-real image is unknown, so ``modality`` is empty unless synthetic truth (meta
+real image is unknown, so ``contrast`` is empty unless synthetic truth (meta
 JSON in ``_truth/<file stem>/``) names it. The demo writes one 256 x 256 axial slice per
 synthetic subject, through the tumour's centre (mid-brain for ``notumor``),
 shown in radiological convention (anterior up, patient left on the right).
@@ -100,7 +100,7 @@ def subject_params(index: int, grid_mm: float) -> dict[str, Any]:
     cls = CLASSES[index % 4]
     return {
         "pathology": "none" if cls == "notumor" else cls,
-        "modalities": (CONTRASTS[(index // 4) % len(CONTRASTS)],),
+        "contrasts": (CONTRASTS[(index // 4) % len(CONTRASTS)],),
         "grid_mm": grid_mm,
     }
 
@@ -114,16 +114,16 @@ def write_subject(root: Path, index: int, nid: str, make: Callable[..., Any]) ->
     """Write one synthetic subject's axial slice as a class-folder JPEG; return its record."""
     split, cls = _split_and_class(index)
     subject = make()
-    modality = next(iter(subject.images))
+    contrast = next(iter(subject.images))
     tumor = volume_array(subject.tumor) if getattr(subject, "tumor", None) is not None else None
-    image, k = axial_slice(volume_array(subject.images[modality]), subject_affine(subject), tumor)
+    image, k = axial_slice(volume_array(subject.images[contrast]), subject_affine(subject), tumor)
     picture = Image.fromarray(_to_uint8(image), mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
     path = root / split / cls / f"{nid}.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         picture.save(tmp, format="JPEG", quality=92)
     meta = meta_dict(subject.meta)
-    write_truth(root, nid, {}, {**meta, "sequence": {rel(root, path): modality}, "axial_slice_ras": k})
+    write_truth(root, nid, {}, {**meta, "sequence": {rel(root, path): contrast}, "axial_slice_ras": k})
     return {"native_id": nid, "files": [rel(root, path)], "meta": meta, "extra": {"tumor_class": cls}}
 
 
@@ -157,7 +157,7 @@ def _read_image(root: Path, path: Path, split: str, cls: str) -> dict[str, Any]:
         path.stem,
         path=str(path),
         format="jpg",
-        modality=sequence.get(rel(root, path), ""),
+        contrast=sequence.get(rel(root, path), ""),
         shape=f"{size[1]}x{size[0]}",
         orientation="",
         tumor_class=cls,
