@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 import brainssl
@@ -95,6 +96,11 @@ def test_the_export_loads_with_plain_safetensors_and_with_brainssl(run, tmp_path
     assert "datasets" not in front  # Hub dataset ids only; the training-data table names them
     assert "| IXI | synthetic |" in text
     assert "## Preprocessing recipe" in text and "## Limitations" in text and "## Intended use" in text
+    # the Hub's own parser reads the front matter as model-card metadata, and the same body
+    hub = ModelCard.load(export / "README.md")
+    assert (hub.data.license, hub.data.library_name) == ("mit", "brainssl")
+    assert hub.data.pipeline_tag == "image-feature-extraction" and hub.data.tags == front["tags"]
+    assert hub.text.strip() == text.split("---\n", 2)[2].strip()
 
 
 def test_the_card_holds_the_recipe_as_numbers_and_the_training_data(run, tmp_path):
