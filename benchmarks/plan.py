@@ -22,8 +22,9 @@ It prints four tables and writes ``results/benchmarks/plan.json``:
    ``H100 bf16 989 TFLOP/s x MFU 0.30`` (dense bf16 peak of an H100 SXM; MFU assumed, not
    measured). ``CPU-hours here`` divides the same FLOPs by this machine's measured float32 rate
    (the best of timed encoder forwards at 224 px), which is why the training rules run on GPUs.
-4. **Host memory of the dense-task jobs**: the task's slices (float32) and the frozen encoders'
-   cached feature maps that ``brainssl.tasks.dense_sweep`` holds (:func:`dense_memory`).
+4. **Host memory and scratch disk of the dense-task jobs** (:func:`dense_memory`): what the task's
+   slices and the frozen encoders' maps of them would take, and what the job holds under its
+   budgets (``slice_memory_gb``, ``feature_cache_gb``; the rest on its $TMPDIR, or encoded per batch).
 
 The slices come from a model of the store (:func:`slice_counts`): each volume's axial extent
 inside the brain crop, one slice every ``slices.step_mm``, the ``position_window`` share of
@@ -457,31 +458,74 @@ def dense_shape(
         "contrasts": len(s.get("contrasts", [])) or 1,
         "out_channels": out_channels,
         "repeats": len(s["masks"]) * len(s["accelerations"]) if task == "reconstruction" else 1,
+        "per_subject": per_subject,
     }
+
+
+#: Bytes per pixel of a dense task's training targets (brainssl.tasks: float32 BraTS regions,
+#: int64 hippocampus classes, float32 CenterNet maps, float32 image and, for SSIM, its peak).
+TARGET_BYTES = {
+    "tumor_segmentation": 12,
+    "hippocampus_segmentation": 8,
+    "tumor_detection": 24,
+    "reconstruction": 8,
+}
+PREDICT_BATCH = 64
 
 
 def dense_memory(
     config: Mapping[str, Any], nets: Mapping[str, Any], cohort: Mapping[str, Cohort] = COHORT
 ) -> dict:
-    """Host memory (GB) a dense task's job holds: its slices, and the frozen encoders' cached maps.
+    """Host memory and scratch disk (GB) of a dense task's job under its memory budgets.
 
-    brainssl.tasks.dense_sweep keeps every training and test slice of the task as float32
-    ``(N, contrasts, side, side)`` and, for a frozen encoder, its four feature maps of all of them
-    (``map_elements`` floats per slice and contrast); the largest architecture is shown.
+    ``slices_gb``: the task's training and test slices as float32 ``(N, contrasts, side, side)``;
+    ``frozen_maps_gb``: a frozen encoder's four maps of all of them (``map_elements`` floats per
+    slice and contrast, the largest architecture), what a cache would take.
+    The job's arrays (brainssl.tasks.dense_memory.SliceSpace) are the cut slices with uint8
+    labels, the training copy with its targets (:data:`TARGET_BYTES`) and the test copy
+    (reconstruction: the training volumes prepared one at a time, the test ones kept with their
+    targets); up to ``slice_memory_gb`` of them stay in memory, the rest is ``scratch_gb`` on the
+    job's $TMPDIR. The maps are cached only within ``feature_cache_gb`` (``maps_cached``), else
+    encoded per batch. ``ram_gb``: the arrays and cache in memory, one training batch (slices,
+    targets, maps: on the CPU; a GPU holds the maps there), one prediction batch of 64 with its
+    maps and outputs, one subject's outputs, and two encoders' float32 weights (the frozen and a
+    trained one). The k-space of the reconstruction volumes, which the job reads whole, is not
+    counted.
     """
     from brainssl.wiring import dense_tasks
 
     side = int(config["pretrain"]["img_size"])
+    pixels = side * side
+    largest = max(e["map_elements"] for e in nets["encoders"].values())
+    params = max(e["params"] for e in nets["encoders"].values())
     out = {}
     for task in dense_tasks(config):
         shape = dense_shape(config, task, cohort)
-        slices = shape["train_slices"] + shape["test_slices"]
-        largest = max(e["map_elements"] for e in nets["encoders"].values())
+        s, contrasts = shape["settings"], shape["contrasts"]
+        train, test = shape["train_slices"], shape["test_slices"]
+        image, target = contrasts * pixels * 4, TARGET_BYTES[task] * pixels
+        maps, outputs = contrasts * largest * 4, shape["out_channels"] * pixels * 4
+        if task == "reconstruction":
+            arrays = train * (image + target) + test * 3 * image
+        else:
+            arrays = (train + test) * (image + pixels) + train * (image + target) + test * image
+        in_memory = min(arrays, s["slice_memory_gb"] * GB)
+        needed = (train + test) * maps if "frozen" in s["modes"] else 0.0
+        cached = needed <= s["feature_cache_gb"] * GB
+        batches = s["batch_size"] * (image + target + maps) + PREDICT_BATCH * (image + maps + outputs)
+        ram = (
+            in_memory
+            + (needed if cached else 0.0)
+            + batches
+            + shape["per_subject"] * outputs
+            + 2 * params * 4
+        )
         out[task] = {
-            "slices_gb": slices * shape["contrasts"] * side * side * 4 / GB,
-            "frozen_maps_gb": slices * shape["contrasts"] * largest * 4 / GB
-            if "frozen" in shape["settings"]["modes"]
-            else 0.0,
+            "slices_gb": (train + test) * image / GB,
+            "frozen_maps_gb": needed / GB,
+            "maps_cached": cached,
+            "ram_gb": ram / GB,
+            "scratch_gb": (arrays - in_memory) / GB,
         }
     return out
 
@@ -662,11 +706,15 @@ def tables(plan: Mapping[str, Any]) -> str:
     if plan.get("dense_memory"):
         lines += [
             "",
-            "| dense task job | slices in memory (GB) | frozen maps cached (GB) |",
-            "|---|---:|---:|",
+            "| dense task job | slices (GB) | frozen maps (GB) | maps cached | host memory (GB) "
+            "| scratch disk (GB) |",
+            "|---|---:|---:|---|---:|---:|",
         ]
         for task, mem in plan["dense_memory"].items():
-            lines.append(f"| tasks_{task} | {mem['slices_gb']:,.0f} | {mem['frozen_maps_gb']:,.0f} |")
+            cells = [f"{mem[k]:,.1f}" for k in ("slices_gb", "frozen_maps_gb")]
+            cells += ["yes" if mem["maps_cached"] else "no, per batch"]
+            cells += [f"{mem[k]:,.1f}" for k in ("ram_gb", "scratch_gb")]
+            lines.append(f"| tasks_{task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

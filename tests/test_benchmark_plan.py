@@ -87,6 +87,11 @@ def test_paper_config_on_a_stand_in_cohort(plan, tmp_path):
     memory = plan.dense_memory(config, nets)
     brats = 1251 * 145  # subjects x slices holding brain
     assert memory["tumor_segmentation"]["slices_gb"] == pytest.approx(brats * 4 * 224 * 224 * 4 / 1e9)
+    for task, mem in memory.items():  # the budgets hold: a few GB, whatever the cohort; the rest on disk
+        assert not mem["maps_cached"] and mem["frozen_maps_gb"] > mem["ram_gb"] and mem["ram_gb"] < 4, task
+    brats_job = memory["tumor_segmentation"]
+    assert brats_job["frozen_maps_gb"] > 100 * brats_job["ram_gb"]
+    assert brats_job["scratch_gb"] > brats_job["slices_gb"]  # cut slices, training copy, targets
     text = plan.tables({**jobs, "slices": counts, "storage": gb, "gpu_hours": hours, "dense_memory": memory})
     assert "| pretrain_moco | 2 | 4 |" in text and "| slices |" in text  # resnet50 and vit_small
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DenseDecoder", "DenseModel", "encode_contrasts", "encode_slices"]
+__all__ = ["DenseDecoder", "DenseModel", "encode_contrasts", "encode_slices", "feature_bytes"]
 
 
 def _conv(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -150,9 +150,13 @@ def encode_slices(
 ) -> list[torch.Tensor]:
     """Cache a frozen encoder's maps of ``(N, C, S, S)`` slices (contrasts through the shared encoder).
 
+    Only while they fit ``feature_cache_gb`` (:func:`feature_bytes`); the sweep otherwise runs the
+    frozen encoder on every batch.
+
     The encoder runs on ``device`` (bf16 autocast on CUDA); the maps are kept on the host in float32,
     and training copies each batch's maps to the device.
     """
+    from .dense_memory import batch_tensor
     from .dense_training import autocast, resolve_device, to_device
 
     device = resolve_device(device)
@@ -160,10 +164,22 @@ def encode_slices(
     encoder.eval()
     chunks: list[list[torch.Tensor]] = []
     for start in range(0, len(images), batch_size):
-        batch = to_device(torch.from_numpy(images[start : start + batch_size]), device)
+        batch = to_device(batch_tensor(images, slice(start, start + batch_size)), device)
         with autocast(device):
             maps = encode_contrasts(encoder, batch)
         chunks.append([m.float().cpu() for m in maps])
     if not chunks:
         raise ValueError("no slices to encode")
     return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+@torch.no_grad()
+def feature_bytes(encoder: nn.Module, n_contrasts: int) -> int:
+    """Bytes of one slice's cached maps (float32, ``n_contrasts`` through the encoder), from a probe.
+
+    The probe runs in eval mode (as the cache would), so it draws no random numbers.
+    """
+    encoder.eval()
+    where = next(encoder.parameters()).device
+    maps = encoder.forward_features(torch.zeros(1, 1, *_input_side(encoder), device=where))
+    return n_contrasts * sum(m.numel() for m in maps) * 4

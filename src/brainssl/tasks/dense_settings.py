@@ -67,6 +67,11 @@ class DenseTaskSettings:
         max_subjects: at most this many subjects per dataset (sorted by id; 0 = all).
         test_fraction: share of labelled subjects held out when the preprocessing split leaves
             no labelled test subject.
+        feature_cache_gb: largest host cache of a frozen encoder's maps of the task's slices;
+            above it the frozen encoder runs on every batch (the demo's caches fit the default).
+        slice_memory_gb: GB of slices and targets held in memory; the rest go to files in the
+            job's temporary folder, read one batch at a time
+            (:class:`~brainssl.tasks.dense_memory.SliceSpace`).
     """
 
     #: The config path named in error messages.
@@ -130,6 +135,21 @@ class DenseTaskSettings:
         "test subject (subject-level hash split).",
         exclusive_minimum=0,
         exclusive_maximum=1,
+    )
+    feature_cache_gb: float = setting(
+        1.0,
+        "Cache a frozen encoder's feature maps of all task slices on the host while they take at most "
+        "this many GB (1e9 bytes; the encoder then runs once, not every epoch); above it, or at 0, the "
+        "frozen encoder runs on every batch, in eval mode without gradients.",
+        minimum=0,
+        maximum=100000,
+    )
+    slice_memory_gb: float = setting(
+        1.0,
+        "GB (1e9 bytes) of task slices and training targets held in memory; the rest are written to "
+        "files in the job's temporary folder ($TMPDIR, removed at the end) and read one batch at a time.",
+        minimum=0,
+        maximum=100000,
     )
 
     @classmethod

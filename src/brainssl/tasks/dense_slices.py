@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,21 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+#: Where a loader puts each cut array: in memory, or a disk-backed copy
+#: (:meth:`brainssl.tasks.dense_memory.SliceSpace.keep`).
+Keep = Callable[[np.ndarray], np.ndarray]
+
+
+def _in_memory(array: np.ndarray) -> np.ndarray:
+    return array
+
+
+def _kept(case: VolumeSlices, keep: Keep) -> VolumeSlices:
+    """``case`` with its images and labels handed to ``keep`` (one subject in memory at a time)."""
+    case.images = keep(case.images)
+    if case.labels is not None:
+        case.labels = keep(case.labels)
+    return case
 
 
 @dataclass
@@ -196,6 +211,7 @@ def load_brats_cases(
     max_subjects: int,
     *,
     percentiles: tuple[float, float],
+    keep: Keep = _in_memory,
 ) -> tuple[list[VolumeSlices], list[str]]:
     """Cut the preprocessed BraTS sessions (first session per subject) into slices with their labels.
 
@@ -205,6 +221,7 @@ def load_brats_cases(
         size: slice side.
         max_subjects: at most this many subjects (sorted by id; 0 = all).
         percentiles: the store's intensity percentiles of the dataset.
+        keep: where each subject's cut slices and labels go (default: memory).
 
     Returns:
         The cases and one message per session that was left out (missing contrast or seg).
@@ -223,18 +240,10 @@ def load_brats_cases(
         volumes = [np.asarray(nib.load(by_contrast[c].path).dataobj, dtype=np.float32) for c in contrasts]
         brain = np.asarray(nib.load(first.mask_path).dataobj) > 0
         labels = np.asarray(nib.load(first.seg_path).dataobj).round().astype(np.uint8)
-        cases.append(
-            cut_volume(
-                subject,
-                session,
-                volumes,
-                brain,
-                labels,
-                float(first.spacing_mm),
-                size,
-                percentiles=percentiles,
-            )
+        cut = cut_volume(
+            subject, session, volumes, brain, labels, float(first.spacing_mm), size, percentiles=percentiles
         )
+        cases.append(_kept(cut, keep))
         seen.add(subject)
     return cases, problems
 
@@ -269,6 +278,7 @@ def load_hippocampus_cases(
     max_subjects: int,
     *,
     percentiles: tuple[float, float],
+    keep: Keep = _in_memory,
 ) -> tuple[list[VolumeSlices], list[str]]:
     """Cut preprocessed T1w sessions with hippocampus labels (first session per subject).
 
@@ -280,6 +290,7 @@ def load_hippocampus_cases(
         size: slice side.
         max_subjects: at most this many labelled subjects (0 = all).
         percentiles: the store's intensity percentiles of the dataset.
+        keep: where each subject's cut slices and labels go (default: memory).
 
     Returns:
         The cases (unlabelled subjects included with ``labels=None``) and problems found.
@@ -301,17 +312,9 @@ def load_hippocampus_cases(
         if labels is None:
             problems.append(f"{subject}/{session}: no hippocampus labels")
         brain = np.asarray(nib.load(row.mask_path).dataobj) > 0
-        cases.append(
-            cut_volume(
-                subject,
-                session,
-                [volume],
-                brain,
-                labels,
-                float(row.spacing_mm),
-                size,
-                percentiles=percentiles,
-            )
+        cut = cut_volume(
+            subject, session, [volume], brain, labels, float(row.spacing_mm), size, percentiles=percentiles
         )
+        cases.append(_kept(cut, keep))
         seen.add(subject)
     return cases, problems

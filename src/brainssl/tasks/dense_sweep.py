@@ -1,16 +1,24 @@
 """The variants of a dense task (frozen, fine-tuned, scratch) trained at every label fraction and seed.
 
 Each task compares :class:`Variant` s of one architecture: every encoder ``frozen``
-(encoder in eval mode, no gradients, features computed once and cached), every pretrained
-encoder ``finetune`` d end to end, and the same architecture trained from ``scratch``
-(fresh random weights, trained end to end).
+(encoder in eval mode, no gradients), every pretrained encoder ``finetune`` d end to end, and the
+same architecture trained from ``scratch`` (fresh random weights, trained end to end).
+
+A frozen encoder's maps of every task slice are computed once and cached on the host when they
+fit ``feature_cache_gb`` (the demo: the encoder then runs once, not every epoch); above it the
+frozen encoder runs on every batch, under ``no_grad`` in eval mode, which gives the same maps up
+to float rounding of other batch compositions. Each trained network's test outputs go batch by
+batch to the task's ``evaluate``, so no more than a batch (or the task's one subject) of outputs
+is held at a time.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +28,9 @@ from brainssl.logs import progress
 from brainssl.pretrain.backbones import build_encoder
 from brainssl.pretrain.export import encoder_spec, load_encoder
 
-from .dense_networks import DenseModel, encode_slices
-from .dense_training import TrainSettings, predict, resolve_device, seeded_generator, train_dense
+from .dense_memory import GB
+from .dense_networks import DenseModel, encode_slices, feature_bytes
+from .dense_training import TrainSettings, predict_batches, resolve_device, seeded_generator, train_dense
 from .results import label_fraction_subjects
 
 __all__ = ["MODES", "SweepResult", "TrainingSet", "Variant", "dense_variants", "encoder_side", "sweep"]
@@ -124,7 +133,7 @@ class SweepResult:
         fraction: label fraction.
         seed: seed of subject choice, initialisation and shuffling.
         n_train: training subjects used.
-        outputs: ``(M, K, S, S)`` raw outputs on the test slices.
+        evaluation: what the task's ``evaluate`` made of the raw outputs on the test slices.
         history: training loss per epoch.
     """
 
@@ -132,7 +141,7 @@ class SweepResult:
     fraction: float
     seed: int
     n_train: int
-    outputs: torch.Tensor
+    evaluation: Any
     history: list[float]
 
 
@@ -145,17 +154,20 @@ def sweep(
     settings: TrainSettings,
     out_channels: int,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    evaluate: Callable[[Iterator[torch.Tensor]], Any],
     *,
     max_train_slices: int,
+    feature_cache_gb: float = math.inf,
     residual: bool = False,
     first_bias: float | None = None,
     device: str | torch.device = "cpu",
 ) -> list[SweepResult]:
     """Train every variant at every label fraction and seed; predict the test slices.
 
-    Frozen encoders run at every fraction with their maps computed once and cached; the
-    variants that train the encoder (fine-tune, scratch) run only at the largest fraction,
-    where they are the upper reference, because they cost an encoder's backward pass per step.
+    Frozen encoders run at every fraction, their maps computed once and cached while they fit
+    ``feature_cache_gb``, else computed per batch; the variants that train the encoder (fine-tune,
+    scratch) run only at the largest fraction, where they are the upper reference, because they
+    cost an encoder's backward pass per step.
 
     Args:
         variants: from :func:`dense_variants`.
@@ -166,7 +178,10 @@ def sweep(
         settings: training settings.
         out_channels: decoder outputs.
         loss_fn: training loss.
+        evaluate: consumes the test outputs of one trained network, ``(B, K, S, S)`` batches in
+            slice order, and returns what :attr:`SweepResult.evaluation` keeps.
         max_train_slices: cap on training slices per run (a seeded random subset).
+        feature_cache_gb: largest cache of a frozen encoder's maps of the train and test slices.
         residual: see :class:`DenseModel`.
         first_bias: initial bias of output channel 0 (a heatmap's prior logit, as in CenterNet).
         device: where encoders and decoders run (``tasks.device``; see
@@ -181,8 +196,9 @@ def sweep(
     for variant in progress(variants, "dense variants"):
         encoder = variant.build(seed=0, device=device)
         frozen = variant.mode == "frozen"
-        train_feats = encode_slices(encoder, train.images, device=device) if frozen else None
-        test_feats = encode_slices(encoder, test_images, device=device) if frozen else None
+        cached = frozen and _cache_fits(encoder, train, test_images, feature_cache_gb)
+        train_feats = encode_slices(encoder, train.images, device=device) if cached else None
+        test_feats = encode_slices(encoder, test_images, device=device) if cached else None
         for fraction in fractions if frozen else [max(fractions)]:
             for seed in seeds:
                 chosen = label_fraction_subjects(subjects, None, fraction, seed)
@@ -203,19 +219,19 @@ def sweep(
                 if first_bias is not None:
                     with torch.no_grad():
                         model.decoder.head[-1].bias[0] = first_bias
-                feats = None if train_feats is None else [f[torch.from_numpy(rows)] for f in train_feats]
                 history = train_dense(
                     model,
-                    train.images[rows],
-                    train.targets[rows],
+                    train.images,
+                    train.targets,
                     loss_fn,
                     settings,
                     seeded_generator(seed),
-                    feats,
+                    train_feats,
                     device=device,
+                    rows=rows,
                 )
-                outputs = predict(model, test_images, test_feats, device=device)
-                run = SweepResult(variant, float(fraction), int(seed), len(chosen), outputs, history)
+                evaluation = evaluate(predict_batches(model, test_images, test_feats, device=device))
+                run = SweepResult(variant, float(fraction), int(seed), len(chosen), evaluation, history)
                 results.append(run)
                 logger.info(
                     "%s %s fraction %.3g seed %d: %d subjects, %d slices",
@@ -227,3 +243,15 @@ def sweep(
                     len(rows),
                 )
     return results
+
+
+def _cache_fits(encoder: nn.Module, train: TrainingSet, test_images: np.ndarray, budget_gb: float) -> bool:
+    """Whether a frozen encoder's maps of every train and test slice fit ``budget_gb``."""
+    per_slice = feature_bytes(encoder, train.images.shape[1])
+    needed = (len(train.images) + len(test_images)) * per_slice
+    fits = needed <= budget_gb * GB
+    if not fits:
+        logger.info(
+            "frozen maps need %.1f GB > feature_cache_gb %.3g: encoding per batch", needed / GB, budget_gb
+        )
+    return fits

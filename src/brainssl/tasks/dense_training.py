@@ -6,18 +6,23 @@ nothing differs from a device-less loop (float32, same order of operations, so r
 change). On CUDA the forward passes run under bf16 autocast (:func:`autocast`; losses are computed
 in float32 on the upcast outputs), batches are gathered on the host and copied from pinned memory
 without blocking (:func:`to_device`), and outputs come back to the host as float32.
+
+Inputs are read one batch at a time (:func:`~brainssl.tasks.dense_memory.batch_tensor`), so they may
+be disk-backed memory maps; :func:`predict_batches` hands the outputs back batch by batch, so that
+callers score them without holding every test slice's outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .dense_memory import batch_tensor
 from .dense_networks import DenseModel
 
 __all__ = [
@@ -25,6 +30,8 @@ __all__ = [
     "TrainSettings",
     "autocast",
     "predict",
+    "predict_batches",
+    "regroup",
     "resolve_device",
     "run_epochs",
     "seeded_generator",
@@ -146,6 +153,7 @@ def train_dense(
     generator: torch.Generator,
     features: Sequence[torch.Tensor] | None = None,
     device: str | torch.device = "cpu",
+    rows: np.ndarray | None = None,
 ) -> list[float]:
     """Train ``model`` on slices; return the mean loss of each epoch.
 
@@ -156,31 +164,39 @@ def train_dense(
         loss_fn: ``loss_fn(output, target) -> scalar``.
         settings: epochs, batch size, learning rates.
         generator: shuffling order.
-        features: cached encoder maps of ``images`` (frozen encoders only; on the host).
+        features: cached encoder maps of ``images`` (frozen encoders only; on the host). ``None``
+            for a frozen encoder runs it on every batch, in eval mode without gradients.
         device: where the model trains (:func:`resolve_device`); batches are copied there.
+        rows: the slices of ``images``, ``targets`` and ``features`` to train on (``None``: all);
+            each batch reads only its own rows, so no subset is copied.
 
     Raises:
         ValueError: for no training slices, mismatched lengths or a non-finite loss.
     """
     if len(images) == 0 or len(images) != len(targets):
         raise ValueError(f"need matching, non-empty images and targets, got {len(images)} and {len(targets)}")
+    chosen = np.arange(len(images)) if rows is None else np.asarray(rows)
+    if len(chosen) == 0:
+        raise ValueError("need at least one training row")
     device = resolve_device(device)
     model.to(device)
     groups = [{"params": list(model.decoder.parameters()), "lr": settings.lr}]
     if not model.frozen:
         groups.append({"params": list(model.encoder.parameters()), "lr": settings.encoder_lr})
     optimiser = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
-    image_t, target_t = torch.from_numpy(images), torch.from_numpy(targets)
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        batch_features = None if features is None else [to_device(f[idx], device) for f in features]
+        picked = chosen[idx.numpy()]
+        batch_features = None
+        if features is not None:
+            batch_features = [to_device(f[torch.from_numpy(picked)], device) for f in features]
         with autocast(device):
-            output = model(to_device(image_t[idx], device), batch_features)
-        return loss_fn(output.float(), to_device(target_t[idx], device))
+            output = model(to_device(batch_tensor(images, picked), device), batch_features)
+        return loss_fn(output.float(), to_device(batch_tensor(targets, picked), device))
 
     model.train()
-    history = run_epochs(batch_loss, len(images), settings.epochs, settings.batch_size, optimiser, generator)
-    logger.info("trained %d epochs on %d slices: loss %s", settings.epochs, len(images), _fmt(history))
+    history = run_epochs(batch_loss, len(chosen), settings.epochs, settings.batch_size, optimiser, generator)
+    logger.info("trained %d epochs on %d slices: loss %s", settings.epochs, len(chosen), _fmt(history))
     return history
 
 
@@ -188,7 +204,29 @@ def _fmt(values: Sequence[float]) -> str:
     return " ".join(f"{v:.4f}" for v in values) if values else "-"
 
 
-@torch.no_grad()
+def predict_batches(
+    model: DenseModel,
+    images: np.ndarray,
+    features: Sequence[torch.Tensor] | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> Iterator[torch.Tensor]:
+    """Run ``model`` in eval mode over ``(N, C, S, S)`` slices; yield the raw outputs batch by batch.
+
+    Each batch is ``(B, K, S, S)`` float32 on the host, wherever ``device`` (:func:`resolve_device`)
+    puts the model; ``features`` are cached maps of a frozen encoder (``None``: computed per batch).
+    """
+    device = resolve_device(device)
+    model.to(device)
+    model.eval()
+    for start in range(0, len(images), batch_size):
+        stop = start + batch_size
+        batch_features = None if features is None else [to_device(f[start:stop], device) for f in features]
+        with torch.no_grad(), autocast(device):
+            output = model(to_device(batch_tensor(images, slice(start, stop)), device), batch_features)
+        yield output.float().cpu()
+
+
 def predict(
     model: DenseModel,
     images: np.ndarray,
@@ -196,21 +234,25 @@ def predict(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """Run ``model`` in eval mode over ``(N, C, S, S)`` slices; return the raw outputs ``(N, K, S, S)``.
-
-    The outputs are float32 on the host, wherever ``device`` (:func:`resolve_device`) puts the model.
-    """
-    device = resolve_device(device)
-    model.to(device)
-    model.eval()
-    outs = []
-    for start in range(0, len(images), batch_size):
-        stop = start + batch_size
-        batch_features = None if features is None else [to_device(f[start:stop], device) for f in features]
-        with autocast(device):
-            output = model(to_device(torch.from_numpy(images[start:stop]), device), batch_features)
-        outs.append(output.float().cpu())
+    """All outputs ``(N, K, S, S)`` of :func:`predict_batches` at once (small sets; tasks stream them)."""
+    outs = list(predict_batches(model, images, features, batch_size, device))
     return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def regroup(batches: Iterable[torch.Tensor], lengths: Sequence[int]) -> Iterator[torch.Tensor]:
+    """Consecutive runs of ``lengths`` rows from a stream of batches: one subject's outputs at a time."""
+    stream = iter(batches)
+    pending: list[torch.Tensor] = []
+    have = 0
+    for length in lengths:
+        while have < length:
+            batch = next(stream)
+            pending.append(batch)
+            have += len(batch)
+        joined = torch.cat(pending) if len(pending) > 1 else pending[0] if pending else torch.zeros(0)
+        yield joined[:length]
+        rest = joined[length:]
+        pending, have = ([rest] if len(rest) else []), len(rest)
 
 
 def seeded_generator(seed: int) -> torch.Generator:

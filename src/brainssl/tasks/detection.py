@@ -22,7 +22,7 @@ import contextlib
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .dense_memory import SliceSpace, space_for
 from .dense_metrics import brats_regions
 from .dense_settings import TumorDetectionSettings
 from .dense_slices import VolumeSlices, dense_split
@@ -218,8 +219,11 @@ def run_detection(
     settings: TumorDetectionSettings,
     seed: int,
     device: str = "cpu",
+    space: SliceSpace | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train and score every variant of tumour detection (BraTS whole-tumour boxes).
+
+    Each network's test outputs are decoded batch by batch; only the boxes are kept.
 
     Args:
         cases: BraTS volumes with labels.
@@ -230,10 +234,26 @@ def run_detection(
             with the box and decoding settings.
         seed: workflow seed.
         device: ``tasks.device`` (:func:`~brainssl.tasks.dense_training.resolve_device`).
+        space: where the training and test arrays go (that of the loaded cases; default: a new
+            one of ``settings.slice_memory_gb``, removed on return).
 
     Returns:
         Results rows and an overlay example.
     """
+    with space_for(space, settings.slice_memory_gb) as held:
+        return _run_detection(cases, dataset, encoders, table_split, settings, seed, device, held)
+
+
+def _run_detection(
+    cases: Sequence[VolumeSlices],
+    dataset: str,
+    encoders: Mapping[str, str],
+    table_split: Mapping[str, str],
+    settings: TumorDetectionSettings,
+    seed: int,
+    device: str,
+    space: SliceSpace,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     labelled = [c for c in cases if c.labels is not None]
     if len(labelled) < 2:
         reason = f"{len(labelled)} labelled subject(s); a subject-level train/test split needs two"
@@ -245,40 +265,48 @@ def run_detection(
         whole = brats_regions(case.labels[keep])[0]  # type: ignore[index]
         return [boxes_from_mask(m, settings.min_box_pixels) for m in whole]
 
-    train_parts, test_parts = [], []
-    for case in labelled:
+    subjects, train_images, targets, test_images = [], space.collect(), space.collect(), space.collect()
+    test_truth, owners = [], []  # boxes and test subject of each test slice
+    for case in labelled:  # one subject's slices and targets in memory at a time
         keep = _slices_with_brain(case)
-        part = (case.subject, case.images[keep], slice_boxes(case, keep))
-        (test_parts if split[case.subject] == "test" else train_parts).append(part)
-    train = TrainingSet(
-        np.concatenate([np.full(len(p[1]), p[0]) for p in train_parts]),
-        np.concatenate([p[1] for p in train_parts]),
-        np.stack([centernet_targets(b, size) for p in train_parts for b in p[2]]),
-    )
-    test_images = np.concatenate([p[1] for p in test_parts])
-    test_truth = [b for p in test_parts for b in p[2]]
-    owner = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(test_parts)])
+        images, boxes = case.images[keep], slice_boxes(case, keep)
+        if split[case.subject] == "test":
+            owners.append(np.full(len(images), len(owners)))
+            test_images.add(images)
+            test_truth += boxes
+        else:
+            subjects.append(np.full(len(images), case.subject))
+            train_images.add(images)
+            targets.add(
+                np.array([centernet_targets(b, size) for b in boxes], np.float32).reshape(-1, 6, size, size)
+            )
+    n_test = len(owners)
+    train = TrainingSet(np.concatenate(subjects), train_images.result(), targets.result())
+    test_array = test_images.result()
+    owner = np.concatenate(owners)
     if not any(len(b) for b in test_truth):
         reason = "no tumour box in any test slice"
         return skipped_rows("tumor_detection", dataset, reason, DETECTION_METRICS), {}
+    areas = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sum()) if len(b) else 0.0 for b in test_truth]
+    shown = int(np.argmax(areas))  # the test slice with the largest true boxes, for the figure
     results = sweep(
         dense_variants(encoders, settings.modes),
         train,
-        test_images,
+        test_array,
         settings.fractions,
         range(settings.n_seeds),
         settings.train,
         5,
         centernet_loss,
+        lambda batches: _decode(batches, settings, shown),
         max_train_slices=settings.max_train_slices,
+        feature_cache_gb=settings.feature_cache_gb,
         first_bias=HEATMAP_PRIOR_LOGIT,
         device=device,
     )
     rows = []
     for result in results:
-        detections = decode_detections(
-            result.outputs, settings.max_detections, settings.score_threshold, settings.nms_iou
-        )
+        detections = result.evaluation[0]
 
         memo: dict[tuple[int, ...], tuple[float, float]] = {}
 
@@ -289,11 +317,11 @@ def run_detection(
                 memo[key] = coco_map([test_truth[i] for i in picked], [detections[i] for i in picked])
             return memo[key]
 
-        values = score(np.arange(len(test_parts)))
+        values = score(np.arange(n_test))
         for k, metric in enumerate(DETECTION_METRICS):
             low, high = bootstrap_ci(
                 lambda s, k=k: score(s)[k],
-                np.arange(len(test_parts)),
+                np.arange(n_test),
                 n_boot=settings.n_boot,
                 seed=result.seed,
             )
@@ -310,33 +338,38 @@ def run_detection(
                     ci_low=low,
                     ci_high=high,
                     n_train=result.n_train,
-                    n_test=len(test_parts),
+                    n_test=n_test,
                 )
             )
-    return rows, _overlay_example(results, test_images, test_truth, settings)
+    return rows, _overlay_example(results, test_array, test_truth, shown)
+
+
+def _decode(
+    batches: Iterator[torch.Tensor], settings: TumorDetectionSettings, shown: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
+    """Every test slice's detections, decoded batch by batch, and those of the ``shown`` slice alone."""
+    decode = (settings.max_detections, settings.score_threshold, settings.nms_iou)
+    detections: list[tuple[np.ndarray, np.ndarray]] = []
+    example = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    for batch in batches:
+        at = shown - len(detections)
+        if 0 <= at < len(batch):
+            example = decode_detections(batch[at : at + 1], *decode)[0]
+        detections += decode_detections(batch, *decode)
+    return detections, example
 
 
 def _overlay_example(
-    results: Sequence[SweepResult],
-    images: np.ndarray,
-    truth: Sequence[np.ndarray],
-    settings: TumorDetectionSettings,
+    results: Sequence[SweepResult], images: np.ndarray, truth: Sequence[np.ndarray], index: int
 ) -> dict[str, Any]:
-    """The test slice with the largest true box and each variant's boxes (largest fraction, first seed)."""
-    areas = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sum()) if len(b) else 0.0 for b in truth]
-    index = int(np.argmax(areas))
+    """The test slice ``index`` and each variant's boxes there (largest fraction, first seed)."""
     top, first_seed = max(r.fraction for r in results), min(r.seed for r in results)
-    predictions = {}
-    for r in results:
-        if r.fraction == top and r.seed == first_seed:
-            boxes, scores = decode_detections(
-                r.outputs[index : index + 1],
-                settings.max_detections,
-                settings.score_threshold,
-                settings.nms_iou,
-            )[0]
-            predictions[f"{r.variant.encoder} ({r.variant.mode})"] = (boxes, scores)
-    return {"image": images[index, 0], "truth": truth[index], "predictions": predictions}
+    predictions = {
+        f"{r.variant.encoder} ({r.variant.mode})": r.evaluation[1]
+        for r in results
+        if r.fraction == top and r.seed == first_seed
+    }
+    return {"image": np.array(images[index, 0]), "truth": truth[index], "predictions": predictions}
 
 
 def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.3, top_k: int = 3) -> Any:
@@ -453,13 +486,14 @@ def tumor_detection_task(
 
     table = pd.read_csv(table_path, sep="\t", keep_default_na=False)
     side = encoder_side(encoders)
-    cases, problems = load_brats_cases(
-        table, settings.contrasts, side, settings.max_subjects, percentiles=percentiles
-    )
-    for problem in problems:
-        logger.warning("left out: %s", problem)
-    split = dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
-    rows, example = run_detection(cases, "brats21", encoders, split, settings, seed, device)
+    with SliceSpace(settings.slice_memory_gb) as space:
+        cases, problems = load_brats_cases(
+            table, settings.contrasts, side, settings.max_subjects, percentiles=percentiles, keep=space.keep
+        )
+        for problem in problems:
+            logger.warning("left out: %s", problem)
+        split = dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
+        rows, example = run_detection(cases, "brats21", encoders, split, settings, seed, device, space)
     frame = write_results(rows, outputs["results"])
     plot_detections(example, outputs["overlays"])
     return frame

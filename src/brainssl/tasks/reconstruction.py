@@ -25,7 +25,7 @@ NaN/inf is skipped and listed with the reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .dense_memory import SliceSpace
 from .dense_metrics import mean_or_nan
 from .dense_settings import ReconstructionSettings
 from .dense_sweep import SweepResult, TrainingSet, dense_variants, sweep
+from .dense_training import regroup
 from .recon_masks import cartesian_mask, mask_seed, zero_filled
 from .recon_metrics import SSIMLoss, nmse, psnr, ssim
 from .results import bootstrap_ci, result_row, skipped_rows
@@ -174,10 +176,15 @@ def _volume_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 def _training_targets(prepared: Sequence[_Prepared], loss: str) -> np.ndarray:
     """``(N, 1, S, S)`` targets; for ``ssim`` a second channel holds each volume's maximum."""
-    targets = np.concatenate([p.targets for p in prepared])
+    return np.concatenate([_training_target(p, loss) for p in prepared])
+
+
+def _training_target(prepared: _Prepared, loss: str) -> np.ndarray:
+    """One volume's part of :func:`_training_targets`."""
+    targets = prepared.targets
     if loss != "ssim":
         return targets
-    peaks = np.concatenate([np.full(len(p.targets), p.targets.max(), dtype=np.float32) for p in prepared])
+    peaks = np.full(len(targets), targets.max(), dtype=np.float32)
     return np.concatenate([targets, np.broadcast_to(peaks[:, None, None, None], targets.shape)], axis=1)
 
 
@@ -217,6 +224,9 @@ def run_reconstruction(
 
     Returns:
         Results rows, per-volume metrics and an overlay example.
+
+    Each setting's slices live in a :class:`~.dense_memory.SliceSpace` of ``slice_memory_gb`` (the
+    training volumes prepared one at a time), and each network is scored volume by volume.
     """
     from .dense_slices import dense_split
 
@@ -235,60 +245,70 @@ def run_reconstruction(
         for acceleration in settings.accelerations:
             centre = settings.centre_fraction(acceleration)
             suffix = f"{kind}_{acceleration}x"
-            train_prep = [_prepare(v, kind, acceleration, centre, size) for v in train_volumes]
-            test_prep = [_prepare(v, kind, acceleration, centre, size) for v in test_volumes]
-            pairs = zip(train_volumes, train_prep, strict=True)
-            owners = [np.full(len(p.inputs), v.subject) for v, p in pairs]
-            train = TrainingSet(
-                np.concatenate(owners),
-                np.concatenate([p.inputs for p in train_prep]),
-                _training_targets(train_prep, settings.loss),
-            )
-            test_inputs = np.concatenate([p.inputs for p in test_prep])
-            baseline = [_volume_metrics(p.targets[:, 0], p.inputs[:, 0]) for p in test_prep]
-            zero = {"encoder": "zero_filled", "mode": "none"}
-            rows += _rows(baseline, suffix, settings, dataset, zero, 0, seed)
-            per_volume += [
-                {"volume": v.name, "encoder": "zero_filled", "mode": "none", "setting": suffix, **m}
-                for v, m in zip(test_volumes, baseline, strict=True)
-            ]
-            results = sweep(
-                dense_variants(encoders, settings.modes),
-                train,
-                test_inputs,
-                settings.fractions,
-                range(settings.n_seeds),
-                settings.train,
-                1,
-                loss_fn,
-                max_train_slices=settings.max_train_slices,
-                residual=True,
-                device=device,
-            )
-            for result in results:
-                scores = _score(result, test_prep)
-                columns = {
-                    "encoder": result.variant.encoder,
-                    "mode": result.variant.mode,
-                    "label_fraction": result.fraction,
-                    "seed": result.seed,
-                }
-                rows += _rows(scores, suffix, settings, dataset, columns, result.n_train, result.seed)
+            with SliceSpace(settings.slice_memory_gb) as space:  # this setting's slices
+                owners, inputs, targets = [], space.collect(), space.collect()
+                for volume in train_volumes:
+                    prepared = _prepare(volume, kind, acceleration, centre, size)
+                    owners.append(np.full(len(prepared.inputs), volume.subject))
+                    inputs.add(prepared.inputs)
+                    targets.add(_training_target(prepared, settings.loss))
+                train = TrainingSet(np.concatenate(owners), inputs.result(), targets.result())
+                test_prep = []
+                for volume in test_volumes:
+                    prepared = _prepare(volume, kind, acceleration, centre, size)
+                    test_prep.append(_Prepared(space.keep(prepared.inputs), space.keep(prepared.targets)))
+                test_inputs = space.concatenate(p.inputs for p in test_prep)
+                baseline = [_volume_metrics(p.targets[:, 0], p.inputs[:, 0]) for p in test_prep]
+                zero = {"encoder": "zero_filled", "mode": "none"}
+                rows += _rows(baseline, suffix, settings, dataset, zero, 0, seed)
                 per_volume += [
-                    {"volume": v.name, "setting": suffix, **columns, **m}
-                    for v, m in zip(test_volumes, scores, strict=True)
+                    {"volume": v.name, "encoder": "zero_filled", "mode": "none", "setting": suffix, **m}
+                    for v, m in zip(test_volumes, baseline, strict=True)
                 ]
-            example = _example(results, test_prep, suffix)
+                results = sweep(
+                    dense_variants(encoders, settings.modes),
+                    train,
+                    test_inputs,
+                    settings.fractions,
+                    range(settings.n_seeds),
+                    settings.train,
+                    1,
+                    loss_fn,
+                    lambda batches, test_prep=test_prep: _score(batches, test_prep),
+                    max_train_slices=settings.max_train_slices,
+                    feature_cache_gb=settings.feature_cache_gb,
+                    residual=True,
+                    device=device,
+                )
+                for result in results:
+                    scores = result.evaluation[0]
+                    columns = {
+                        "encoder": result.variant.encoder,
+                        "mode": result.variant.mode,
+                        "label_fraction": result.fraction,
+                        "seed": result.seed,
+                    }
+                    rows += _rows(scores, suffix, settings, dataset, columns, result.n_train, result.seed)
+                    per_volume += [
+                        {"volume": v.name, "setting": suffix, **columns, **m}
+                        for v, m in zip(test_volumes, scores, strict=True)
+                    ]
+                example = _example(results, test_prep, suffix)
     return rows, pd.DataFrame(per_volume), example
 
 
-def _score(result: SweepResult, prepared: Sequence[_Prepared]) -> list[dict[str, float]]:
-    scores, start = [], 0
-    for p in prepared:
-        stop = start + len(p.inputs)
-        scores.append(_volume_metrics(p.targets[:, 0], result.outputs[start:stop, 0].numpy()))
-        start = stop
-    return scores
+def _score(
+    batches: Iterator[torch.Tensor], prepared: Sequence[_Prepared]
+) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Metrics of each test volume, scored as its outputs come, and the first volume's middle slice."""
+    scores, middle = [], np.zeros(0, np.float32)
+    for index, (p, outputs) in enumerate(
+        zip(prepared, regroup(batches, [len(p.inputs) for p in prepared]), strict=True)
+    ):
+        scores.append(_volume_metrics(p.targets[:, 0], outputs[:, 0].numpy()))
+        if index == 0:
+            middle = outputs[len(p.inputs) // 2, 0].clone().numpy()  # not a view of the batch
+    return scores, middle
 
 
 def _rows(
@@ -325,9 +345,10 @@ def _example(results: Sequence[SweepResult], prepared: Sequence[_Prepared], suff
     index = len(prepared[0].inputs) // 2
     top, first_seed = max(r.fraction for r in results), min(r.seed for r in results)
     panels = {"target": prepared[0].targets[index, 0], "zero-filled": prepared[0].inputs[index, 0]}
+    panels = {name: np.array(image) for name, image in panels.items()}  # copies, not memory maps
     for r in results:
         if r.fraction == top and r.seed == first_seed:
-            panels[f"{r.variant.encoder} ({r.variant.mode})"] = r.outputs[index, 0].numpy()
+            panels[f"{r.variant.encoder} ({r.variant.mode})"] = r.evaluation[1]
     return {"setting": suffix, "panels": panels}
 
 

@@ -14,7 +14,7 @@ and compared with the stacked truth (:mod:`brainssl.tasks.dense_metrics`: Dice a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,12 @@ import torch.nn.functional as F
 
 from brainssl.io import write_table
 
+from .dense_memory import SliceSpace, space_for
 from .dense_metrics import BRATS_REGIONS, brats_regions, mean_or_nan, subject_metrics
 from .dense_settings import DenseTaskSettings, HippocampusSegmentationSettings, TumorSegmentationSettings
 from .dense_slices import VolumeSlices, dense_split, load_brats_cases, load_hippocampus_cases
 from .dense_sweep import SweepResult, TrainingSet, dense_variants, encoder_side, sweep
+from .dense_training import regroup
 from .figures import save_figure
 from .results import bootstrap_ci, result_row, skipped_rows, write_results
 
@@ -119,8 +121,11 @@ def run_segmentation(
     settings: DenseTaskSettings,
     seed: int,
     device: str = "cpu",
+    space: SliceSpace | None = None,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
     """Train and score every variant of a segmentation task on one dataset.
+
+    Each network's test outputs are scored subject by subject as they come (:func:`_score`).
 
     Args:
         cases: labelled volumes (one per subject).
@@ -132,10 +137,27 @@ def run_segmentation(
             training slices and the training subset :attr:`~DenseTaskSettings.train`).
         seed: workflow seed.
         device: ``tasks.device`` (:func:`~brainssl.tasks.dense_training.resolve_device`).
+        space: where the training and test arrays go (that of the loaded cases; default: a new
+            one of ``settings.slice_memory_gb``, removed on return).
 
     Returns:
         Results rows, the per-subject metric table and an overlay example (for the figure).
     """
+    with space_for(space, settings.slice_memory_gb) as held:
+        return _run_segmentation(cases, spec, dataset, encoders, table_split, settings, seed, device, held)
+
+
+def _run_segmentation(
+    cases: Sequence[VolumeSlices],
+    spec: SegmentationSpec,
+    dataset: str,
+    encoders: Mapping[str, str],
+    table_split: Mapping[str, str],
+    settings: DenseTaskSettings,
+    seed: int,
+    device: str,
+    space: SliceSpace,
+) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
     metrics = [f"{m}_{r}" for r in spec.region_names for m in ("dice", "hd95")]
     labelled = [c for c in cases if c.labels is not None]
     if len(labelled) < 2:
@@ -144,8 +166,9 @@ def run_segmentation(
     split = dense_split([c.subject for c in labelled], table_split, seed, settings.test_fraction)
     train_cases = [c for c in labelled if split[c.subject] == "train"]
     test_cases = [c for c in labelled if split[c.subject] == "test"]
-    train = _training_set(train_cases, spec)
-    test_images = np.concatenate([c.images for c in test_cases])
+    train = _training_set(train_cases, spec, space)
+    test_images = space.concatenate(c.images for c in test_cases)
+    shown = _example_slice(test_cases, spec)
     variants = dense_variants(encoders, settings.modes)
     results = sweep(
         variants,
@@ -156,12 +179,14 @@ def run_segmentation(
         settings.train,
         spec.out_channels(),
         segmentation_loss(spec.multilabel),
+        lambda batches: _score(batches, test_cases, spec, shown),
         max_train_slices=settings.max_train_slices,
+        feature_cache_gb=settings.feature_cache_gb,
         device=device,
     )
     rows, per_subject = [], []
     for result in results:
-        scores = _score(result, test_cases, spec)
+        scores = result.evaluation[0]
         frame = pd.DataFrame(scores)
         per_subject.append(frame.assign(**_run_columns(result)))
         for metric in metrics:
@@ -180,7 +205,7 @@ def run_segmentation(
                     **_run_columns(result),
                 )
             )
-    example = _overlay_example(results, test_cases, spec)
+    example = _overlay_example(results, test_cases, spec, shown)
     return rows, pd.concat(per_subject, ignore_index=True), example
 
 
@@ -193,54 +218,69 @@ def _run_columns(result: SweepResult) -> dict[str, Any]:
     }
 
 
-def _training_set(cases: Sequence[VolumeSlices], spec: SegmentationSpec) -> TrainingSet:
+def _training_set(cases: Sequence[VolumeSlices], spec: SegmentationSpec, space: SliceSpace) -> TrainingSet:
     """Slices holding brain (non-zero input) of the training subjects, with their targets."""
-    subjects, images, targets = [], [], []
+    subjects, images, targets = [], space.collect(), space.collect()
     for case in cases:
         keep = case.images.reshape(len(case.images), -1).max(axis=1) > 0
         subjects.append(np.full(int(keep.sum()), case.subject))
-        images.append(case.images[keep])
-        targets.append(spec.targets(case.labels[keep]))  # type: ignore[index]
-    return TrainingSet(np.concatenate(subjects), np.concatenate(images), np.concatenate(targets))
+        images.add(case.images[keep])
+        targets.add(spec.targets(case.labels[keep]))  # type: ignore[index]
+    return TrainingSet(np.concatenate(subjects), images.result(), targets.result())
 
 
 def _score(
-    result: SweepResult, cases: Sequence[VolumeSlices], spec: SegmentationSpec
-) -> list[dict[str, Any]]:
-    """Stack each test subject's predicted slices back into a volume and score it in 3D."""
-    scores, start = [], 0
-    for case in cases:
-        stop = start + len(case.images)
-        pred = spec.predicted_regions(result.outputs[start:stop])
+    batches: Iterator[torch.Tensor],
+    cases: Sequence[VolumeSlices],
+    spec: SegmentationSpec,
+    shown: tuple[int, int],
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Stack each test subject's predicted slices back into a volume and score it in 3D.
+
+    Returns:
+        One record per subject, and the predicted regions ``(K, S, S)`` of the ``shown``
+        ``(case, slice)`` (the overlay figure's).
+    """
+    scores, shown_regions = [], np.zeros(0, bool)
+    for index, (case, outputs) in enumerate(
+        zip(cases, regroup(batches, [len(c.images) for c in cases]), strict=True)
+    ):
+        pred = spec.predicted_regions(outputs)
         truth = spec.regions(case.labels)  # type: ignore[arg-type]
         record = subject_metrics(pred, truth, spec.region_names, case.spacing)
         empty = [name for name, region in zip(spec.region_names, truth, strict=True) if not region.any()]
         record.update(subject=case.subject, empty_truth=",".join(empty))
         scores.append(record)
-        start = stop
-    return scores
+        if index == shown[0]:
+            shown_regions = spec.predicted_regions(outputs[shown[1] : shown[1] + 1])[:, 0]
+    return scores, shown_regions
+
+
+def _example_slice(cases: Sequence[VolumeSlices], spec: SegmentationSpec) -> tuple[int, int]:
+    """``(case, slice)`` of the test slice with the most foreground (the overlay figure's)."""
+    sizes = [spec.regions(c.labels)[0].reshape(len(c.labels), -1).sum(axis=1) for c in cases]  # type: ignore[arg-type]
+    case_index = int(np.argmax([s.max() for s in sizes]))
+    return case_index, int(np.argmax(sizes[case_index]))
 
 
 def _overlay_example(
-    results: Sequence[SweepResult], cases: Sequence[VolumeSlices], spec: SegmentationSpec
+    results: Sequence[SweepResult],
+    cases: Sequence[VolumeSlices],
+    spec: SegmentationSpec,
+    shown: tuple[int, int],
 ) -> dict[str, Any]:
-    """The test slice with the most foreground, with each variant's prediction at the largest fraction."""
-    sizes = [spec.regions(c.labels)[0].reshape(len(c.labels), -1).sum(axis=1) for c in cases]  # type: ignore[arg-type]
-    case_index = int(np.argmax([s.max() for s in sizes]))
-    slice_index = int(np.argmax(sizes[case_index]))
-    offset = sum(len(c.images) for c in cases[:case_index]) + slice_index
+    """The ``shown`` test slice, with each variant's prediction at the largest fraction."""
+    case_index, slice_index = shown
     case = cases[case_index]
     top = max(r.fraction for r in results)
     first_seed = min(r.seed for r in results)
     predictions = {
-        f"{r.variant.encoder} ({r.variant.mode})": spec.predicted_regions(r.outputs[offset : offset + 1])[
-            :, 0
-        ]
+        f"{r.variant.encoder} ({r.variant.mode})": r.evaluation[1]
         for r in results
         if r.fraction == top and r.seed == first_seed
     }
     return {
-        "image": case.images[slice_index, 0],
+        "image": np.array(case.images[slice_index, 0]),
         "truth": spec.regions(case.labels[slice_index : slice_index + 1])[:, 0],  # type: ignore[index]
         "predictions": predictions,
         "names": spec.region_names,
@@ -365,15 +405,16 @@ def tumor_segmentation_task(
     spec = SegmentationSpec("tumor_segmentation", tuple(BRATS_REGIONS), multilabel=True)
     table = pd.read_csv(table_path, sep="\t", keep_default_na=False)
     side = encoder_side(encoders)
-    cases, problems = load_brats_cases(
-        table, settings.contrasts, side, settings.max_subjects, percentiles=percentiles
-    )
-    for problem in problems:
-        logger.warning("left out: %s", problem)
-    split = _table_split(table)
-    rows, per_subject, example = run_segmentation(
-        cases, spec, "brats21", encoders, split, settings, seed, device
-    )
+    with SliceSpace(settings.slice_memory_gb) as space:
+        cases, problems = load_brats_cases(
+            table, settings.contrasts, side, settings.max_subjects, percentiles=percentiles, keep=space.keep
+        )
+        for problem in problems:
+            logger.warning("left out: %s", problem)
+        split = _table_split(table)
+        rows, per_subject, example = run_segmentation(
+            cases, spec, "brats21", encoders, split, settings, seed, device, space
+        )
     return write_outputs(rows, per_subject, [example], **outputs)
 
 
@@ -416,14 +457,15 @@ def hippocampus_segmentation_task(
         else:
             spec = SegmentationSpec("hippocampus_segmentation", ("left", "right"), False, (1, 2))
             truth = _generator_truth(manifests.get(dataset), dataset)
-        cases, problems = load_hippocampus_cases(
-            table, truth, side, settings.max_subjects, percentiles=percentiles[dataset]
-        )
-        logger.info("%s: %d subjects, %d without labels", dataset, len(cases), len(problems))
-        split = _table_split(table)
-        found, frame, example = run_segmentation(
-            cases, spec, dataset, encoders, split, settings, seed, device
-        )
+        with SliceSpace(settings.slice_memory_gb) as space:  # one dataset's slices at a time
+            cases, problems = load_hippocampus_cases(
+                table, truth, side, settings.max_subjects, percentiles=percentiles[dataset], keep=space.keep
+            )
+            logger.info("%s: %d subjects, %d without labels", dataset, len(cases), len(problems))
+            split = _table_split(table)
+            found, frame, example = run_segmentation(
+                cases, spec, dataset, encoders, split, settings, seed, device, space
+            )
         rows += found
         frames.append(frame.assign(dataset=dataset))
         examples.append(example)
