@@ -120,12 +120,16 @@ def _preprocess(root: Path) -> None:
         _tsv(root / "preprocess" / dataset / "qc.tsv", rows)
 
 
+CLAIMS = "Which seed claims this run reproduces:\n\n1. **Pretraining helps** (seed 1): **inconclusive**.\n"
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("run") / "results"
     _pretrain(root)
     _tasks(root)
     _preprocess(root)
+    (root / "tasks" / "claims.md").write_text(CLAIMS)
     return root
 
 
@@ -187,3 +191,10 @@ def test_check_names_sections_that_drifted(readme_numbers, results, tmp_path) ->
     readme.write_text(readme.read_text().replace("0.562", "0.563"))  # a hand-edited figure
     assert readme_numbers.stale(results, readme) == ["tasks"]
     assert readme_numbers.main([str(results), "--check", str(readme)]) == 1
+
+
+def test_the_claims_statement_is_the_runs_own(readme_numbers, results, tmp_path) -> None:
+    assert readme_numbers.sections(results, ["claims"]) == {"claims": CLAIMS.rstrip("\n")}
+    readme = tmp_path / "README.md"
+    readme.write_text(CLAIMS.replace("**inconclusive**", "**yes**"))  # a verdict typed by hand
+    assert readme_numbers.stale(results, readme, ["claims"]) == ["claims"]

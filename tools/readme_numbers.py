@@ -17,6 +17,8 @@ not in the given file verbatim. The sections, and the files they read:
   mode (dense tasks: ``finetune/frozen``).
 * ``skullstrip``: the skull-strip Dice against the truth brain masks
   (``preprocess/<dataset>/qc.tsv``).
+* ``claims``: which seed claims the run reproduces, as the workflow wrote it from the paired
+  comparisons (``tasks/claims.md``, :func:`brainssl.tasks.conclusions.claims_markdown`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ HEADLINE = (
     ("molecular_mgmt", "brats21", "auc"),
     ("brain_age", "ixi", "mae"),
     ("brain_age", "oasis3", "mae"),
+    ("neurodevelopmental", "abide", "auc"),
+    ("stroke_time", "atlas", "mae"),
     ("survival", "brats21", "cox_c_harrell"),
     ("representation", "all", "knn_contrast"),
     ("representation", "all", "position_r2"),
@@ -50,7 +54,7 @@ HEADLINE = (
 MODE_ORDER = ("finetune", "frozen", "scratch", "none")
 METHOD_ORDER = ("moco", "dino")
 SKULLSTRIP_DATASETS = ("ixi", "oasis3")
-SECTIONS = ("pretrain", "probe-epochs", "tasks", "skullstrip")
+SECTIONS = ("pretrain", "probe-epochs", "tasks", "skullstrip", "claims")
 
 
 def _markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -180,6 +184,11 @@ def skullstrip_row(results: Path, datasets: Sequence[str] = SKULLSTRIP_DATASETS)
     return f"| {label} | median {medians}, min {minima} |"
 
 
+def claims_statement(results: Path) -> str:
+    """The seed-claims statement of the run (``tasks/claims.md``), without its trailing newline."""
+    return (results / "tasks" / "claims.md").read_text(encoding="utf-8").rstrip("\n")
+
+
 def sections(results: Path, names: Sequence[str] = SECTIONS) -> dict[str, str]:
     """The text of every requested section, by name."""
     makers = {
@@ -187,6 +196,7 @@ def sections(results: Path, names: Sequence[str] = SECTIONS) -> dict[str, str]:
         "probe-epochs": probe_epochs,
         "tasks": tasks_table,
         "skullstrip": skullstrip_row,
+        "claims": claims_statement,
     }
     return {name: makers[name](results) for name in names}
 
