@@ -462,8 +462,9 @@ def dense_shape(
     }
 
 
-#: Bytes per pixel of a dense task's training targets (brainssl.tasks: float32 BraTS regions,
-#: int64 hippocampus classes, float32 CenterNet maps, float32 image and, for SSIM, its peak).
+#: Bytes per pixel of a dense task's training targets in a batch (brainssl.tasks: float32 BraTS
+#: regions, int64 hippocampus classes, float32 CenterNet maps, float32 image and, for SSIM, its peak).
+#: Only reconstruction stores its targets (the image, 4 B); the others are made per batch.
 TARGET_BYTES = {
     "tumor_segmentation": 12,
     "hippocampus_segmentation": 8,
@@ -471,6 +472,13 @@ TARGET_BYTES = {
     "reconstruction": 8,
 }
 PREDICT_BATCH = 64
+#: Bytes of one fastMRI brain volume's k-space at paper settings: 16 slices x 20 coils (the most of
+#: the brain files) x a 640 x 320 oversampled readout, complex64.
+KSPACE_BYTES = 16 * 20 * 640 * 320 * 8
+#: Copies of it while it is prepared: as read, masked, and the inverse FFT's input and output.
+KSPACE_COPIES = 4
+#: Bytes of a detection training slice's boxes (its CenterNet maps are drawn per batch), at one box.
+BOX_BYTES = 16
 
 
 def dense_memory(
@@ -482,15 +490,16 @@ def dense_memory(
     ``frozen_maps_gb``: a frozen encoder's four maps of all of them (``map_elements`` floats per
     slice and contrast, the largest architecture), what a cache would take.
     The job's arrays (brainssl.tasks.dense_memory.SliceSpace) are the cut slices with uint8
-    labels, the training copy with its targets (:data:`TARGET_BYTES`) and the test copy
-    (reconstruction: the training volumes prepared one at a time, the test ones kept with their
-    targets); up to ``slice_memory_gb`` of them stay in memory, the rest is ``scratch_gb`` on the
-    job's $TMPDIR. The maps are cached only within ``feature_cache_gb`` (``maps_cached``), else
-    encoded per batch. ``ram_gb``: the arrays and cache in memory, one training batch (slices,
-    targets, maps: on the CPU; a GPU holds the maps there), one prediction batch of 64 with its
-    maps and outputs, one subject's outputs, and two encoders' float32 weights (the frozen and a
-    trained one). The k-space of the reconstruction volumes, which the job reads whole, is not
-    counted.
+    labels, which training and prediction read in place (segmentation's targets made from the
+    labels per batch, detection's from each slice's boxes); reconstruction stores the prepared
+    inputs and float32 target images of every slice. Up to ``slice_memory_gb`` of them stay in
+    memory, the rest is ``scratch_gb`` on the job's $TMPDIR. The maps are cached only within
+    ``feature_cache_gb`` (``maps_cached``), else encoded per batch. ``ram_gb``: the arrays and
+    cache in memory, one training batch (slices, targets, maps: on the CPU; a GPU holds the maps
+    there), one prediction batch of 64 with its maps and outputs, one subject's outputs, two
+    encoders' float32 weights (the frozen and a trained one), detection's boxes
+    (:data:`BOX_BYTES`) and reconstruction's one volume of k-space in :data:`KSPACE_COPIES`
+    (the job reads one file at a time).
     """
     from brainssl.wiring import dense_tasks
 
@@ -505,10 +514,11 @@ def dense_memory(
         train, test = shape["train_slices"], shape["test_slices"]
         image, target = contrasts * pixels * 4, TARGET_BYTES[task] * pixels
         maps, outputs = contrasts * largest * 4, shape["out_channels"] * pixels * 4
-        if task == "reconstruction":
-            arrays = train * (image + target) + test * 3 * image
-        else:
-            arrays = (train + test) * (image + pixels) + train * (image + target) + test * image
+        if task == "reconstruction":  # prepared inputs and target images (4 B a pixel)
+            arrays = (train + test) * (image + 4 * pixels)
+        else:  # the cut slices and their uint8 labels
+            arrays = (train + test) * (image + pixels)
+        held = {"reconstruction": KSPACE_COPIES * KSPACE_BYTES, "tumor_detection": train * BOX_BYTES}
         in_memory = min(arrays, s["slice_memory_gb"] * GB)
         needed = (train + test) * maps if "frozen" in s["modes"] else 0.0
         cached = needed <= s["feature_cache_gb"] * GB
@@ -519,6 +529,7 @@ def dense_memory(
             + batches
             + shape["per_subject"] * outputs
             + 2 * params * 4
+            + held.get(task, 0)
         )
         out[task] = {
             "slices_gb": (train + test) * image / GB,

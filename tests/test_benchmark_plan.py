@@ -91,7 +91,11 @@ def test_paper_config_on_a_stand_in_cohort(plan, tmp_path):
         assert not mem["maps_cached"] and mem["frozen_maps_gb"] > mem["ram_gb"] and mem["ram_gb"] < 4, task
     brats_job = memory["tumor_segmentation"]
     assert brats_job["frozen_maps_gb"] > 100 * brats_job["ram_gb"]
-    assert brats_job["scratch_gb"] > brats_job["slices_gb"]  # cut slices, training copy, targets
+    # the scratch holds the cut slices (4 contrasts, float32) and uint8 labels once; no copies, no targets
+    assert brats_job["scratch_gb"] == pytest.approx(brats_job["slices_gb"] * 17 / 16 - 1)
+    assert memory["tumor_detection"]["scratch_gb"] == pytest.approx(brats_job["scratch_gb"])
+    kspace = plan.KSPACE_COPIES * plan.KSPACE_BYTES / 1e9  # one volume's, as it is prepared
+    assert kspace < memory["reconstruction"]["ram_gb"] < kspace + 2
     text = plan.tables({**jobs, "slices": counts, "storage": gb, "gpu_hours": hours, "dense_memory": memory})
     assert "| pretrain_moco | 2 | 4 |" in text and "| slices |" in text  # resnet50 and vit_small
 

@@ -12,7 +12,7 @@ import torch
 from brainssl.pretrain.backbones import build_encoder
 from brainssl.pretrain.export import export_encoder
 from brainssl.tasks import dense_sweep
-from brainssl.tasks.dense_memory import SliceSpace, batch_tensor
+from brainssl.tasks.dense_memory import Rows, SliceSpace, batch_tensor
 from brainssl.tasks.dense_networks import DenseModel
 from brainssl.tasks.dense_settings import TumorSegmentationSettings
 from brainssl.tasks.dense_slices import VolumeSlices
@@ -88,7 +88,8 @@ def test_over_budget_segmentation_gives_the_cached_in_memory_results(encoders, t
         return real_encode(*args, **kwargs)
 
     def train(model, images, targets, *args, **kwargs):
-        calls["arrays"].append((type(images), type(targets)))
+        assert isinstance(images, Rows) and isinstance(targets, Rows)  # of the stored slices and labels
+        calls["arrays"].append((type(images.parts[0]), type(targets.parts[0])))
         calls["history"].append(real_train(model, images, targets, *args, **kwargs))
         return calls["history"][-1]
 
@@ -108,7 +109,7 @@ def test_over_budget_segmentation_gives_the_cached_in_memory_results(encoders, t
     calls = {key: [] for key in calls}
     with SliceSpace(0, folder=tmp_path) as space:
         settings = _settings(feature_cache_gb=0, slice_memory_gb=0)
-        low = run_segmentation(cases, SPEC, "brats21", encoders, {}, settings, 1, space=space)
+        low = run_segmentation([_kept(c, space) for c in cases], SPEC, "brats21", encoders, {}, settings, 1)
         assert space.held == 0 and space.spilled > 0 and list(tmp_path.glob("brainssl-dense-*/*"))
     assert not list(tmp_path.glob("brainssl-dense-*")), "the scratch folder outlived the task"
     assert not calls["cached"], "over feature_cache_gb the frozen maps must not be cached"
@@ -124,6 +125,73 @@ def test_over_budget_segmentation_gives_the_cached_in_memory_results(encoders, t
     assert low[2]["predictions"].keys() == example["predictions"].keys()
     for name, regions in example["predictions"].items():
         np.testing.assert_array_equal(low[2]["predictions"][name], regions)
+
+
+def _kept(case: VolumeSlices, space: SliceSpace) -> VolumeSlices:
+    """``case`` with its arrays in ``space``, as the loaders put them."""
+    return VolumeSlices(
+        case.subject, case.session, space.keep(case.images), space.keep(case.labels), case.spacing
+    )
+
+
+def test_training_and_test_sets_are_the_stored_slices_not_copies(encoders, tmp_path, monkeypatch):
+    """Spilled cases: training and prediction read the cut slices' own files, and nothing more is written.
+
+    Segmentation's targets come from the stored labels batch by batch, detection's from each
+    slice's boxes, so the scratch disk holds the cut slices and labels alone.
+    """
+    from brainssl.tasks.dense_settings import TumorDetectionSettings
+    from brainssl.tasks.detection import run_detection
+    from brainssl.tasks.detection_boxes import CenterNetTargets
+
+    torch.set_num_threads(1)
+    seen: list[tuple] = []
+    real_train, real_predict = dense_sweep.train_dense, dense_sweep.predict_batches
+
+    def train(model, images, targets, *args, **kwargs):
+        seen.append(("train", images, targets))
+        return real_train(model, images, targets, *args, **kwargs)
+
+    def predict(model, images, *args, **kwargs):
+        seen.append(("test", images, None))
+        return real_predict(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(dense_sweep, "train_dense", train)
+    monkeypatch.setattr(dense_sweep, "predict_batches", predict)
+    settings = _settings(feature_cache_gb=0, slice_memory_gb=0, modes=["frozen"], label_fractions=[1.0])
+    detection = TumorDetectionSettings.from_dict({**vars(settings), "contrasts": ["FLAIR", "T1ce"]})
+    for task in ("segmentation", "detection"):
+        seen.clear()
+        with SliceSpace(0, folder=tmp_path) as space:
+            cases = [_kept(_case(i), space) for i in (1, 2, 3, 4, 5, 7)]
+            stored = space.spilled
+            assert stored == sum(c.images.nbytes + c.labels.nbytes for c in cases)
+            if task == "segmentation":
+                run_segmentation(cases, SPEC, "brats21", encoders, {}, settings, seed=3)
+            else:
+                run_detection(cases, "brats21", encoders, {}, detection, seed=3)
+            assert space.spilled == stored, f"{task} wrote a copy of its slices or targets"
+            assert len(list(tmp_path.glob("brainssl-dense-*/*"))) == 2 * len(cases)
+        images = {id(c.images) for c in cases}
+        assert seen and {kind for kind, *_ in seen} == {"train", "test"}
+        for kind, rows, targets in seen:
+            assert isinstance(rows, Rows) and {id(part) for part in rows.parts} <= images, f"{task} {kind}"
+            if task == "detection" and targets is not None:
+                assert isinstance(targets, CenterNetTargets)
+            elif targets is not None:
+                assert {id(part) for part in targets.parts} <= {id(c.labels) for c in cases}
+
+
+def test_rows_gather_chosen_rows_of_several_arrays():
+    parts = [np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 100 * n for n in (3, 1, 4)]
+    picks = [np.array([True, False, True]), np.array([0]), np.array([3, 1])]
+    rows = Rows(parts, picks, transform=lambda a: a * 2)
+    whole = np.concatenate([p[k] for p, k in zip(parts, picks, strict=True)]) * 2
+    assert len(rows) == 5 and rows.shape == (5, 2)
+    np.testing.assert_array_equal(rows[:], whole)
+    np.testing.assert_array_equal(rows[np.array([4, 0, 2])], whole[[4, 0, 2]])
+    np.testing.assert_array_equal(rows[1:4], whole[1:4])
+    np.testing.assert_array_equal(Rows(parts)[np.array([7, 3])], np.concatenate(parts)[[7, 3]])
 
 
 def test_training_on_rows_reads_the_same_slices_as_a_copied_subset():
@@ -196,3 +264,59 @@ def test_regroup_cuts_a_stream_of_batches_into_subjects():
     starts = np.cumsum([0, *lengths])
     for group, start, stop in zip(groups, starts[:-1], starts[1:], strict=True):
         assert torch.equal(group, outputs[start:stop])
+
+
+def test_reconstruction_holds_one_volume_of_k_space_at_a_time(encoders, tmp_path, monkeypatch):
+    """Every file is read when it is checked and again when its slices are prepared, then dropped."""
+    import weakref
+
+    import h5py
+
+    from brainssl.synth.acquisition import simulate_kspace
+    from brainssl.tasks import reconstruction as recon
+    from brainssl.tasks.dense_settings import ReconstructionSettings
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        kspace, rss = simulate_kspace(
+            rng.random((2, 32, 32)).astype(np.float32), 2, rng, readout_oversampling=2
+        )
+        path = tmp_path / f"file_brain_AXT1_201_60000{i}.h5"
+        with h5py.File(path, "w") as handle:
+            handle["kspace"], handle["reconstruction_rss"] = kspace, rss
+        rows.append({"dataset": "fastmri_brain", "subject": f"sub-{i}", "path": str(path), "split": "train"})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
+    pd.DataFrame(rows)[["subject", "split"]].to_csv(tmp_path / "table.tsv", sep="\t", index=False)
+    loaded: list[weakref.ref] = []
+    alive_at_read: list[int] = []
+    real_load = recon.load_recon_volume
+
+    def load(path, subject):
+        alive_at_read.append(sum(ref() is not None for ref in loaded))
+        volume = real_load(path, subject)
+        loaded.append(weakref.ref(volume.kspace))
+        return volume
+
+    monkeypatch.setattr(recon, "load_recon_volume", load)
+    settings = ReconstructionSettings.from_dict(
+        {
+            **{
+                k: v
+                for k, v in vars(_settings(modes=["frozen"], label_fractions=[1.0])).items()
+                if k != "contrasts"
+            },
+            "masks": ["equispaced", "random"],
+            "accelerations": [4],
+            "test_fraction": 0.5,
+        }
+    )
+    outputs = {"results": tmp_path / "r.tsv", "volumes": tmp_path / "v.tsv", "overlays": tmp_path / "o.png"}
+    frame = recon.reconstruction_task(
+        tmp_path / "table.tsv", tmp_path / "manifest.tsv", encoders, settings, 0, outputs
+    )
+    assert (frame["status"] == "ok").all()
+    assert len(alive_at_read) == 4 * (1 + 2)  # checked once, then read once per mask
+    assert alive_at_read == [0] * len(alive_at_read), "an earlier volume's k-space was still held"
+    assert all(ref() is None for ref in loaded)

@@ -6,27 +6,92 @@ changes; at paper scale (about 146 GB of BraTS slices at 224 px) whatever is ove
 written to files in a temporary folder of the job (under ``$TMPDIR``, removed when the task ends)
 and read back as read-only memory maps, one batch at a time (:func:`batch_tensor`). The operating
 system's page cache, not the job, then holds what is hot.
+
+Each slice is stored once: the training and test sets are :class:`Rows` of the cut slices where
+they lie, and targets that are cheap to derive (segmentation's regions or classes) are made from
+the stored labels batch by batch, so the scratch disk holds the cut slices and labels alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["GB", "Collector", "SliceSpace", "batch_tensor", "space_for"]
+__all__ = ["GB", "Collector", "RowSource", "Rows", "SliceSpace", "batch_tensor"]
 
 #: Budgets are in GB of 1e9 bytes, as benchmarks/plan.py counts them.
 GB = 1e9
 
 
-def batch_tensor(array: np.ndarray, index: slice | np.ndarray) -> torch.Tensor:
+class RowSource(Protocol):
+    """What training and prediction read batches from: an array, or :class:`Rows` standing for one."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(N, ...)``: the rows and the shape of one."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice | np.ndarray, /) -> np.ndarray: ...
+
+
+class Rows:
+    """Chosen rows of several arrays, read as one ``(N, ...)`` array without copying them.
+
+    Row ``i`` is row ``local[i]`` of the ``part[i]``-th array; indexing with a slice or an index
+    array gathers only those rows into a new array (then applies ``transform``, e.g. the targets
+    of label slices), so a training or test set stands on the slices where they are stored
+    (in memory or memory-mapped) instead of on a copy.
+
+    Args:
+        parts: arrays of equal trailing shape and dtype (one per subject).
+        picks: per part, its rows to use (indices or a boolean mask; default: all).
+        transform: applied to every gathered batch (must work row by row).
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[np.ndarray],
+        picks: Sequence[np.ndarray] | None = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        if not parts:
+            raise ValueError("Rows needs at least one array")
+        self.parts = list(parts)
+        chosen = [np.arange(len(p)) for p in parts] if picks is None else [_indices(k) for k in picks]
+        self.part = np.concatenate([np.full(len(k), i, np.int64) for i, k in enumerate(chosen)])
+        self.local = np.concatenate(chosen).astype(np.int64)
+        self.transform = transform
+        first = self.parts[0][:1] if transform is None else transform(self.parts[0][:1])
+        self.shape: tuple[int, ...] = (len(self.local), *first.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+        part, local = self.part[rows], self.local[rows]
+        head = self.parts[0]
+        out = np.empty((len(rows), *head.shape[1:]), head.dtype)
+        for owner in np.unique(part):
+            at = np.flatnonzero(part == owner)
+            out[at] = self.parts[owner][local[at]]  # reads only these rows of a memory map
+        return out if self.transform is None else np.ascontiguousarray(self.transform(out))
+
+
+def _indices(pick: np.ndarray) -> np.ndarray:
+    pick = np.asarray(pick)
+    return np.flatnonzero(pick) if pick.dtype == bool else pick
+
+
+def batch_tensor(array: RowSource, index: slice | np.ndarray) -> torch.Tensor:
     """``array[index]`` as a CPU tensor: a view of an in-memory array, a copy of a memory map's rows.
 
     Only the indexed rows are read, so a batch of a disk-backed array costs one batch of memory.
@@ -35,11 +100,6 @@ def batch_tensor(array: np.ndarray, index: slice | np.ndarray) -> torch.Tensor:
     if isinstance(part, np.memmap) or not part.flags.writeable:
         part = np.array(part)  # read-only map -> a writable copy in memory (torch needs one)
     return torch.from_numpy(part)
-
-
-def space_for(space: SliceSpace | None, budget_gb: float) -> contextlib.AbstractContextManager[SliceSpace]:
-    """``space`` itself (its owner removes it), or a new :class:`SliceSpace` removed on leaving."""
-    return contextlib.nullcontext(space) if space is not None else SliceSpace(budget_gb)
 
 
 class SliceSpace:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .dense_memory import RowSource
 
 __all__ = ["DenseDecoder", "DenseModel", "encode_contrasts", "encode_slices", "feature_bytes"]
 
@@ -146,7 +147,7 @@ def encode_contrasts(encoder: nn.Module, images: torch.Tensor) -> list[torch.Ten
 
 @torch.no_grad()
 def encode_slices(
-    encoder: nn.Module, images: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu"
+    encoder: nn.Module, images: RowSource, batch_size: int = 64, device: str | torch.device = "cpu"
 ) -> list[torch.Tensor]:
     """Cache a frozen encoder's maps of ``(N, C, S, S)`` slices (contrasts through the shared encoder).
 

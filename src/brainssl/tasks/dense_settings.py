@@ -69,9 +69,9 @@ class DenseTaskSettings:
             no labelled test subject.
         feature_cache_gb: largest host cache of a frozen encoder's maps of the task's slices;
             above it the frozen encoder runs on every batch (the demo's caches fit the default).
-        slice_memory_gb: GB of slices and targets held in memory; the rest go to files in the
-            job's temporary folder, read one batch at a time
-            (:class:`~brainssl.tasks.dense_memory.SliceSpace`).
+        slice_memory_gb: GB of slices and labels (reconstruction: prepared inputs and targets) held
+            in memory; the rest go to files in the job's temporary folder, read one batch at a
+            time (:class:`~brainssl.tasks.dense_memory.SliceSpace`).
     """
 
     #: The config path named in error messages.
@@ -146,8 +146,9 @@ class DenseTaskSettings:
     )
     slice_memory_gb: float = setting(
         1.0,
-        "GB (1e9 bytes) of task slices and training targets held in memory; the rest are written to "
-        "files in the job's temporary folder ($TMPDIR, removed at the end) and read one batch at a time.",
+        "GB (1e9 bytes) of task slices and labels (reconstruction: prepared inputs and targets) held in "
+        "memory; the rest are written to files in the job's temporary folder ($TMPDIR, removed at the "
+        "end) and read one batch at a time.",
         minimum=0,
         maximum=100000,
     )

@@ -28,7 +28,7 @@ from brainssl.logs import progress
 from brainssl.pretrain.backbones import build_encoder
 from brainssl.pretrain.export import encoder_spec, load_encoder
 
-from .dense_memory import GB
+from .dense_memory import GB, RowSource
 from .dense_networks import DenseModel, encode_slices, feature_bytes
 from .dense_training import TrainSettings, predict_batches, resolve_device, seeded_generator, train_dense
 from .results import label_fraction_subjects
@@ -115,13 +115,13 @@ class TrainingSet:
 
     Attributes:
         subjects: ``(N,)`` subject of each slice.
-        images: ``(N, C, S, S)`` inputs.
-        targets: ``(N, ...)`` targets.
+        images: ``(N, C, S, S)`` inputs (arrays, or :class:`~.dense_memory.Rows` of the stored slices).
+        targets: ``(N, ...)`` targets (likewise, or made batch by batch from stored labels).
     """
 
     subjects: np.ndarray
-    images: np.ndarray
-    targets: np.ndarray
+    images: RowSource
+    targets: RowSource
 
 
 @dataclass
@@ -148,7 +148,7 @@ class SweepResult:
 def sweep(
     variants: Sequence[Variant],
     train: TrainingSet,
-    test_images: np.ndarray,
+    test_images: RowSource,
     fractions: Sequence[float],
     seeds: Sequence[int],
     settings: TrainSettings,
@@ -245,7 +245,7 @@ def sweep(
     return results
 
 
-def _cache_fits(encoder: nn.Module, train: TrainingSet, test_images: np.ndarray, budget_gb: float) -> bool:
+def _cache_fits(encoder: nn.Module, train: TrainingSet, test_images: RowSource, budget_gb: float) -> bool:
     """Whether a frozen encoder's maps of every train and test slice fit ``budget_gb``."""
     per_slice = feature_bytes(encoder, train.images.shape[1])
     needed = (len(train.images) + len(test_images)) * per_slice

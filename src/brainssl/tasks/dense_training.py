@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .dense_memory import batch_tensor
+from .dense_memory import RowSource, batch_tensor
 from .dense_networks import DenseModel
 
 __all__ = [
@@ -146,8 +146,8 @@ def run_epochs(
 
 def train_dense(
     model: DenseModel,
-    images: np.ndarray,
-    targets: np.ndarray,
+    images: RowSource,
+    targets: RowSource,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     settings: TrainSettings,
     generator: torch.Generator,
@@ -206,7 +206,7 @@ def _fmt(values: Sequence[float]) -> str:
 
 def predict_batches(
     model: DenseModel,
-    images: np.ndarray,
+    images: RowSource,
     features: Sequence[torch.Tensor] | None = None,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
@@ -229,7 +229,7 @@ def predict_batches(
 
 def predict(
     model: DenseModel,
-    images: np.ndarray,
+    images: RowSource,
     features: Sequence[torch.Tensor] | None = None,
     batch_size: int = 64,
     device: str | torch.device = "cpu",

@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
-from .dense_memory import SliceSpace, space_for
+from .dense_memory import Rows, RowSource, SliceSpace
 from .dense_metrics import brats_regions
 from .dense_settings import TumorDetectionSettings
 from .dense_slices import VolumeSlices, dense_split
 from .dense_sweep import SweepResult, TrainingSet, dense_variants, sweep
+from .detection_boxes import CenterNetTargets, boxes_from_mask, centernet_loss, centernet_targets
 from .results import bootstrap_ci, result_row, skipped_rows
 
 __all__ = [
@@ -56,54 +56,6 @@ DETECTION_METRICS = ("map", "map50")
 """COCO mAP@[.5:.95] and mAP@.5."""
 HEATMAP_PRIOR_LOGIT = -2.19
 """Initial heatmap logit (probability 0.1), CenterNet's choice for a stable start of the focal loss."""
-
-
-def boxes_from_mask(mask: np.ndarray, min_pixels: int = 1) -> np.ndarray:
-    """Boxes ``(n, 4)`` ``x0, y0, x1, y1`` (pixel edges, end exclusive) of a 2D mask's 8-connected parts."""
-    components, count = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3), dtype=bool))
-    boxes = []
-    for index, found in enumerate(ndimage.find_objects(components), start=1):
-        if found is None or int((components[found] == index).sum()) < min_pixels:
-            continue
-        rows, cols = found
-        boxes.append([cols.start, rows.start, cols.stop, rows.stop])
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-
-
-def centernet_targets(boxes: np.ndarray, size: int) -> np.ndarray:
-    """Training target ``(6, S, S)`` of one slice: heatmap, width, height, x/y offset, centre indicator.
-
-    The heatmap is the maximum over boxes of Gaussians at the centre pixels with
-    ``sigma = max(w, h) / 6`` (at least 0.5 px); widths and heights are fractions of ``size``;
-    the offsets are the sub-pixel position of the true centre within its pixel (CenterNet).
-    """
-    target = np.zeros((6, size, size), dtype=np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    for x0, y0, x1, y1 in boxes:
-        w, h = x1 - x0, y1 - y0
-        fx, fy = (x0 + x1) / 2, (y0 + y1) / 2
-        cx, cy = min(int(fx), size - 1), min(int(fy), size - 1)
-        sigma = max(max(w, h) / 6.0, 0.5)
-        peak = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
-        target[0] = np.maximum(target[0], peak)
-        target[1:, cy, cx] = (w / size, h / size, fx - cx, fy - cy, 1.0)
-    return target
-
-
-def centernet_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Penalty-reduced focal loss on the heatmap (alpha 2, beta 4) + L1 size loss at the centres.
-
-    Args:
-        output: ``(B, 5, S, S)`` heatmap logit, width, height, x/y offset.
-        target: ``(B, 6, S, S)`` from :func:`centernet_targets`.
-    """
-    prob = torch.sigmoid(output[:, 0]).clamp(1e-4, 1 - 1e-4)
-    heat, centre = target[:, 0], target[:, 5]
-    positive = -((1 - prob) ** 2) * torch.log(prob) * centre
-    negative = -((1 - heat) ** 4) * prob**2 * torch.log(1 - prob) * (1 - centre)
-    n_centres = centre.sum().clamp(min=1.0)
-    size = (F.l1_loss(output[:, 1:5], target[:, 1:5], reduction="none").sum(1) * centre).sum() / n_centres
-    return (positive.sum() + negative.sum()) / n_centres + size
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -219,11 +171,12 @@ def run_detection(
     settings: TumorDetectionSettings,
     seed: int,
     device: str = "cpu",
-    space: SliceSpace | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train and score every variant of tumour detection (BraTS whole-tumour boxes).
 
-    Each network's test outputs are decoded batch by batch; only the boxes are kept.
+    Training and test slices are rows of the cases' own arrays, the training targets drawn per
+    batch from the boxes (:class:`~.detection_boxes.CenterNetTargets`); each network's test
+    outputs are decoded batch by batch, and only the boxes are kept.
 
     Args:
         cases: BraTS volumes with labels.
@@ -234,26 +187,10 @@ def run_detection(
             with the box and decoding settings.
         seed: workflow seed.
         device: ``tasks.device`` (:func:`~brainssl.tasks.dense_training.resolve_device`).
-        space: where the training and test arrays go (that of the loaded cases; default: a new
-            one of ``settings.slice_memory_gb``, removed on return).
 
     Returns:
         Results rows and an overlay example.
     """
-    with space_for(space, settings.slice_memory_gb) as held:
-        return _run_detection(cases, dataset, encoders, table_split, settings, seed, device, held)
-
-
-def _run_detection(
-    cases: Sequence[VolumeSlices],
-    dataset: str,
-    encoders: Mapping[str, str],
-    table_split: Mapping[str, str],
-    settings: TumorDetectionSettings,
-    seed: int,
-    device: str,
-    space: SliceSpace,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     labelled = [c for c in cases if c.labels is not None]
     if len(labelled) < 2:
         reason = f"{len(labelled)} labelled subject(s); a subject-level train/test split needs two"
@@ -265,24 +202,25 @@ def _run_detection(
         whole = brats_regions(case.labels[keep])[0]  # type: ignore[index]
         return [boxes_from_mask(m, settings.min_box_pixels) for m in whole]
 
-    subjects, train_images, targets, test_images = [], space.collect(), space.collect(), space.collect()
-    test_truth, owners = [], []  # boxes and test subject of each test slice
-    for case in labelled:  # one subject's slices and targets in memory at a time
+    subjects, train_parts, train_keep, train_boxes = [], [], [], []
+    test_parts, test_keep, test_truth, owners = [], [], [], []  # boxes and test subject of each test slice
+    for case in labelled:  # one subject's labels in memory at a time
         keep = _slices_with_brain(case)
-        images, boxes = case.images[keep], slice_boxes(case, keep)
+        boxes = slice_boxes(case, keep)
         if split[case.subject] == "test":
-            owners.append(np.full(len(images), len(owners)))
-            test_images.add(images)
+            owners.append(np.full(len(boxes), len(owners)))
+            test_parts.append(case.images)
+            test_keep.append(keep)
             test_truth += boxes
         else:
-            subjects.append(np.full(len(images), case.subject))
-            train_images.add(images)
-            targets.add(
-                np.array([centernet_targets(b, size) for b in boxes], np.float32).reshape(-1, 6, size, size)
-            )
+            subjects.append(np.full(len(boxes), case.subject))
+            train_parts.append(case.images)
+            train_keep.append(keep)
+            train_boxes += boxes
     n_test = len(owners)
-    train = TrainingSet(np.concatenate(subjects), train_images.result(), targets.result())
-    test_array = test_images.result()
+    images = Rows(train_parts, train_keep)
+    train = TrainingSet(np.concatenate(subjects), images, CenterNetTargets(train_boxes, size))
+    test_array = Rows(test_parts, test_keep)
     owner = np.concatenate(owners)
     if not any(len(b) for b in test_truth):
         reason = "no tumour box in any test slice"
@@ -360,7 +298,7 @@ def _decode(
 
 
 def _overlay_example(
-    results: Sequence[SweepResult], images: np.ndarray, truth: Sequence[np.ndarray], index: int
+    results: Sequence[SweepResult], images: RowSource, truth: Sequence[np.ndarray], index: int
 ) -> dict[str, Any]:
     """The test slice ``index`` and each variant's boxes there (largest fraction, first seed)."""
     top, first_seed = max(r.fraction for r in results), min(r.seed for r in results)
@@ -369,7 +307,7 @@ def _overlay_example(
         for r in results
         if r.fraction == top and r.seed == first_seed
     }
-    return {"image": np.array(images[index, 0]), "truth": truth[index], "predictions": predictions}
+    return {"image": images[np.array([index])][0, 0], "truth": truth[index], "predictions": predictions}
 
 
 def plot_detections(example: Mapping[str, Any], path: Any, min_score: float = 0.3, top_k: int = 3) -> Any:
@@ -493,7 +431,7 @@ def tumor_detection_task(
         for problem in problems:
             logger.warning("left out: %s", problem)
         split = dict(zip(table["subject"].astype(str), table["split"].astype(str), strict=True))
-        rows, example = run_detection(cases, "brats21", encoders, split, settings, seed, device, space)
+        rows, example = run_detection(cases, "brats21", encoders, split, settings, seed, device)
     frame = write_results(rows, outputs["results"])
     plot_detections(example, outputs["overlays"])
     return frame

@@ -20,6 +20,10 @@ Metrics are computed per volume ``(slices, H, W)``. PSNR, SSIM and NMSE are repo
 invariant to scaling target and prediction together, so the scaled, resized grid gives the
 metrics of that grid (MSE is not, so it is not reported). A file whose k-space or target holds
 NaN/inf is skipped and listed with the reason.
+
+A job holds one volume's k-space at a time: the files are checked one by one and kept as
+:class:`ReconFile` names, and each is read again only while its slices are prepared (once per mask
+kind and acceleration). The prepared slices live in a :class:`~.dense_memory.SliceSpace`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .dense_memory import SliceSpace
+from .dense_memory import Rows, SliceSpace
 from .dense_metrics import mean_or_nan
 from .dense_settings import ReconstructionSettings
 from .dense_sweep import SweepResult, TrainingSet, dense_variants, sweep
@@ -48,6 +52,7 @@ from .results import bootstrap_ci, result_row, skipped_rows
 __all__ = [
     "RECON_LOSSES",
     "RECON_METRICS",
+    "ReconFile",
     "ReconVolume",
     "load_recon_volume",
     "run_reconstruction",
@@ -94,6 +99,31 @@ class ReconVolume:
     kspace: np.ndarray
     target: np.ndarray
     file_name: str = ""
+
+    def load(self) -> ReconVolume:
+        """The volume itself (already in memory, as :meth:`ReconFile.load` gives one)."""
+        return self
+
+
+@dataclass(frozen=True)
+class ReconFile:
+    """A fastMRI file checked readable, whose k-space is read only when its slices are prepared.
+
+    Paper-scale k-space (thousands of multi-coil volumes, a 640-row oversampled readout) is
+    terabytes; holding names instead keeps the job's memory at one volume's.
+    """
+
+    path: Path
+    subject: str
+
+    @property
+    def name(self) -> str:
+        """The file stem (as :attr:`ReconVolume.name`)."""
+        return self.path.stem
+
+    def load(self) -> ReconVolume:
+        """Read the file (:func:`load_recon_volume`); the caller drops it after preparing its slices."""
+        return load_recon_volume(self.path, self.subject)
 
 
 def load_recon_volume(path: str | Path, subject: str) -> ReconVolume:
@@ -174,18 +204,36 @@ def _volume_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"psnr": psnr(gt, pred), "ssim": ssim(gt, pred), "nmse": nmse(gt, pred)}
 
 
+class _Targets:
+    """Training targets ``(N, 1, S, S)``; for ``ssim`` a second channel holds each volume's maximum.
+
+    Only the images and one maximum per slice are stored; the second channel is made per batch.
+    """
+
+    def __init__(self, images: np.ndarray, peaks: np.ndarray | None) -> None:
+        self.images, self.peaks = images, peaks
+        self.shape: tuple[int, ...] = (len(images), 1 if peaks is None else 2, *images.shape[2:])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        images = np.array(self.images[index])  # a copy in memory, also of a memory map's rows
+        if self.peaks is None:
+            return images
+        peaks = np.broadcast_to(self.peaks[index][:, None, None, None], images.shape)
+        return np.concatenate([images, peaks], axis=1)
+
+
+def _peaks(prepared: _Prepared) -> np.ndarray:
+    """Each slice's volume maximum, the SSIM loss's ``data_range``."""
+    return np.full(len(prepared.targets), prepared.targets.max(), dtype=np.float32)
+
+
 def _training_targets(prepared: Sequence[_Prepared], loss: str) -> np.ndarray:
-    """``(N, 1, S, S)`` targets; for ``ssim`` a second channel holds each volume's maximum."""
-    return np.concatenate([_training_target(p, loss) for p in prepared])
-
-
-def _training_target(prepared: _Prepared, loss: str) -> np.ndarray:
-    """One volume's part of :func:`_training_targets`."""
-    targets = prepared.targets
-    if loss != "ssim":
-        return targets
-    peaks = np.full(len(targets), targets.max(), dtype=np.float32)
-    return np.concatenate([targets, np.broadcast_to(peaks[:, None, None, None], targets.shape)], axis=1)
+    """All :class:`_Targets` of ``prepared`` volumes at once (small sets; the task reads them per batch)."""
+    peaks = np.concatenate([_peaks(p) for p in prepared]) if loss == "ssim" else None
+    return _Targets(np.concatenate([p.targets for p in prepared]), peaks)[:]
 
 
 def _warn_renamed_masks(masks: Sequence[str]) -> None:
@@ -199,7 +247,7 @@ def _warn_renamed_masks(masks: Sequence[str]) -> None:
 
 
 def run_reconstruction(
-    volumes: Sequence[ReconVolume],
+    volumes: Sequence[ReconVolume | ReconFile],
     dataset: str,
     encoders: Mapping[str, str],
     table_split: Mapping[str, str],
@@ -211,7 +259,7 @@ def run_reconstruction(
     """Zero-filled baseline and every network variant at each mask kind and acceleration.
 
     Args:
-        volumes: readable fastMRI volumes.
+        volumes: readable fastMRI volumes, in memory or as files read one at a time.
         dataset: dataset name.
         encoders: ``{name: weights path}``.
         table_split: split per subject (``test`` -> test, others train; re-split if a side is empty).
@@ -225,8 +273,9 @@ def run_reconstruction(
     Returns:
         Results rows, per-volume metrics and an overlay example.
 
-    Each setting's slices live in a :class:`~.dense_memory.SliceSpace` of ``slice_memory_gb`` (the
-    training volumes prepared one at a time), and each network is scored volume by volume.
+    Each setting's slices live in a :class:`~.dense_memory.SliceSpace` of ``slice_memory_gb``, the
+    volumes read and prepared one at a time (:meth:`ReconFile.load`); each network is scored
+    volume by volume.
     """
     from .dense_slices import dense_split
 
@@ -246,18 +295,20 @@ def run_reconstruction(
             centre = settings.centre_fraction(acceleration)
             suffix = f"{kind}_{acceleration}x"
             with SliceSpace(settings.slice_memory_gb) as space:  # this setting's slices
-                owners, inputs, targets = [], space.collect(), space.collect()
-                for volume in train_volumes:
-                    prepared = _prepare(volume, kind, acceleration, centre, size)
+                owners, peaks, inputs, targets = [], [], space.collect(), space.collect()
+                for volume in train_volumes:  # read, prepared and dropped one at a time
+                    prepared = _prepare(volume.load(), kind, acceleration, centre, size)
                     owners.append(np.full(len(prepared.inputs), volume.subject))
+                    peaks.append(_peaks(prepared))
                     inputs.add(prepared.inputs)
-                    targets.add(_training_target(prepared, settings.loss))
-                train = TrainingSet(np.concatenate(owners), inputs.result(), targets.result())
+                    targets.add(prepared.targets)
+                peak = np.concatenate(peaks) if settings.loss == "ssim" else None
+                train = TrainingSet(np.concatenate(owners), inputs.result(), _Targets(targets.result(), peak))
                 test_prep = []
                 for volume in test_volumes:
-                    prepared = _prepare(volume, kind, acceleration, centre, size)
+                    prepared = _prepare(volume.load(), kind, acceleration, centre, size)
                     test_prep.append(_Prepared(space.keep(prepared.inputs), space.keep(prepared.targets)))
-                test_inputs = space.concatenate(p.inputs for p in test_prep)
+                test_inputs = Rows([p.inputs for p in test_prep])
                 baseline = [_volume_metrics(p.targets[:, 0], p.inputs[:, 0]) for p in test_prep]
                 zero = {"encoder": "zero_filled", "mode": "none"}
                 rows += _rows(baseline, suffix, settings, dataset, zero, 0, seed)
@@ -411,9 +462,10 @@ def reconstruction_task(
         keep = sorted(files.subject.unique())[: settings.max_subjects]
         files = files[files.subject.isin(keep)]
     volumes, skipped = [], []
-    for row in files.itertuples():
+    for row in files.itertuples():  # checked one at a time; read again when prepared
         try:
-            volumes.append(load_recon_volume(row.path, row.subject))
+            load_recon_volume(row.path, row.subject)
+            volumes.append(ReconFile(Path(row.path), row.subject))
         except ValueError as err:
             logger.warning("skipped: %s", err)
             skipped.append({"volume": Path(row.path).stem, "encoder": "", "mode": "", "reason": str(err)})

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from brainssl.io import write_table
 
-from .dense_memory import SliceSpace, space_for
+from .dense_memory import Rows, SliceSpace
 from .dense_metrics import BRATS_REGIONS, brats_regions, mean_or_nan, subject_metrics
 from .dense_settings import DenseTaskSettings, HippocampusSegmentationSettings, TumorSegmentationSettings
 from .dense_slices import VolumeSlices, dense_split, load_brats_cases, load_hippocampus_cases
@@ -121,11 +121,12 @@ def run_segmentation(
     settings: DenseTaskSettings,
     seed: int,
     device: str = "cpu",
-    space: SliceSpace | None = None,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
     """Train and score every variant of a segmentation task on one dataset.
 
-    Each network's test outputs are scored subject by subject as they come (:func:`_score`).
+    Training and test sets are rows of the cases' own arrays (in memory, or memory maps of the
+    loader's :class:`~.dense_memory.SliceSpace`), so nothing is copied; each network's test
+    outputs are scored subject by subject as they come (:func:`_score`).
 
     Args:
         cases: labelled volumes (one per subject).
@@ -137,27 +138,10 @@ def run_segmentation(
             training slices and the training subset :attr:`~DenseTaskSettings.train`).
         seed: workflow seed.
         device: ``tasks.device`` (:func:`~brainssl.tasks.dense_training.resolve_device`).
-        space: where the training and test arrays go (that of the loaded cases; default: a new
-            one of ``settings.slice_memory_gb``, removed on return).
 
     Returns:
         Results rows, the per-subject metric table and an overlay example (for the figure).
     """
-    with space_for(space, settings.slice_memory_gb) as held:
-        return _run_segmentation(cases, spec, dataset, encoders, table_split, settings, seed, device, held)
-
-
-def _run_segmentation(
-    cases: Sequence[VolumeSlices],
-    spec: SegmentationSpec,
-    dataset: str,
-    encoders: Mapping[str, str],
-    table_split: Mapping[str, str],
-    settings: DenseTaskSettings,
-    seed: int,
-    device: str,
-    space: SliceSpace,
-) -> tuple[list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
     metrics = [f"{m}_{r}" for r in spec.region_names for m in ("dice", "hd95")]
     labelled = [c for c in cases if c.labels is not None]
     if len(labelled) < 2:
@@ -166,8 +150,8 @@ def _run_segmentation(
     split = dense_split([c.subject for c in labelled], table_split, seed, settings.test_fraction)
     train_cases = [c for c in labelled if split[c.subject] == "train"]
     test_cases = [c for c in labelled if split[c.subject] == "test"]
-    train = _training_set(train_cases, spec, space)
-    test_images = space.concatenate(c.images for c in test_cases)
+    train = _training_set(train_cases, spec)
+    test_images = Rows([c.images for c in test_cases])
     shown = _example_slice(test_cases, spec)
     variants = dense_variants(encoders, settings.modes)
     results = sweep(
@@ -218,15 +202,15 @@ def _run_columns(result: SweepResult) -> dict[str, Any]:
     }
 
 
-def _training_set(cases: Sequence[VolumeSlices], spec: SegmentationSpec, space: SliceSpace) -> TrainingSet:
-    """Slices holding brain (non-zero input) of the training subjects, with their targets."""
-    subjects, images, targets = [], space.collect(), space.collect()
-    for case in cases:
-        keep = case.images.reshape(len(case.images), -1).max(axis=1) > 0
-        subjects.append(np.full(int(keep.sum()), case.subject))
-        images.add(case.images[keep])
-        targets.add(spec.targets(case.labels[keep]))  # type: ignore[index]
-    return TrainingSet(np.concatenate(subjects), images.result(), targets.result())
+def _training_set(cases: Sequence[VolumeSlices], spec: SegmentationSpec) -> TrainingSet:
+    """Slices holding brain (non-zero input) of the training subjects, with their targets.
+
+    Rows of the stored slices, not a copy; the targets are made from the stored labels per batch.
+    """
+    keep = [case.images.reshape(len(case.images), -1).max(axis=1) > 0 for case in cases]
+    subjects = np.concatenate([np.full(int(k.sum()), c.subject) for c, k in zip(cases, keep, strict=True)])
+    labels = Rows([case.labels for case in cases], keep, transform=spec.targets)  # type: ignore[misc]
+    return TrainingSet(subjects, Rows([case.images for case in cases], keep), labels)
 
 
 def _score(
@@ -413,7 +397,7 @@ def tumor_segmentation_task(
             logger.warning("left out: %s", problem)
         split = _table_split(table)
         rows, per_subject, example = run_segmentation(
-            cases, spec, "brats21", encoders, split, settings, seed, device, space
+            cases, spec, "brats21", encoders, split, settings, seed, device
         )
     return write_outputs(rows, per_subject, [example], **outputs)
 
@@ -464,7 +448,7 @@ def hippocampus_segmentation_task(
             logger.info("%s: %d subjects, %d without labels", dataset, len(cases), len(problems))
             split = _table_split(table)
             found, frame, example = run_segmentation(
-                cases, spec, dataset, encoders, split, settings, seed, device, space
+                cases, spec, dataset, encoders, split, settings, seed, device
             )
         rows += found
         frames.append(frame.assign(dataset=dataset))
