@@ -41,3 +41,25 @@ def finished_run(tmp_path_factory):
     result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, config, result
+
+
+@pytest.fixture
+def encoders(tmp_path) -> dict[str, str]:
+    """Two tiny exported ViTs (``moco-vit_tiny``, ``random-vit_tiny``) for the dense-task tests."""
+    import torch
+
+    from brainssl.pretrain.backbones import build_encoder
+    from brainssl.pretrain.export import export_encoder
+
+    paths = {}
+    for name in ("moco-vit_tiny", "random-vit_tiny"):
+        torch.manual_seed(len(name))
+        path = tmp_path / name / "encoder.safetensors"
+        encoder = build_encoder("vit_tiny", img_size=32, depth=2, embed_dim=24, num_heads=2)
+        card = path.with_name("model_card.json")
+        method = name.split("-")[0]
+        export_encoder(
+            encoder, path, card, intensity="t", manifest_sha256=None, config_sha256=None, method=method
+        )
+        paths[name] = str(path)
+    return paths

@@ -16,7 +16,6 @@ from conftest import REPO
 from scipy import ndimage
 
 from brainssl.pretrain.backbones import build_encoder
-from brainssl.pretrain.export import export_encoder
 from brainssl.settings import MissingSettingError, UnknownSettingError
 from brainssl.slices.measures import to_store_dtype
 from brainssl.slices.settings import SliceSettings
@@ -151,22 +150,6 @@ def test_dense_split_keeps_subjects_on_one_side():
     assert [given[s] for s in subjects[:5]] == ["test"] * 4 + ["train"]
     with pytest.raises(ValueError, match="two labelled"):
         dense_split(subjects[:1], {}, 0, 0.3)
-
-
-@pytest.fixture
-def encoders(tmp_path):
-    paths = {}
-    for name in ("moco-vit_tiny", "random-vit_tiny"):
-        torch.manual_seed(len(name))
-        path = tmp_path / name / "encoder.safetensors"
-        encoder = build_encoder("vit_tiny", img_size=32, depth=2, embed_dim=24, num_heads=2)
-        card = path.with_name("model_card.json")
-        method = name.split("-")[0]
-        export_encoder(
-            encoder, path, card, intensity="t", manifest_sha256=None, config_sha256=None, method=method
-        )
-        paths[name] = str(path)
-    return paths
 
 
 def _case(i: int, with_tumour: bool = True) -> VolumeSlices:

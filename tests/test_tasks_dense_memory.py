@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from brainssl.pretrain.backbones import build_encoder
-from brainssl.pretrain.export import export_encoder
 from brainssl.tasks import dense_sweep
 from brainssl.tasks.dense_memory import Rows, SliceSpace, batch_tensor
 from brainssl.tasks.dense_networks import DenseModel
@@ -21,22 +20,6 @@ from brainssl.tasks.segmentation import SegmentationSpec, run_segmentation, segm
 
 SPEC = SegmentationSpec("tumor_segmentation", ("wt", "tc", "et"), multilabel=True)
 BATCH = 4
-
-
-@pytest.fixture
-def encoders(tmp_path):
-    paths = {}
-    for name in ("moco-vit_tiny", "random-vit_tiny"):
-        torch.manual_seed(len(name))
-        path = tmp_path / name / "encoder.safetensors"
-        encoder = build_encoder("vit_tiny", img_size=32, depth=2, embed_dim=24, num_heads=2)
-        card = path.with_name("model_card.json")
-        method = name.split("-")[0]
-        export_encoder(
-            encoder, path, card, intensity="t", manifest_sha256=None, config_sha256=None, method=method
-        )
-        paths[name] = str(path)
-    return paths
 
 
 def _case(i: int) -> VolumeSlices:
