@@ -63,3 +63,17 @@ def encoders(tmp_path) -> dict[str, str]:
         )
         paths[name] = str(path)
     return paths
+
+
+def validate_bids(root: Path) -> tuple[int, list[dict]]:
+    """Run the BIDS validator (``bids-validator-deno``, a dev extra) on ``root``: (exit code, issues)."""
+    import json
+
+    tool = BIN / "bids-validator-deno"
+    if not tool.exists():
+        pytest.skip("bids-validator-deno is not installed (pip install -e '.[dev]')")
+    done = subprocess.run(
+        [str(tool), "--format", "json", str(root)], capture_output=True, text=True, timeout=300
+    )
+    assert done.stdout.strip(), done.stderr[-2000:]
+    return done.returncode, json.loads(done.stdout)["issues"]["issues"]

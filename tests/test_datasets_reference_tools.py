@@ -17,10 +17,8 @@ The cohort is the test config's grid (3 mm); the demo's (2 mm) differs only in s
 from __future__ import annotations
 
 import csv
-import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import validate_bids
 
 from brainssl.datasets import build_manifest, finalize_demo, generate_demo_shard
 from brainssl.datasets.layouts import fastmri as fastmri_layout
@@ -213,22 +212,6 @@ def test_fastmri_adapter_reconstructs_a_file_without_its_target_like_fastmri(coh
 # --------------------------------------------------------------------------------------- BIDS
 
 BIDS_DATASETS = ["oasis3", *BIDS_DEMOS]
-
-
-def _validator() -> Path:
-    tool = BIN / "bids-validator-deno"
-    if not tool.exists():
-        pytest.skip("bids-validator-deno is not installed (pip install -e '.[dev]')")
-    return tool
-
-
-def validate_bids(root: Path) -> tuple[int, list[dict]]:
-    """Run the BIDS validator on ``root``: (exit code, issues)."""
-    done = subprocess.run(
-        [str(_validator()), "--format", "json", str(root)], capture_output=True, text=True, timeout=300
-    )
-    assert done.stdout.strip(), done.stderr[-2000:]
-    return done.returncode, json.loads(done.stdout)["issues"]["issues"]
 
 
 @pytest.mark.parametrize("dataset", BIDS_DATASETS)

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import validate_bids
 from scipy import ndimage
 
 from brainssl.preprocess import (
@@ -293,7 +294,9 @@ def test_shard_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypa
     names = {p.name.removeprefix(f"{stem}_") for p in folder.iterdir()}
     assert names == {
         "desc-preproc_T1w.nii.gz",
+        "desc-preproc_T1w.json",
         "desc-brain_mask.nii.gz",
+        "desc-brain_mask.json",
         "desc-preproc_dseg.nii.gz",
         "xfm.json",
         "qc.json",
@@ -308,6 +311,10 @@ def test_shard_records_bad_inputs_and_finishes_the_rest(tmp_path: Path, monkeypa
         "dataset_description.json",
         "sub-000000000001",
     ]
+    # the BIDS validator reads the folder as a derivatives dataset without an error
+    code, issues = validate_bids(out)
+    errors = [(i["code"], i.get("location", "")) for i in issues if i["severity"] == "error"]
+    assert code == 0 and not errors, errors
     assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["Name"] == "brainssl"
     assert not [p for p in out.rglob(".*") if p.name != ".bidsignore"]  # no temp folders or files left
 

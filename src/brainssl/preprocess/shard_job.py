@@ -11,6 +11,7 @@ The output folder is a BIDS derivatives dataset (:func:`derivative_names`)::
     <out>/sub-<hex>/ses-<label>/anat/sub-<hex>_ses-<label>_desc-preproc_T1w.nii.gz
                                     .../sub-<hex>_ses-<label>_ce-gadolinium_desc-preproc_T1w.nii.gz (T1ce)
                                     .../sub-<hex>_ses-<label>_desc-brain_mask.nii.gz
+                                    .../<each image>.json (SkullStripped; the mask's Type)
                                     .../sub-<hex>_ses-<label>_desc-preproc_dseg.nii.gz (a label map)
                                     .../sub-<hex>_ses-<label>_{xfm,qc}.json, _qc.png
 
@@ -176,6 +177,24 @@ def _session_folder(final: Path) -> Iterator[Path]:
         raise
 
 
+def _write_sidecars(folder: Path, local: Mapping[str, str], result: PreprocessResult) -> None:
+    """The JSON sidecars BIDS derivatives require: ``SkullStripped`` per image, ``Type`` of the mask."""
+    brain = np.asarray(result.mask.dataobj) > 0
+    method = result.qc["skull_strip"]["method"]
+    for contrast, img in result.volumes.items():
+        # stripped as BIDS means it: a skull-strip method ran and every non-brain voxel is zero
+        stripped = method != "none" and not np.any(np.asarray(img.dataobj)[~brain])
+        description = f"brainssl preprocessing ({contrast}); skull strip: {method}; settings in _qc.json"
+        write_json(
+            _sidecar(folder, local[contrast]), {"SkullStripped": bool(stripped), "Description": description}
+        )
+    write_json(_sidecar(folder, local["mask"]), {"Type": "Brain", "Description": f"brain mask ({method})"})
+
+
+def _sidecar(folder: Path, image: str) -> Path:
+    return folder / image.replace(".nii.gz", ".json")
+
+
 def _write_session(
     result: PreprocessResult, out: Path, key: dict[str, str], native_id: str = ""
 ) -> list[dict[str, Any]]:
@@ -190,6 +209,7 @@ def _write_session(
         for contrast, img in result.volumes.items():
             save_nifti(tmp / local[contrast], img)
         save_nifti(tmp / local["mask"], result.mask)
+        _write_sidecars(tmp, local, result)
         seg_names: dict[str, str] = {}
         for index, (contrast, lab) in enumerate(labels):
             seg_names[contrast] = local["seg" if index == 0 else f"seg_{contrast}"]
