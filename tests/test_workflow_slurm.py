@@ -58,6 +58,11 @@ def _snakemake_slurm(workdir, config, env, seconds, *extra):
         # a group's cpus add up; --cores caps them at what this 2-core node has
         "--cores",
         "2",
+        # a one-node test cluster answers at once: poll it every 2 s, not after 40 s then every 10 s
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "2",
         *extra,
     ]
     env = dict(env, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
