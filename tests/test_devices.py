@@ -78,7 +78,7 @@ def test_the_cpu_path_adds_nothing():
 def test_dense_training_and_prediction_on_cpu_match_the_device_less_call():
     from brainssl.pretrain.backbones import build_encoder
     from brainssl.tasks.dense_networks import DenseModel, encode_slices
-    from brainssl.tasks.dense_training import TrainSettings, predict, seeded_generator, train_dense
+    from brainssl.tasks.dense_training import TrainSettings, predict_batches, seeded_generator, train_dense
 
     images = np.random.default_rng(0).random((6, 1, 32, 32), dtype=np.float32)
     targets = (images > 0.5).astype(np.float32)
@@ -90,7 +90,8 @@ def test_dense_training_and_prediction_on_cpu_match_the_device_less_call():
         model = DenseModel(encoder, 1, 1, frozen=False, width=8)
         loss = torch.nn.functional.binary_cross_entropy_with_logits
         history = train_dense(model, images, targets, loss, settings, seeded_generator(0), **device)
-        return history, predict(model, images, **device), encode_slices(encoder, images, **device)
+        outputs = torch.cat(list(predict_batches(model, images, **device)))
+        return history, outputs, encode_slices(encoder, images, **device)
 
     plain, on_cpu = run(), run(device="cpu")
     assert plain[0] == on_cpu[0]

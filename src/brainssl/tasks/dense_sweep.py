@@ -15,10 +15,9 @@ is held at a time.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,8 +29,11 @@ from brainssl.pretrain.export import encoder_spec, load_encoder
 
 from .dense_memory import GB, RowSource
 from .dense_networks import DenseModel, encode_slices, feature_bytes
-from .dense_training import TrainSettings, predict_batches, resolve_device, seeded_generator, train_dense
+from .dense_training import predict_batches, resolve_device, seeded_generator, train_dense
 from .results import label_fraction_subjects
+
+if TYPE_CHECKING:  # dense_settings imports MODES from here
+    from .dense_settings import DenseTaskSettings
 
 __all__ = ["MODES", "SweepResult", "TrainingSet", "Variant", "dense_variants", "encoder_side", "sweep"]
 
@@ -146,18 +148,14 @@ class SweepResult:
 
 
 def sweep(
-    variants: Sequence[Variant],
+    encoders: Mapping[str, str],
+    task: DenseTaskSettings,
     train: TrainingSet,
     test_images: RowSource,
-    fractions: Sequence[float],
-    seeds: Sequence[int],
-    settings: TrainSettings,
     out_channels: int,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     evaluate: Callable[[Iterator[torch.Tensor]], Any],
     *,
-    max_train_slices: int,
-    feature_cache_gb: float = math.inf,
     residual: bool = False,
     first_bias: float | None = None,
     device: str | torch.device = "cpu",
@@ -165,23 +163,20 @@ def sweep(
     """Train every variant at every label fraction and seed; predict the test slices.
 
     Frozen encoders run at every fraction, their maps computed once and cached while they fit
-    ``feature_cache_gb``, else computed per batch; the variants that train the encoder (fine-tune,
-    scratch) run only at the largest fraction, where they are the upper reference, because they
-    cost an encoder's backward pass per step.
+    ``task.feature_cache_gb``, else computed per batch; the variants that train the encoder
+    (fine-tune, scratch) run only at the largest fraction, where they are the upper reference,
+    because they cost an encoder's backward pass per step.
 
     Args:
-        variants: from :func:`dense_variants`.
+        encoders: encoder name -> exported weights (:func:`dense_variants` with ``task.modes``).
+        task: the dense task's settings: its modes, label fractions, seeds, training settings,
+            slice cap per run (a seeded random subset) and feature-cache budget.
         train: all training slices.
         test_images: ``(M, C, S, S)`` test slices.
-        fractions: label fractions (share of training subjects).
-        seeds: seeds.
-        settings: training settings.
         out_channels: decoder outputs.
         loss_fn: training loss.
         evaluate: consumes the test outputs of one trained network, ``(B, K, S, S)`` batches in
             slice order, and returns what :attr:`SweepResult.evaluation` keeps.
-        max_train_slices: cap on training slices per run (a seeded random subset).
-        feature_cache_gb: largest cache of a frozen encoder's maps of the train and test slices.
         residual: see :class:`DenseModel`.
         first_bias: initial bias of output channel 0 (a heatmap's prior logit, as in CenterNet).
         device: where encoders and decoders run (``tasks.device``; see
@@ -190,17 +185,18 @@ def sweep(
     Returns:
         One result per trained network.
     """
+    fractions, settings, max_train_slices = task.fractions, task.train, task.max_train_slices
     subjects = np.unique(train.subjects)
     device = resolve_device(device)
     results = []
-    for variant in progress(variants, "dense variants"):
+    for variant in progress(dense_variants(encoders, task.modes), "dense variants"):
         encoder = variant.build(seed=0, device=device)
         frozen = variant.mode == "frozen"
-        cached = frozen and _cache_fits(encoder, train, test_images, feature_cache_gb)
+        cached = frozen and _cache_fits(encoder, train, test_images, task.feature_cache_gb)
         train_feats = encode_slices(encoder, train.images, device=device) if cached else None
         test_feats = encode_slices(encoder, test_images, device=device) if cached else None
         for fraction in fractions if frozen else [max(fractions)]:
-            for seed in seeds:
+            for seed in range(task.n_seeds):
                 chosen = label_fraction_subjects(subjects, None, fraction, seed)
                 rows = np.flatnonzero(np.isin(train.subjects, chosen))
                 if len(rows) > max_train_slices:

@@ -29,7 +29,6 @@ __all__ = [
     "DEVICES",
     "TrainSettings",
     "autocast",
-    "predict",
     "predict_batches",
     "regroup",
     "resolve_device",
@@ -225,18 +224,6 @@ def predict_batches(
         with torch.no_grad(), autocast(device):
             output = model(to_device(batch_tensor(images, slice(start, stop)), device), batch_features)
         yield output.float().cpu()
-
-
-def predict(
-    model: DenseModel,
-    images: RowSource,
-    features: Sequence[torch.Tensor] | None = None,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """All outputs ``(N, K, S, S)`` of :func:`predict_batches` at once (small sets; tasks stream them)."""
-    outs = list(predict_batches(model, images, features, batch_size, device))
-    return torch.cat(outs) if outs else torch.zeros(0)
 
 
 def regroup(batches: Iterable[torch.Tensor], lengths: Sequence[int]) -> Iterator[torch.Tensor]:

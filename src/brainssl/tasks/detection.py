@@ -33,7 +33,7 @@ from .dense_memory import Rows, RowSource, SliceSpace
 from .dense_metrics import brats_regions
 from .dense_settings import TumorDetectionSettings
 from .dense_slices import VolumeSlices, dense_split
-from .dense_sweep import SweepResult, TrainingSet, dense_variants, sweep
+from .dense_sweep import SweepResult, TrainingSet, sweep
 from .detection_boxes import CenterNetTargets, boxes_from_mask, centernet_loss, centernet_targets
 from .results import bootstrap_ci, result_row, skipped_rows
 
@@ -228,17 +228,13 @@ def run_detection(
     areas = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sum()) if len(b) else 0.0 for b in test_truth]
     shown = int(np.argmax(areas))  # the test slice with the largest true boxes, for the figure
     results = sweep(
-        dense_variants(encoders, settings.modes),
+        encoders,
+        settings,
         train,
         test_array,
-        settings.fractions,
-        range(settings.n_seeds),
-        settings.train,
         5,
         centernet_loss,
         lambda batches: _decode(batches, settings, shown),
-        max_train_slices=settings.max_train_slices,
-        feature_cache_gb=settings.feature_cache_gb,
         first_bias=HEATMAP_PRIOR_LOGIT,
         device=device,
     )

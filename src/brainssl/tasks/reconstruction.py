@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from .dense_memory import Rows, SliceSpace
 from .dense_metrics import mean_or_nan
 from .dense_settings import ReconstructionSettings
-from .dense_sweep import SweepResult, TrainingSet, dense_variants, sweep
+from .dense_sweep import SweepResult, TrainingSet, sweep
 from .dense_training import regroup
 from .recon_masks import cartesian_mask, mask_seed, zero_filled
 from .recon_metrics import SSIMLoss, nmse, psnr, ssim
@@ -317,17 +317,13 @@ def run_reconstruction(
                     for v, m in zip(test_volumes, baseline, strict=True)
                 ]
                 results = sweep(
-                    dense_variants(encoders, settings.modes),
+                    encoders,
+                    settings,
                     train,
                     test_inputs,
-                    settings.fractions,
-                    range(settings.n_seeds),
-                    settings.train,
                     1,
                     loss_fn,
                     lambda batches, test_prep=test_prep: _score(batches, test_prep),
-                    max_train_slices=settings.max_train_slices,
-                    feature_cache_gb=settings.feature_cache_gb,
                     residual=True,
                     device=device,
                 )

@@ -30,7 +30,7 @@ from .dense_memory import Rows, SliceSpace
 from .dense_metrics import BRATS_REGIONS, brats_regions, mean_or_nan, subject_metrics
 from .dense_settings import DenseTaskSettings, HippocampusSegmentationSettings, TumorSegmentationSettings
 from .dense_slices import VolumeSlices, dense_split, load_brats_cases, load_hippocampus_cases
-from .dense_sweep import SweepResult, TrainingSet, dense_variants, encoder_side, sweep
+from .dense_sweep import SweepResult, TrainingSet, encoder_side, sweep
 from .dense_training import regroup
 from .figures import save_figure
 from .results import bootstrap_ci, result_row, skipped_rows, write_results
@@ -153,19 +153,14 @@ def run_segmentation(
     train = _training_set(train_cases, spec)
     test_images = Rows([c.images for c in test_cases])
     shown = _example_slice(test_cases, spec)
-    variants = dense_variants(encoders, settings.modes)
     results = sweep(
-        variants,
+        encoders,
+        settings,
         train,
         test_images,
-        settings.fractions,
-        range(settings.n_seeds),
-        settings.train,
         spec.out_channels(),
         segmentation_loss(spec.multilabel),
         lambda batches: _score(batches, test_cases, spec, shown),
-        max_train_slices=settings.max_train_slices,
-        feature_cache_gb=settings.feature_cache_gb,
         device=device,
     )
     rows, per_subject = [], []
