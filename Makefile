@@ -45,15 +45,20 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint --cores 1
 
+# Two pytest-xdist workers, one test module each at a time, the longest first (tests/conftest.py):
+# the workflow runs overlap where one waits on job start-up. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder)
+
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint pytest
 
 # The fast lane while editing: lint, then every test not marked slow (no workflow run, no SLURM,
 # no long training). `make test` still runs everything.
 test-fast: lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_ARGS) -m "not slow"
 
 # The config schema is generated from the settings dataclasses (brainssl.schema); run this after
 # adding or changing a setting (tests/test_config_schema_generated.py fails while it is stale).
