@@ -123,12 +123,12 @@ def probe_epochs(results: Path) -> str:
 
 
 def _cell(values: pd.Series) -> str:
-    """``value`` or ``v1 / v2 (mode1/mode2)``; a mode other than frozen/scratch is named."""
+    """``value`` or ``v1 / v2 (mode1/mode2)``; a mode other than frozen, scratch or classical is named."""
     modes = sorted(
         values.index, key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER), m)
     )
     text = " / ".join(_number(values[m]) for m in modes)
-    if len(modes) > 1 or modes[0] not in ("frozen", "scratch", "none"):
+    if len(modes) > 1 or modes[0] not in ("frozen", "scratch", "classical", "none"):
         text += f" ({'/'.join(modes)})"
     return text
 
