@@ -45,9 +45,10 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint --cores 1
 
-# Two pytest-xdist workers, one test module each at a time, the longest first (tests/conftest.py):
-# the workflow runs overlap where one waits on job start-up. PYTEST_WORKERS=0: one process.
-PYTEST_WORKERS ?= 2
+# PYTEST_WORKERS=N: N pytest-xdist workers, one test module each at a time, the longest first
+# (tests/conftest.py). Off by default: on our 2-core machines two full workflow runs side by side
+# each took over twice as long (15 min instead of 6), so nothing was gained; it helps with more cores.
+PYTEST_WORKERS ?= 0
 PYTEST_ARGS := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
 pytest: install

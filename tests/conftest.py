@@ -35,9 +35,9 @@ def run_snakemake(
     )
 
 
-#: Test modules started first, in this order: `make test` hands whole modules to two pytest-xdist
-#: workers (``--dist loadscope``: a module's fixtures are built once), and so the longest ones
-#: (full workflow runs) go side by side instead of one after the other at the end.
+#: Test modules started first, in this order: ``make test PYTEST_WORKERS=2`` hands whole modules to
+#: pytest-xdist workers (``--dist loadscope``: a module's fixtures are built once), and so the longest
+#: ones (full workflow runs) go side by side instead of one after the other at the end.
 FIRST_MODULES = (
     "test_workflow_run",
     "test_workflow_reproducible",
@@ -65,7 +65,7 @@ def finished_run(tmp_path_factory):
         if not record.is_file():
             workdir.mkdir(exist_ok=True)  # a run that timed out resumes there
             shutil.copy(REPO / "config/test.yaml", config)
-            ran = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=900)
+            ran = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=1800)
             fields = {"returncode": ran.returncode, "stdout": ran.stdout, "stderr": ran.stderr}
             record.write_text(json.dumps(fields))
     result = subprocess.CompletedProcess(["snakemake"], **json.loads(record.read_text()))

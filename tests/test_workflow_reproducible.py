@@ -70,7 +70,7 @@ def second_run(tmp_path_factory) -> Path:
     return second
 
 
-@pytest.mark.timeout(2000)
+@pytest.mark.timeout(3000)  # its own run, and with xdist a wait for finished_run
 def test_a_second_run_in_another_folder_and_job_order_gives_the_same_outputs(second_run, finished_run):
     first, second = finished_run[0], second_run
     ours, theirs = _outputs(first / "results"), _outputs(second / "results")
