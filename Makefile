@@ -45,21 +45,15 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint --cores 1
 
-# PYTEST_WORKERS=N: N pytest-xdist workers, one test module each at a time, the longest first
-# (tests/conftest.py). Off by default: on our 2-core machines two full workflow runs side by side
-# each took over twice as long (15 min instead of 6), so nothing was gained; it helps with more cores.
-PYTEST_WORKERS ?= 0
-PYTEST_ARGS := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder)
-
 pytest: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest
 
 test: lint pytest
 
 # The fast lane while editing: lint, then every test not marked slow (no workflow run, no SLURM,
 # no long training). `make test` still runs everything.
 test-fast: lint
-	$(BIN)/pytest $(PYTEST_ARGS) -m "not slow"
+	$(BIN)/pytest -m "not slow"
 
 # The config schema is generated from the settings dataclasses (brainssl.schema); run this after
 # adding or changing a setting (tests/test_config_schema_generated.py fails while it is stale).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,40 +33,12 @@ def run_snakemake(
     )
 
 
-#: Test modules started first, in this order: ``make test PYTEST_WORKERS=2`` hands whole modules to
-#: pytest-xdist workers (``--dist loadscope``: a module's fixtures are built once), and so the longest
-#: ones (full workflow runs) go side by side instead of one after the other at the end.
-FIRST_MODULES = (
-    "test_workflow_run",
-    "test_workflow_reproducible",
-    "test_workflow_slurm",
-    "test_workflow_mixed_bad_inputs",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest modules first (:data:`FIRST_MODULES`), the rest in their order."""
-    rank = {name: i for i, name in enumerate(FIRST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.module.__name__, len(FIRST_MODULES)))
-
-
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
-    """The test config run once per pytest session, shared by its xdist workers through a lock."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the folder every worker's base folder sits in
-    workdir = root / "finished-run"
+    workdir = tmp_path_factory.mktemp("run")
     config = workdir / "config.yaml"
-    record = workdir / "snakemake.json"
-    with FileLock(root / "finished-run.lock"):
-        if not record.is_file():
-            workdir.mkdir(exist_ok=True)  # a run that timed out resumes there
-            shutil.copy(REPO / "config/test.yaml", config)
-            ran = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=1800)
-            fields = {"returncode": ran.returncode, "stdout": ran.stdout, "stderr": ran.stderr}
-            record.write_text(json.dumps(fields))
-    result = subprocess.CompletedProcess(["snakemake"], **json.loads(record.read_text()))
+    shutil.copy(REPO / "config/test.yaml", config)
+    result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, config, result
 

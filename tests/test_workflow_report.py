@@ -28,9 +28,7 @@ def _chromium() -> str:
 def test_report_renders_and_shows_the_stages(finished_run):
     workdir, config, _ = finished_run
     report = workdir / "results/report.html"
-    # --nolock: under xdist the other worker may be running a dry run in this shared folder
-    args = ("--configfile", str(config), "--report", str(report), "--nolock")
-    result = run_snakemake(*args, workdir=workdir, timeout=300)
+    result = run_snakemake("--configfile", str(config), "--report", str(report), workdir=workdir, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text()
     assert "1. Datasets" in html and "montage.png" in html

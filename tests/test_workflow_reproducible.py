@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, run_snakemake
+from conftest import run_snakemake
 from safetensors import safe_open
 
 pytestmark = pytest.mark.slow
@@ -55,24 +55,15 @@ def _same(one: Path, other: Path) -> bool:
     return one.suffix in (".tsv", ".parquet") and _table(one).equals(_table(other))
 
 
-@pytest.fixture(scope="session")
-def second_run(tmp_path_factory) -> Path:
-    """The test config again, in another folder and job order; no wait for ``finished_run``.
-
-    Session-scoped like ``finished_run`` and requested before it, so that under xdist this run
-    and that one go side by side on two workers.
-    """
-    second = tmp_path_factory.mktemp("again")
-    shutil.copy(REPO / "config/test.yaml", second / "config.yaml")
+@pytest.mark.timeout(1200)
+def test_a_second_run_in_another_folder_and_job_order_gives_the_same_outputs(finished_run, tmp_path):
+    first, config, _ = finished_run
+    second = tmp_path / "again"
+    second.mkdir()
+    shutil.copy(config, second / "config.yaml")
     args = ("--cores", "2", "--scheduler", "greedy", "--configfile", str(second / "config.yaml"))
     result = run_snakemake(*args, workdir=second, timeout=1100)
     assert result.returncode == 0, result.stderr[-4000:]
-    return second
-
-
-@pytest.mark.timeout(3000)  # its own run, and with xdist a wait for finished_run
-def test_a_second_run_in_another_folder_and_job_order_gives_the_same_outputs(second_run, finished_run):
-    first, second = finished_run[0], second_run
     ours, theirs = _outputs(first / "results"), _outputs(second / "results")
     assert ours == theirs
     assert {"tasks/results.tsv", "pretrain/probe.tsv", "slices/index.parquet"} <= ours

@@ -40,7 +40,6 @@ def test_dry_run_plans_every_stage(tmp_path):
     assert jobs["pretrain_natural"] == 6 and jobs["embed_encoder"] >= 3 + 6 + 1
 
 
-@pytest.mark.timeout(2400)  # the module's first user of finished_run: it waits for that run
 def test_dry_run_after_the_manifests_lists_one_job_per_shard(finished_run):
     workdir, config, _ = finished_run
     result = run_snakemake(
