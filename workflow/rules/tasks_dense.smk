@@ -37,7 +37,7 @@ rule tasks_tumor_segmentation:
         "logs/tasks/tumor_segmentation.timing.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: wiring.dense_task_threads(config)
     # one GPU where tasks.device is cuda (brainssl.wiring.task_gpu_resources)
     resources:
         **wiring.task_gpu_resources(config),
@@ -83,7 +83,7 @@ rule tasks_hippocampus_segmentation:
         "logs/tasks/hippocampus_segmentation.timing.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: wiring.dense_task_threads(config)
     # one GPU where tasks.device is cuda (brainssl.wiring.task_gpu_resources)
     resources:
         **wiring.task_gpu_resources(config),
@@ -122,7 +122,7 @@ rule tasks_tumor_detection:
         "logs/tasks/tumor_detection.timing.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: wiring.dense_task_threads(config)
     # one GPU where tasks.device is cuda (brainssl.wiring.task_gpu_resources)
     resources:
         **wiring.task_gpu_resources(config),
@@ -161,7 +161,7 @@ rule tasks_reconstruction:
         "logs/tasks/reconstruction.timing.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: wiring.dense_task_threads(config)
     # one GPU where tasks.device is cuda (brainssl.wiring.task_gpu_resources)
     resources:
         **wiring.task_gpu_resources(config),

@@ -81,6 +81,14 @@ class TaskSharedSettings:
         "forward passes run in bf16 autocast. The frozen-feature heads are scikit-learn (CPU).",
         enum=DEVICES,
     )
+    dense_threads: int = setting(
+        2,
+        "Cores per dense-task job (its torch threads); not a rerun trigger. On the CPU a given "
+        "count gives the same results run after run; another count can move them at float "
+        "rounding (FFT and convolution sums are split across threads).",
+        minimum=1,
+        maximum=256,
+    )
 
 
 def tasks_section() -> type:

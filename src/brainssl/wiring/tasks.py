@@ -192,6 +192,11 @@ def task_device(config: Config) -> str:
     return str(config["tasks"]["device"])
 
 
+def dense_task_threads(config: Config) -> int:
+    """`tasks.dense_threads`: the threads of every dense-task job (a resource, not a param)."""
+    return int(config["tasks"]["dense_threads"])
+
+
 def gpu_request(device: str) -> dict[str, int]:
     """The resources of a job that runs on ``device``: one GPU for `cuda`, none for `auto` and `cpu`.
 
