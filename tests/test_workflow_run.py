@@ -29,8 +29,8 @@ def test_dry_run_plans_every_stage(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     jobs = _jobs_in_dry_run(result.stdout)
-    # shard_size 2: ixi, brats21, fastmri_brain, oasis3, tumor4, hippocampus, then abide and atlas
-    assert jobs["datasets_generate"] == 2 + 2 + 1 + 2 + 4 + 2 + 4 + 5
+    # shard_size 4: ixi, brats21, fastmri_brain, oasis3, tumor4, hippocampus, then abide and atlas
+    assert jobs["datasets_generate"] == 1 + 1 + 1 + 1 + 2 + 1 + 2 + 3
     assert jobs["datasets_manifest"] == 8 and jobs["datasets_merge"] == 1 and jobs["datasets_montage"] == 8
     # preprocess: one merge per 3D dataset (tumor4 skips); the shard jobs come from the manifests
     # (checkpoints), so a fresh dry run cannot list them yet; the Nyul landmarks only for oasis3
@@ -113,7 +113,7 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run,
     workdir, config = _copy_of_finished_run(finished_run, tmp_path)
     hashes_before = _provenance_hashes(workdir)
     cfg = yaml.safe_load(config.read_text())
-    cfg["datasets"]["hippocampus"]["subjects"] += 1  # 3 -> 4: only shard 1 changes
+    cfg["datasets"]["hippocampus"]["subjects"] += 1  # 3 -> 4: raw shard 0, preprocess shard 1
     config.write_text(yaml.safe_dump(cfg))
     dry = run_snakemake("-n", "--configfile", str(config), workdir=workdir, timeout=120)
     jobs = _jobs_in_dry_run(dry.stdout)
@@ -139,7 +139,7 @@ def test_one_more_subject_changes_exactly_the_dependent_provenance(finished_run,
     hashes_after = _provenance_hashes(workdir)
     changed = {key for key in hashes_before if hashes_before[key] != hashes_after[key]}
     assert changed == {
-        "datasets/hippocampus/shards/shard-1.provenance.json",
+        "datasets/hippocampus/shards/shard-0.provenance.json",
         "datasets/hippocampus/raw.done.json",
         "datasets/hippocampus/manifest.provenance.json",
         "datasets/manifest.provenance.json",
