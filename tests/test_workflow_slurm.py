@@ -82,10 +82,10 @@ def _threads_by_slurm_job(log: str) -> dict[str, tuple[str, int]]:
     return {slurm: declared[job] for job, slurm in submitted if job in declared}
 
 
-#: What the SLURM run builds: MoCo v3 trained by two gloo processes, from two datasets' raw files
-#: up, every stage before it a job of its own through sbatch. The whole test config only adds more
-#: jobs of the same kinds and took 800 s here, nearly all of it each job's own start-up.
-SLURM_DATASETS = ("ixi", "brats21")
+#: What the SLURM run builds: MoCo v3 trained by two gloo processes, from IXI's raw files up,
+#: every stage before it a job of its own through sbatch. More datasets, or the whole test config,
+#: only add jobs of the same kinds (each a fresh Snakemake's start-up: 800 s for the whole config).
+SLURM_DATASETS = ("ixi",)
 SLURM_TARGET = "results/pretrain/moco-vit_tiny/encoder.safetensors"
 
 
@@ -117,7 +117,7 @@ def test_the_test_config_through_pretraining_runs_through_sbatch(slurm_cluster, 
     rows = {line.split("|")[0]: line.split("|")[1:] for line in cpus.stdout.splitlines() if line}
     table = sorted((rule, threads, *rows[slurm]) for slurm, (rule, threads) in jobs.items())
     print("rule, threads, ReqCPUS, AllocCPUS:", *sorted(set(table)), sep="\n  ")
-    assert len(table) >= 15 and {threads for _, threads, _, _ in table} >= {1, 2}, table
+    assert len(table) >= 10 and {threads for _, threads, _, _ in table} >= {1, 2}, table
     assert all(str(threads) == req == alloc for _, threads, req, alloc in table), table
     for name in SLURM_DATASETS:  # the target needs each dataset's manifest, not the merged one
         assert len(pd.read_csv(tmp_path / f"results/datasets/{name}/manifest.tsv", sep="\t")) > 0
@@ -140,7 +140,7 @@ def test_a_failing_job_is_reported_as_failed(slurm_cluster, tmp_path):
     cfg["datasets"]["ixi"] = {"source": "local", "path": str(empty)}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    result = _snakemake_slurm(tmp_path, config, slurm_cluster, 600)
+    result = _snakemake_slurm(tmp_path, config, slurm_cluster, 600, "--retries", "0")  # fail once
     assert result.returncode != 0
     assert "failed" in result.stderr and "SLURM" in result.stderr, result.stderr[-3000:]
     assert not (tmp_path / "results/datasets/ixi/manifest.tsv").exists()
