@@ -18,10 +18,7 @@ intervals resample test subjects (all slices of a drawn subject together).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +32,7 @@ from .dense_settings import TumorDetectionSettings
 from .dense_slices import VolumeSlices, dense_split
 from .dense_sweep import SweepResult, TrainingSet, sweep
 from .detection_boxes import CenterNetTargets, boxes_from_mask, centernet_loss, centernet_targets
+from .detection_metrics import CocoScorer, coco_map
 from .results import bootstrap_ci, result_row, skipped_rows
 
 __all__ = [
@@ -107,56 +105,6 @@ def decode_detections(
         kept = nms(boxes, scores, iou_threshold)
         detections.append((boxes[kept].numpy(), scores[kept].numpy()))
     return detections
-
-
-def coco_map(
-    truth: Sequence[np.ndarray], detections: Sequence[tuple[np.ndarray, np.ndarray]]
-) -> tuple[float, float]:
-    """COCO bbox mAP@[.5:.95] and mAP@.5 (pycocotools) of one class over a set of images.
-
-    Args:
-        truth: per image, ``(n, 4)`` ``x0, y0, x1, y1`` boxes (possibly none).
-        detections: per image, boxes and scores.
-
-    Returns:
-        ``(map, map50)``; NaN when no image holds a true box (AP undefined).
-    """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if len(truth) != len(detections):
-        raise ValueError(f"{len(truth)} images of truth but {len(detections)} of detections")
-    if not any(len(t) for t in truth):
-        return math.nan, math.nan
-    images, annotations, results = [], [], []
-    for image_id, (boxes, (det_boxes, scores)) in enumerate(zip(truth, detections, strict=True), start=1):
-        images.append({"id": image_id, "width": 1, "height": 1})
-        for x0, y0, x1, y1 in np.asarray(boxes, dtype=float):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "iscrowd": 0,
-                }
-            )
-        for (x0, y0, x1, y1), score in zip(np.asarray(det_boxes, dtype=float), scores, strict=True):
-            bbox = [x0, y0, x1 - x0, y1 - y0]
-            results.append({"image_id": image_id, "category_id": 1, "bbox": bbox, "score": float(score)})
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        categories = [{"id": 1, "name": "tumor"}]
-        gt.dataset = {"images": images, "annotations": annotations, "categories": categories}
-        gt.createIndex()
-        if not results:
-            return 0.0, 0.0
-        evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return float(evaluation.stats[0]), float(evaluation.stats[1])
 
 
 def _slices_with_brain(case: VolumeSlices) -> np.ndarray:
@@ -240,15 +188,13 @@ def run_detection(
     )
     rows = []
     for result in results:
-        detections = result.evaluation[0]
-
+        scorer = CocoScorer(test_truth, result.evaluation[0])  # matches each slice once
         memo: dict[tuple[int, ...], tuple[float, float]] = {}
 
-        def score(subjects: np.ndarray, detections: list = detections, memo: dict = memo) -> tuple:
+        def score(subjects: np.ndarray, scorer: CocoScorer = scorer, memo: dict = memo) -> tuple:
             key = tuple(int(s) for s in subjects)
-            if key not in memo:  # both metrics come from one COCOeval run per resample
-                picked = np.concatenate([np.flatnonzero(owner == s) for s in subjects])
-                memo[key] = coco_map([test_truth[i] for i in picked], [detections[i] for i in picked])
+            if key not in memo:  # both metrics come from one accumulation per resample
+                memo[key] = scorer(np.concatenate([np.flatnonzero(owner == s) for s in subjects]))
             return memo[key]
 
         values = score(np.arange(n_test))
