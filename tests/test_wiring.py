@@ -52,8 +52,9 @@ def test_datasets_preprocess_and_slice_store(config):
 
 
 def test_generation_shards_and_raw_trees(config):
-    assert list(wiring.dataset_shards(config, "tumor4")) == [0, 1, 2, 3]  # 8 subjects, shards of 2
-    assert wiring.shard_subjects(config, "ixi", 1) == [2]
+    assert list(wiring.dataset_shards(config, "tumor4")) == [0, 1]  # 8 subjects, shards of 4
+    assert wiring.shard_subjects(config, "tumor4", 1) == [4, 5, 6, 7]
+    assert wiring.shard_subjects(config, "ixi", 0) == [0, 1, 2]
     assert wiring.raw_root(config, "ixi") == "results/datasets/ixi/raw"
     assert wiring.raw_ready(config, "ixi") == "results/datasets/ixi/raw.done.json"
     local = edited(config, "datasets", "ixi", "source", value="local")

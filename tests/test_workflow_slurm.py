@@ -117,7 +117,9 @@ def test_the_test_config_through_pretraining_runs_through_sbatch(slurm_cluster, 
     rows = {line.split("|")[0]: line.split("|")[1:] for line in cpus.stdout.splitlines() if line}
     table = sorted((rule, threads, *rows[slurm]) for slurm, (rule, threads) in jobs.items())
     print("rule, threads, ReqCPUS, AllocCPUS:", *sorted(set(table)), sep="\n  ")
-    assert len(table) >= 10 and {threads for _, threads, _, _ in table} >= {1, 2}, table
+    stages = {"datasets_finalize", "preprocess_shard", "preprocess_merge", "slices_shard", "slices_merge"}
+    assert {rule for rule, *_ in table} >= stages | {"pretrain_moco"}, table  # each stage a job of its own
+    assert {threads for _, threads, _, _ in table} == {1, 2}, table
     assert all(str(threads) == req == alloc for _, threads, req, alloc in table), table
     for name in SLURM_DATASETS:  # the target needs each dataset's manifest, not the merged one
         assert len(pd.read_csv(tmp_path / f"results/datasets/{name}/manifest.tsv", sep="\t")) > 0
