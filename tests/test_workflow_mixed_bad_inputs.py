@@ -297,19 +297,13 @@ def _run(work: Path, config: dict, env: dict[str, str] | None = None):
 
 
 @pytest.fixture(scope="module")
-def clean_run(finished_run):
-    """The reference: the session's finished test-config run, which the suite makes anyway.
+def mixed_run(finished_run, tmp_path_factory):
+    """The mixed cohort (the clean run's native trees, extra subjects, damage) to the slice store.
 
-    Its six datasets' stages equal a run of those six alone, byte for byte; the BIDS demos
-    beside them are left out of every check.
+    The clean run is the session's finished test-config run: its six datasets' stages equal a run
+    of those six alone, byte for byte, and the BIDS demos beside them are left out of every check.
     """
-    return finished_run[0]
-
-
-@pytest.fixture(scope="module")
-def mixed_run(clean_run, tmp_path_factory):
-    """The mixed cohort (the clean run's native trees, extra subjects, damage) to the slice store."""
-    clean = clean_run
+    clean = finished_run[0]
     config = yaml.safe_load((clean / "config.yaml").read_text())
     work = tmp_path_factory.mktemp("mixed")
     denied: list[Path] = []
