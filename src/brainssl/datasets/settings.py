@@ -19,7 +19,7 @@ from brainssl.settings import setting
 
 from .catalog import DEMO_WRITERS, LAYOUTS
 from .download import DEFAULT_IXI_BASE_URL
-from .layouts.bids import LABELS
+from .layouts.bids_entry import LABELS
 from .manifest import CONTRASTS
 from .names import BIDS_NAME_PATTERN
 
