@@ -78,6 +78,50 @@ def test_atlas_demo_masks_and_days_since_stroke(demo: dict[str, Path]) -> None:
     assert all(n > 0 for n in lesions)
 
 
+def _atlas_release(flat: Path, release: Path) -> Path:
+    """The flat ATLAS demo laid out as the v2.0 release: Training/<cohort>/ BIDS roots, MNI names."""
+    table = pd.read_csv(flat / "participants.tsv", sep="\t", dtype=str)
+    for cohort, rows in table.groupby("site"):
+        root = release / "Training" / str(cohort)
+        root.mkdir(parents=True)
+        shutil.copy(flat / "dataset_description.json", root)
+        rows.drop(columns="site").to_csv(root / "participants.tsv", sep="\t", index=False)
+        for participant in rows["participant_id"]:
+            shutil.copytree(flat / participant, root / participant)
+            for image in (root / participant).glob("ses-*/anat/*.nii.gz"):
+                stem, rest = image.name.split("_ses-1_")
+                image.rename(image.with_name(f"{stem}_ses-1_space-MNI152NLin2009aSym_{rest}"))
+    return release
+
+
+def test_atlas_release_of_nested_bids_roots(demo: dict[str, Path], tmp_path: Path) -> None:
+    release = _atlas_release(demo["atlas"], tmp_path / "ATLAS_2")
+    entry = {**ATLAS, "participants": {"age": "age", "sex": "sex"}, "roots": "Training/R*"}
+    nested, failures = build_manifest("atlas", release, entry=entry)
+    flat, _ = build_manifest("atlas", demo["atlas"], entry=ATLAS)
+    assert failures.empty
+    columns = ["native_id", "session", "site", "age", "sex", "days_since_event"]
+    pd.testing.assert_frame_equal(nested[columns], flat[columns])  # site: the root's folder name
+    assert nested["path"].str.contains("/Training/R00[123]/sub-r00").all()
+    assert (
+        nested["seg_path"].str.endswith("_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz").all()
+    )
+
+    first = nested["native_id"].iloc[0]
+    shutil.copytree(
+        release / "Training" / "R001" / f"sub-{first}", release / "Training" / "R002" / f"sub-{first}"
+    )
+    again, failures = build_manifest("atlas", release, entry=entry)
+    assert list(again["native_id"]) == list(nested["native_id"])
+    (reason,) = failures["reason"]
+    assert f"also in {release / 'Training' / 'R001'}" in reason
+
+    with pytest.raises(DatasetLayoutError, match=r"holds nothing matching \['Testing/R\*/sub-\*'\]"):
+        build_manifest("atlas", release, entry={**entry, "roots": "Testing/R*"})
+    with pytest.raises(DatasetLayoutError, match=r"datasets.atlas.roots: '../R\*' is not a glob"):
+        build_manifest("atlas", release, entry={**entry, "roots": "../R*"})
+
+
 def test_user_names_seed_apart_from_registered_ones() -> None:
     assert subject_seed("abide", 0, SEED) != subject_seed("mycohort", 0, SEED)
     assert subject_seed("ixi", 0, SEED) == subject_seed("ixi", 0, SEED)

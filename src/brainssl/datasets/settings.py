@@ -147,6 +147,14 @@ class BidsDatasetSettings(DatasetSettings):
         '"local" (source "synthetic" writes the demo under results/datasets/<name>/raw).',
         fill=False,
     )
+    roots: str = setting(
+        "",
+        "When the release is several BIDS datasets in one folder, the glob of their roots below "
+        "`path`, e.g. Training/R* for ATLAS v2.0 (ATLAS_2/Training/R001/sub-r001s001/ses-1/anat/); "
+        "their subjects are pooled, each root's own participants.tsv is read, and site is the "
+        "root's folder name unless a table names it. Empty: `path` is the one BIDS root.",
+        pattern=r"^$|^[^/]",
+    )
     demo: str | None = setting(
         None,
         'Source "synthetic": which demo cohort is written: abide (autism and controls, four '

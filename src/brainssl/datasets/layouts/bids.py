@@ -8,6 +8,10 @@ here; nothing is coded per dataset. Layout (BIDS 1.x raw data; ABIDE, ADHD-200, 
     <root>/sub-<label>/[ses-<label>/]anat/sub-<label>[_ses-<label>][_<key>-<value>...]_<suffix>.nii[.gz]
     <root>/sub-<label>/sub-<label>_sessions.tsv         session_id + columns (only when named)
 
+A release of several BIDS datasets in one folder (ATLAS v2.0: ``ATLAS_2/Training/R001/sub-r001s001/
+ses-1/anat/sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz``, one root per cohort) is read
+with ``roots: Training/R*``: each root as above, subjects pooled, ``site`` the root's name.
+
 The entry says (:class:`brainssl.datasets.settings.BidsDatasetSettings`):
 
 * ``contrasts``: manifest contrast -> BIDS suffix, optionally with the entities a file must
@@ -195,31 +199,68 @@ Rows = list[dict[str, Any]]
 
 
 def read(root: Path, name: str, entry: Mapping[str, Any]) -> tuple[Rows, Rows]:
-    """Read a BIDS root into manifest rows and failures as the entry ``datasets.<name>`` says.
+    """Read a BIDS root (or the BIDS roots ``roots`` names below it) as ``datasets.<name>`` says.
 
     Args:
-        root: the BIDS folder.
+        root: the BIDS folder, or the folder holding the BIDS roots of ``entry["roots"]``.
         name: the dataset's name in the config (the manifest's ``dataset``).
-        entry: its config entry (``contrasts``, ``mask``, ``participants``, ``sessions``, ``values``).
+        entry: its config entry (``roots``, ``contrasts``, ``mask``, ``participants``,
+            ``sessions``, ``values``).
 
     Raises:
-        DatasetLayoutError: when the entry cannot be used, the root holds no ``sub-*`` folder,
+        DatasetLayoutError: when the entry cannot be used, no root holds a ``sub-*`` folder,
             a named table or column is missing, or a named contrast or mask matches no file of
             the dataset; the message names the dataset, what is missing and the config key.
     """
     setup = parse_entry(name, entry)
-    require_root(setup.info, root, ("sub-*",))
-    if not (root / "dataset_description.json").is_file():
-        logger.warning("%s: %s has no dataset_description.json (not a BIDS root?)", name, root)
     book = LabelBook()
-    participants = read_participants(root, setup, book)
     recorder = SubjectRecorder(name)
     seen = _Seen(set(), set())
+    owners: dict[str, Path] = {}
+    any_sessions_table = False
+    for bids_root in _bids_roots(root, setup):
+        any_sessions_table |= _read_root(bids_root, setup, book, recorder, seen, owners)
+    book.report(recorder)
+    _check_seen(root, setup, seen, any_sessions_table)
+    return recorder.rows, recorder.failures
+
+
+def _bids_roots(root: Path, setup: BidsEntry) -> list[Path]:
+    """The BIDS roots to read: ``root`` itself, or the folders ``roots`` matches below it."""
+    if not setup.roots:
+        require_root(setup.info, root, ("sub-*",))
+        return [root]
+    require_root(setup.info, root, (f"{setup.roots}/sub-*",))
+    return sorted(p for p in root.glob(setup.roots) if p.is_dir() and next(p.glob("sub-*"), None))
+
+
+def _read_root(
+    root: Path,
+    setup: BidsEntry,
+    book: LabelBook,
+    recorder: SubjectRecorder,
+    seen: _Seen,
+    owners: dict[str, Path],
+) -> bool:
+    """Read one BIDS root's subjects into ``recorder``; whether any has a sessions table.
+
+    Of several roots (``roots``), a subject id met again in a later root is reported and not
+    used, and ``site`` is the root's folder name unless a table names it.
+    """
+    if not (root / "dataset_description.json").is_file():
+        logger.warning("%s: %s has no dataset_description.json (not a BIDS root?)", setup.name, root)
+    participants = read_participants(root, setup, book)
+    named = "site" in setup.participants or "site" in setup.sessions
+    root_site = {"site": root.name} if setup.roots and not named else {}
     any_sessions_table = False
     for subject_dir in (p for p in list_dir(root, "dataset root") if _SUBJECT_DIR.fullmatch(p.name)):
         nid = subject_dir.name.removeprefix("sub-")
         if nid in book.refused:
             continue
+        if nid in owners:
+            recorder.note(nid, subject_dir, f"sub-{nid} is also in {owners[nid]}, which is used; not used")
+            continue
+        owners[nid] = root
         try:
             problem = folder_problem(subject_dir, "subject folder")
             if problem is not None:
@@ -241,15 +282,13 @@ def read(root: Path, name: str, entry: Mapping[str, Any]) -> tuple[Rows, Rows]:
         session_dirs = [p for p in entries if _SESSION_DIR.fullmatch(p.name) and p.is_dir()]
         units = [(p, p.name) for p in session_dirs] or [(subject_dir, "")]
         for session_dir, session in units:
-            labels = {**participants.get(nid, {})}
+            labels = {**root_site, **participants.get(nid, {})}
             labels.update(
                 {k: v for k, v in sessions.get(session.removeprefix("ses-"), {}).items() if v is not None}
             )
             with recorder.subject(nid) as rows:
                 rows.extend(_read_session(root, nid, session_dir, session, labels, setup, recorder, seen))
-    book.report(recorder)
-    _check_seen(root, setup, seen, any_sessions_table)
-    return recorder.rows, recorder.failures
+    return any_sessions_table
 
 
 def _check_seen(root: Path, setup: BidsEntry, seen: _Seen, any_sessions_table: bool) -> None:

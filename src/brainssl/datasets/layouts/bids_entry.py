@@ -87,6 +87,9 @@ def info(name: str, entry: Mapping[str, Any]) -> DatasetInfo:
     if entry.get("sessions"):
         tables.append(f"sub-*/sub-*_sessions.tsv with session_id, {', '.join(entry['sessions'].values())}")
     layout = f"BIDS: sub-*/[ses-*/]anat/ files of the contrasts {{{contrasts}}}"
+    if entry.get("roots"):
+        each = layout.removeprefix("BIDS: ")
+        layout = f"BIDS roots {entry['roots']}/ (datasets.{name}.roots), each with {each}"
     if tables:
         layout += "; " + "; ".join(tables)
     return DatasetInfo(
@@ -145,6 +148,7 @@ class BidsEntry:
     participants: dict[str, str]
     sessions: dict[str, str]
     values: dict[str, dict[str, str]]
+    roots: str = ""
 
 
 def parse_entry(name: str, entry: Mapping[str, Any]) -> BidsEntry:
@@ -178,9 +182,12 @@ def parse_entry(name: str, entry: Mapping[str, Any]) -> BidsEntry:
         str(k): {str(a): str(b) for a, b in dict(v).items()}
         for k, v in dict(entry.get("values") or {}).items()
     }
+    roots = str(entry.get("roots") or "").strip().strip("/")
+    if str(entry.get("roots") or "").startswith("/") or ".." in Path(roots).parts:
+        problems.append(f"{where}.roots: {entry['roots']!r} is not a glob below the path (Training/R*)")
     if problems:
         raise DatasetLayoutError(f"{about.name}: " + "; ".join(problems))
-    return BidsEntry(name, about, contrasts, mask, tables["participants"], tables["sessions"], values)
+    return BidsEntry(name, about, contrasts, mask, tables["participants"], tables["sessions"], values, roots)
 
 
 def _label_id(text: str, prefix: str) -> str:
