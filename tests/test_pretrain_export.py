@@ -44,6 +44,23 @@ def test_export_load_round_trip(tmp_path, arch, kw):
     assert card["architecture"]["arch"] == arch and card["training_manifest_sha256"] == "m"
 
 
+def test_export_writes_the_same_bytes_every_time(tmp_path):
+    enc = build_encoder("vit_tiny", 32, depth=1).eval()
+    blobs = set()
+    for i in range(8):
+        export_encoder(
+            enc,
+            tmp_path / f"{i}.safetensors",
+            tmp_path / f"{i}.json",
+            intensity="x",
+            manifest_sha256=None,
+            config_sha256=None,
+            method="random",
+        )
+        blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+
+
 def test_load_refuses_pickle(tmp_path):
     enc = build_encoder("resnet18", 32)
     torch.save(enc.state_dict(), tmp_path / "encoder.safetensors")

@@ -87,7 +87,9 @@ def export_encoder(
     """
     spec = encoder_spec(encoder)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
-    blob = save(tensors, metadata={_META_KEY: json.dumps(spec, sort_keys=True), "format": "pt"})
+    # One metadata key: safetensors writes the metadata map in hash order, so two keys come out in
+    # either order and two runs would write different bytes for the same weights.
+    blob = save(tensors, metadata={_META_KEY: json.dumps(spec, sort_keys=True)})
     write_bytes(weights_path, blob)
     card = {
         "format": "brainssl-encoder-card/1",
