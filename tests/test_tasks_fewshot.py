@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import ErrorbarContainer
 
 from brainssl.tasks.figures import save_fewshot_curves, save_fraction_curves
@@ -238,8 +239,12 @@ def test_fewshot_figure_one_line_per_encoder_with_intervals_on_a_log_axis(tmp_pa
     assert ax.get_xscale() == "log" and ax.get_ylabel() == "balanced_accuracy"
     assert ax.get_xlabel() == "labelled training subjects per class (log)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "5", "10", "20"]
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == [*sorted(score), "dotted: all training subjects"]
+    (legend,) = fig.legends  # one legend for every panel, under them: none covers the data
+    assert [t.get_text() for t in legend.get_texts()] == [*sorted(score), "dotted: all training subjects"]
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure comes back closed
+    assert (
+        ax.get_legend() is None and legend.get_window_extent(renderer).y1 < ax.get_window_extent(renderer).y0
+    )
     drawn = _errorbars(ax)
     assert set(drawn) == set(score)  # classical: its only reported cell rests on one subject
     x, y = drawn["dino-vit_tiny"].lines[0].get_data()

@@ -166,9 +166,10 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
     the mean over label draws, with bars from the mean of the draws' 95% bootstrap intervals
     over test subjects (the encoders' points are spread a little along x so that bars do not
     hide each other). A dotted line in the encoder's colour marks its value with every training
-    subject (the largest label fraction), as a ceiling. Skipped cells (too few subjects per
-    class, a degenerate fit) and :func:`degenerate_cells` are left out, and the panel counts
-    them. Without any few-shot row the figure says so, so that it always exists.
+    subject (the largest label fraction), as a ceiling. An encoder has one colour in every panel,
+    and one legend under the panels names them, so that no legend covers a curve. Skipped cells
+    (too few subjects per class, a degenerate fit) and :func:`degenerate_cells` are left out,
+    and the panel counts them. Without any few-shot row the figure says so, so that it always exists.
 
     Args:
         results: one task's results table (``results.tsv`` columns, ``shots`` included).
@@ -195,6 +196,11 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
         )
         axes[0].set_axis_off()
     full = results[(results["status"] == "ok") & (shots == 0)]
+    # one colour per encoder in every panel, so that one legend under the panels serves them all
+    colours = {
+        e: f"C{i % 10}" for i, e in enumerate(sorted(few.loc[few["status"] == "ok", "encoder"].unique()))
+    }
+    legend: dict[str, Any] = {}
     for ax, key in zip(axes, panels, strict=False):
         part = few[(few["task"] == key[0]) & (few["dataset"] == key[1]) & (few["metric"] == key[2])]
         ok = part[part["status"] == "ok"]
@@ -204,7 +210,6 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
         encoders = sorted(good["encoder"].unique())
         ceiling = full[(full["task"] == key[0]) & (full["dataset"] == key[1]) & (full["metric"] == key[2])]
         ceiling = ceiling[~degenerate_cells(ceiling)]
-        handles: list[Any] = []
         for i, encoder in enumerate(encoders):
             rows = good[good["encoder"] == encoder]
             stats = rows.groupby(_shots(rows))[["value", "ci_low", "ci_high"]].mean().sort_index()
@@ -213,9 +218,15 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
             low = np.nan_to_num(mean - stats["ci_low"].to_numpy(dtype=float), nan=0.0)
             high = np.nan_to_num(stats["ci_high"].to_numpy(dtype=float) - mean, nan=0.0)
             bars = ax.errorbar(
-                x, mean, yerr=np.clip(np.vstack([low, high]), 0.0, None), marker="o", capsize=3, label=encoder
+                x,
+                mean,
+                yerr=np.clip(np.vstack([low, high]), 0.0, None),
+                marker="o",
+                capsize=3,
+                label=encoder,
+                color=colours[encoder],
             )
-            handles.append(bars)
+            legend.setdefault(encoder, bars)
             top = ceiling[ceiling["encoder"] == encoder]
             if len(top):
                 largest = top[np.isclose(top["label_fraction"], top["label_fraction"].max())]
@@ -223,9 +234,10 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
                     float(largest["value"].mean()),
                     ls=":",
                     lw=1.0,
-                    color=bars.lines[0].get_color(),
+                    color=colours[encoder],
                     gid="all training subjects",
                 )
+                legend.setdefault("dotted: all training subjects", _dotted())
         ax.set_xscale("log")
         ax.set_xticks(budgets, [str(k) for k in budgets])
         ax.minorticks_off()
@@ -233,11 +245,7 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
         ax.set_xlabel(fewshot_axis_label(key[2]))
         ax.set_ylabel(key[2])
         ax.set_title(f"{key[0]} / {key[1]}", fontsize=9)
-        if encoders:
-            if any(line.get_gid() == "all training subjects" for line in ax.get_lines()):
-                handles += ax.plot([], [], ls=":", color="0.3", label="dotted: all training subjects")
-            ax.legend(handles=handles, fontsize=7)
-        else:
+        if not encoders:
             ax.text(
                 0.5,
                 0.5,
@@ -250,11 +258,12 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
             ax.set_ylim(0.0, 1.0)
         notes = [n for n in (_skipped_note(part), _left_out_note(ok, bad)) if n]
         if notes:
-            ax.text(
-                0.5,
-                -0.32,
+            ax.annotate(  # below the x label, whatever the panel's height
                 "\n".join(notes),
-                transform=ax.transAxes,
+                xy=(0.5, 0.0),
+                xycoords="axes fraction",
+                xytext=(0, -40),
+                textcoords="offset points",
                 fontsize=7,
                 color="0.3",
                 ha="center",
@@ -262,8 +271,25 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
             )
     for ax in axes[len(panels) or 1 :]:
         ax.set_axis_off()
-    save_figure(fig, path, rect=(0.0, 0.0, 1.0, 0.95))
+    bottom = 0.0
+    if legend:
+        names = sorted(n for n in legend if n != "dotted: all training subjects")
+        names += [n for n in legend if n not in names]
+        handles = [legend[n] for n in names]
+        ncol = max(1, min(len(names), int(fig.get_figwidth() / 1.7)))  # about 1.7 in per entry
+        fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+        rows_inches = 0.1 + 0.25 * -(-len(names) // ncol)  # the legend's rows, added below the panels
+        fig.set_figheight(fig.get_figheight() + rows_inches)
+        bottom = rows_inches / fig.get_figheight()
+    save_figure(fig, path, rect=(0.0, bottom, 1.0, 0.95))
     return fig
+
+
+def _dotted() -> Any:
+    """The legend entry of the dotted all-training-subjects lines (drawn in each encoder's colour)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], ls=":", color="0.3")
 
 
 #: Cell colours of the conclusions figure, per verdict of the row's encoder.
