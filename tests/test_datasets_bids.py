@@ -19,7 +19,7 @@ from conftest import REPO
 from brainssl import wiring
 from brainssl.datasets import DatasetLayoutError, build_manifest, finalize_demo, generate_demo_shard
 from brainssl.datasets.catalog import subject_seed
-from brainssl.datasets.layouts import abide, atlas, bids
+from brainssl.datasets.layouts import abide, atlas, bids, bids_entry
 from brainssl.datasets.manifest import subject_ids
 from brainssl.io import write_table
 from brainssl.preprocess.shard_job import derivative_names
@@ -209,15 +209,15 @@ def test_missing_participants_table_is_named(tmp_path: Path) -> None:
 
 
 def test_spec_and_name_parsing() -> None:
-    assert bids.parse_spec("ce-gd_T1w") == bids.FileSpec("ce-gd_T1w", "T1w", (("ce", "gd"),))
+    assert bids_entry.parse_spec("ce-gd_T1w") == bids_entry.FileSpec("ce-gd_T1w", "T1w", (("ce", "gd"),))
     assert bids.parse_name("sub-r001s001_ses-1_space-MNI_label-L_desc-T1lesion_mask.nii.gz") == (
         "mask",
         {"sub": "r001s001", "ses": "1", "space": "MNI", "label": "L", "desc": "T1lesion"},
     )
-    assert bids.parse_spec("T1w").matches("T1w", {"sub": "1", "run": "2", "space": "MNI"})
-    assert not bids.parse_spec("T1w").matches("T1w", {"sub": "1", "rec": "norm"})
+    assert bids_entry.parse_spec("T1w").matches("T1w", {"sub": "1", "run": "2", "space": "MNI"})
+    assert not bids_entry.parse_spec("T1w").matches("T1w", {"sub": "1", "rec": "norm"})
     with pytest.raises(ValueError, match="BIDS suffix"):
-        bids.parse_spec("T1w_")
+        bids_entry.parse_spec("T1w_")
 
 
 def test_ids_table_maps_pseudonyms_back(demo: dict[str, Path]) -> None:

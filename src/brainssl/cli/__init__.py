@@ -123,7 +123,7 @@ def _bids_entry(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The ``kind: bids`` entry ``check bids`` reads with: from ``--config``, or T1w alone."""
     import yaml
 
-    from brainssl.datasets.layouts.bids import DEFAULT_CONTRASTS
+    from brainssl.datasets.layouts.bids_entry import DEFAULT_CONTRASTS
 
     if args.config is None:
         return "bids", {"kind": "bids", "contrasts": DEFAULT_CONTRASTS}

@@ -24,7 +24,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainssl.datasets.layouts import abide, atlas, bids, brats, fastmri, hippocampus, ixi, oasis, tumor4
+from brainssl.datasets.layouts import (
+    abide,
+    atlas,
+    bids,
+    bids_entry,
+    brats,
+    fastmri,
+    hippocampus,
+    ixi,
+    oasis,
+    tumor4,
+)
 from brainssl.datasets.layouts.errors import NoUsableSubjectsError
 from brainssl.datasets.manifest import check_manifest, failures_frame, rows_to_frame
 from brainssl.io import write_table
@@ -282,7 +293,7 @@ def build_manifest(
             usable subjects; see failures.tsv" with the path (and the first reasons).
     """
     if entry is not None and entry.get("kind") == "bids":
-        info = bids.info(dataset, entry)
+        info = bids_entry.info(dataset, entry)
         rows, failures = bids.read(Path(raw_root), dataset, entry)
     else:
         info = _layout(dataset).INFO

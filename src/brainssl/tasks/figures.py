@@ -136,6 +136,8 @@ def _shots(results: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(results["shots"], errors="coerce").fillna(0).astype(int)
 
 
+#: The few-shot legend entry of the dotted lines (each encoder's value with every training subject).
+_CEILING = "dotted: all training subjects"
 _REGRESSION_METRICS = ("mae", "mae_corrected", "gap_slope", "gap_slope_corrected")
 _SURVIVAL_METRICS = ("c_harrell", "c_uno", "ibs", "logrank_p")
 
@@ -237,7 +239,7 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
                     color=colours[encoder],
                     gid="all training subjects",
                 )
-                legend.setdefault("dotted: all training subjects", _dotted())
+                legend.setdefault(_CEILING, None)
         ax.set_xscale("log")
         ax.set_xticks(budgets, [str(k) for k in budgets])
         ax.minorticks_off()
@@ -273,9 +275,10 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
         ax.set_axis_off()
     bottom = 0.0
     if legend:
-        names = sorted(n for n in legend if n != "dotted: all training subjects")
-        names += [n for n in legend if n not in names]
-        handles = [legend[n] for n in names]
+        from matplotlib.lines import Line2D
+
+        names = sorted(n for n in legend if n != _CEILING) + [n for n in legend if n == _CEILING]
+        handles = [legend[n] if n != _CEILING else Line2D([], [], ls=":", color="0.3") for n in names]
         ncol = max(1, min(len(names), int(fig.get_figwidth() / 1.7)))  # about 1.7 in per entry
         fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
         rows_inches = 0.1 + 0.25 * -(-len(names) // ncol)  # the legend's rows, added below the panels
@@ -283,13 +286,6 @@ def save_fewshot_curves(results: pd.DataFrame, path: str | Path, title: str = ""
         bottom = rows_inches / fig.get_figheight()
     save_figure(fig, path, rect=(0.0, bottom, 1.0, 0.95))
     return fig
-
-
-def _dotted() -> Any:
-    """The legend entry of the dotted all-training-subjects lines (drawn in each encoder's colour)."""
-    from matplotlib.lines import Line2D
-
-    return Line2D([], [], ls=":", color="0.3")
 
 
 #: Cell colours of the conclusions figure, per verdict of the row's encoder.

@@ -25,7 +25,7 @@ The entry says (:class:`brainssl.datasets.settings.BidsDatasetSettings`):
   ``label-L_desc-T1lesion_mask`` for ATLAS; it becomes every contrast's ``seg_path``.
 * ``participants`` / ``sessions``: label -> column of ``participants.tsv`` / of each subject's
   ``sub-<label>_sessions.tsv`` (a session's value overrides the participant's). Labels:
-  :data:`LABELS`. ``values``: label -> {cell: value} for coded columns (ABIDE's ``DX_GROUP``
+  :data:`~.bids_entry.LABELS`. ``values``: label -> {cell: value} for coded columns (ABIDE's ``DX_GROUP``
   1/2); a cell of a mapped column that the map lacks refuses its subject with the allowed
   codes. Without a map, ``sex`` reads m/male/f/female, ``diagnosis`` the lower-cased text.
 
@@ -45,34 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from brainssl.datasets.layouts.base import first_readable, grid_difference, image_row, read_truth
-from brainssl.datasets.layouts.bids_entry import (
-    DEFAULT_CONTRASTS,
-    IGNORED_ENTITIES,
-    LABELS,
-    BidsEntry,
-    FileSpec,
-    info,
-    parse_entry,
-    parse_spec,
-    read_participants,
-    read_sessions,
-    read_tsv,
-)
+from brainssl.datasets.layouts.bids_entry import BidsEntry, parse_entry, read_participants, read_sessions
 from brainssl.datasets.layouts.errors import DatasetLayoutError, SubjectError, SubjectRecorder
 from brainssl.datasets.layouts.files import folder_problem, list_dir, require_root
 from brainssl.datasets.layouts.tables import LabelBook
 
-__all__ = [
-    "DEFAULT_CONTRASTS",
-    "IGNORED_ENTITIES",
-    "LABELS",
-    "FileSpec",
-    "info",
-    "parse_name",
-    "parse_spec",
-    "read",
-    "read_tsv",
-]
+__all__ = ["parse_name", "read"]
 
 logger = logging.getLogger(__name__)
 

@@ -182,9 +182,10 @@ def parse_entry(name: str, entry: Mapping[str, Any]) -> BidsEntry:
         str(k): {str(a): str(b) for a, b in dict(v).items()}
         for k, v in dict(entry.get("values") or {}).items()
     }
-    roots = str(entry.get("roots") or "").strip().strip("/")
-    if str(entry.get("roots") or "").startswith("/") or ".." in Path(roots).parts:
-        problems.append(f"{where}.roots: {entry['roots']!r} is not a glob below the path (Training/R*)")
+    roots = str(entry.get("roots") or "").strip()
+    if roots.startswith("/") or ".." in Path(roots).parts:
+        problems.append(f"{where}.roots: {roots!r} is not a glob below the path (Training/R*)")
+    roots = roots.rstrip("/")
     if problems:
         raise DatasetLayoutError(f"{about.name}: " + "; ".join(problems))
     return BidsEntry(name, about, contrasts, mask, tables["participants"], tables["sessions"], values, roots)
