@@ -35,8 +35,13 @@ def run_snakemake(
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
+    """The test config run as README runs it: the workflow's config.yaml, test.yaml laid over it.
+
+    The copy is not named config.yaml: a config.yaml in the working folder would replace the
+    workflow's own as the base (Snakefile), and the run would use test.yaml's keys alone.
+    """
     workdir = tmp_path_factory.mktemp("run")
-    config = workdir / "config.yaml"
+    config = workdir / "test.yaml"
     shutil.copy(REPO / "config/test.yaml", config)
     result = run_snakemake("--cores", "2", "--configfile", str(config), workdir=workdir, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -41,7 +41,7 @@ def sbatch_call(tmp_path):
     (work / "results/slices/index.parquet").write_bytes(b"")
     (work / "results/pretrain/random-vit_tiny").mkdir(parents=True)
     (work / "results/pretrain/random-vit_tiny/model_card.json").write_text("{}")
-    config = work / "config.yaml"
+    config = work / "test.yaml"
     config.write_text(yaml.safe_dump(cfg))
     calls = tmp_path / "sbatch.calls"
     env = dict(os.environ, PATH=f"{fake}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls))

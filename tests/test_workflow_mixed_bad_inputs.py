@@ -291,8 +291,8 @@ def _run(work: Path, config: dict, env: dict[str, str] | None = None):
     work.mkdir(parents=True)
     for name in ("abide", "atlas"):  # the BIDS demos are not part of this test
         config["datasets"][name]["enabled"] = False
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    args = (*TARGETS, "--cores", "2", "--configfile", str(work / "config.yaml"))  # it takes several
+    (work / "test.yaml").write_text(yaml.safe_dump(config))  # laid over config.yaml, as the clean run's
+    args = (*TARGETS, "--cores", "2", "--configfile", str(work / "test.yaml"))  # it takes several
     return run_snakemake(*args, workdir=work, timeout=1200, env=env)
 
 
@@ -304,7 +304,7 @@ def mixed_run(finished_run, tmp_path_factory):
     of those six alone, byte for byte, and the BIDS demos beside them are left out of every check.
     """
     clean = finished_run[0]
-    config = yaml.safe_load((clean / "config.yaml").read_text())
+    config = yaml.safe_load(finished_run[1].read_text())
     work = tmp_path_factory.mktemp("mixed")
     denied: list[Path] = []
     bad: list[Bad] = []

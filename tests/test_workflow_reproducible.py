@@ -3,21 +3,24 @@
 Two ``make demo`` runs once trained different encoders because one stage (the atlas skull
 strip) depended on the threads a job was granted; the test configuration alone did not show
 it. This second run therefore differs in what could leak into the numbers: another folder
-(no absolute path may enter a table) and another job order (Snakemake's greedy scheduler
-instead of its ILP one, so other jobs run side by side). The grants stay the same (``--cores
-2``): a torch job granted fewer threads than it declares sums in another order and moves the
-last digits (measured: the reconstruction NMSE in its 8th digit with ``--cores 1``), which
-README states. The slice arrays must be byte-identical, every encoder hold the same tensors
-and metadata (safetensors writes its metadata keys in a per-process order), and every results
-table be equal cell by cell without its wall-clock columns (:data:`TIMED_COLUMNS`).
+(no absolute path may enter a table), another job order (Snakemake's greedy scheduler
+instead of its ILP one, so other jobs run side by side) and ``device: auto`` where the first
+says ``cpu`` (pretrain, embed, tasks): on a machine without a GPU the setting must change
+nothing. The grants stay the same (``--cores 2``): a torch job granted fewer threads than it
+declares sums in another order and moves the last digits (measured: the reconstruction NMSE
+in its 8th digit with ``--cores 1``), which README states. The slice arrays must be
+byte-identical, every encoder hold the same tensors and metadata (safetensors writes its
+metadata keys in a per-process order), and every results table be equal cell by cell
+without its wall-clock columns (:data:`TIMED_COLUMNS`).
 """
 
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+import yaml
 from conftest import run_snakemake
 from safetensors import safe_open
 
@@ -25,6 +28,8 @@ pytestmark = pytest.mark.slow
 
 #: Table columns that hold a job's wall-clock time (the only cells allowed to differ).
 TIMED_COLUMNS = re.compile(r"seconds")
+#: The stages with a ``device`` setting.
+DEVICE_STAGES = ("pretrain", "embed", "tasks")
 #: What is compared: every table, the slice arrays and the encoders' weights.
 COMPARED = ("*.tsv", "*.parquet", "*.npy", "*.safetensors")
 
@@ -60,8 +65,13 @@ def test_a_second_run_in_another_folder_and_job_order_gives_the_same_outputs(fin
     first, config, _ = finished_run
     second = tmp_path / "again"
     second.mkdir()
-    shutil.copy(config, second / "config.yaml")
-    args = ("--cores", "2", "--scheduler", "greedy", "--configfile", str(second / "config.yaml"))
+    cfg = yaml.safe_load(config.read_text())
+    assert all(cfg[stage]["device"] == "cpu" for stage in DEVICE_STAGES)
+    if not torch.cuda.is_available():  # with a GPU, auto would train there: other sums
+        for stage in DEVICE_STAGES:
+            cfg[stage]["device"] = "auto"
+    (second / config.name).write_text(yaml.safe_dump(cfg))
+    args = ("--cores", "2", "--scheduler", "greedy", "--configfile", str(second / config.name))
     result = run_snakemake(*args, workdir=second, timeout=1100)
     assert result.returncode == 0, result.stderr[-4000:]
     ours, theirs = _outputs(first / "results"), _outputs(second / "results")

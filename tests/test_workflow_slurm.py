@@ -19,6 +19,8 @@ from brainssl.pretrain import load_checkpoint
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 START = REPO / "tools/local-slurm/start.sh"
 STOP = REPO / "tools/local-slurm/stop.sh"
+#: What start.sh installs that holds SLURM's client tools or needs them (MariaDB and munge stay).
+SLURM_PACKAGES = ("slurm-client", "slurmctld", "slurmd", "slurmdbd")
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,7 @@ def slurm_cluster():
     state = Path(tempfile.mkdtemp(prefix="brainssl-slurm-", dir="/tmp"))
     state.chmod(0o755)
     env = dict(os.environ, BRAINSSL_SLURM_DIR=str(state))
+    had_client = shutil.which("scontrol") is not None
     started = subprocess.run(
         ["timeout", "-k", "10", "400", str(START)], env=env, capture_output=True, text=True
     )
@@ -38,6 +41,8 @@ def slurm_cluster():
     finally:
         subprocess.run(["timeout", "-k", "5", "120", str(STOP)], env=env, capture_output=True, text=True)
         shutil.rmtree(state, ignore_errors=True)
+        if not had_client:  # client tools left without a controller delay every later snakemake ~9 s
+            subprocess.run(["apt-get", "remove", "-y", "-qq", *SLURM_PACKAGES], capture_output=True)
 
 
 def _snakemake_slurm(workdir, config, env, seconds, *extra):
@@ -96,7 +101,7 @@ def _datasets(cfg: dict) -> list[str]:
 
 @pytest.mark.timeout(1200)  # above the run's own 900 s limit, so that limit reports the failure
 def test_the_test_config_through_pretraining_runs_through_sbatch(slurm_cluster, tmp_path):
-    config = tmp_path / "config.yaml"
+    config = tmp_path / "test.yaml"
     cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
     for name in _datasets(cfg):
         cfg["datasets"][name]["enabled"] = name in SLURM_DATASETS
@@ -140,7 +145,7 @@ def test_a_failing_job_is_reported_as_failed(slurm_cluster, tmp_path):
     for name in _datasets(cfg):
         cfg["datasets"][name]["enabled"] = False
     cfg["datasets"]["ixi"] = {"source": "local", "path": str(empty)}
-    config = tmp_path / "config.yaml"
+    config = tmp_path / "test.yaml"
     config.write_text(yaml.safe_dump(cfg))
     result = _snakemake_slurm(tmp_path, config, slurm_cluster, 600, "--retries", "0")  # fail once
     assert result.returncode != 0
