@@ -151,6 +151,29 @@ def test_cells_below_two_subjects_per_class_or_short_of_shots_are_skipped(tmp_pa
     }
 
 
+def test_ablation_runs_are_fitted_at_the_largest_fraction_only(tmp_path):
+    """The ablation table reads one cell per task; its runs are not fitted at the other budgets."""
+    run = TaskRun.from_params(
+        "tumor4", _shared(label_fractions=[0.5, 1.0], shots=[2]), SETTINGS["tumor4"], seed=3
+    )
+    paths = _paths(tmp_path, _table())
+    paths["moco-vit_tiny-subset"] = paths["moco-vit_tiny"]
+    outcome = run_task(run, paths)
+    frame = pd.DataFrame(outcome.rows)
+    budgets = frame.groupby("encoder")[["shots", "label_fraction"]].apply(
+        lambda part: set(zip(part["shots"], part["label_fraction"].fillna(0)))
+    )
+    assert budgets["moco-vit_tiny"] == {(2, 0), (0, 0.5), (0, 1.0)}
+    assert budgets["moco-vit_tiny-subset"] == {(0, 1.0)}
+    subset = "moco-vit_tiny-subset"
+    ablation = [c for c in outcome.comparisons if subset in (c["encoder"], c["baseline"])]
+    assert {(c["encoder"], c["baseline"]) for c in ablation} == {
+        ("moco-vit_tiny", subset),  # the filter's gain
+        (subset, "random-vit_tiny"),
+    }
+    assert {(c["shots"], c["label_fraction"]) for c in ablation} == {(0, 1.0)}
+
+
 def test_comparison_pairs_skip_baseline_pairs():
     names = ["random-vit_tiny", "moco-vit_tiny", "classical", "dino-vit_tiny", "imagenet"]
     pairs = comparison_pairs(names)

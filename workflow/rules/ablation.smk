@@ -69,6 +69,7 @@ rule pretrain_ablation:
     wildcard_constraints:
         arch=re.escape(ABLATION_ARCH),
         variant=wiring.task_pattern(ABLATION_VARIANTS),
+    priority: 1  # as pretrain_moco's: trainings first
     retries: PRETRAIN_RESOURCES["retries"]
     conda:
         "../../envs/train.yaml"

@@ -16,6 +16,7 @@ rule embed_encoder:
         "logs/embed/{encoder}.log",
     benchmark:
         "logs/embed/{encoder}.timing.tsv"
+    priority: 1  # right after its encoder: every frozen-feature task waits on all of them
     conda:
         "../../envs/evaluate.yaml"
     threads: 1

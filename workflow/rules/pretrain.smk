@@ -24,6 +24,10 @@ rule pretrain_moco:
         "logs/pretrain/moco-{arch}.timing.tsv"
     wildcard_constraints:
         arch="|".join(PRETRAIN_ARCHS),
+    # Trainings first: every later job waits on an encoder, and the dense tasks fill the cores
+    # left over (in a 2-core demo with the ablation on, its second run waited behind three dense
+    # tasks and every frozen-feature task behind it).
+    priority: 1
     retries: PRETRAIN_RESOURCES["retries"]
     conda:
         "../../envs/train.yaml"

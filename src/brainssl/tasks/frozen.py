@@ -9,8 +9,9 @@ classical features, supervised from scratch) and the pretrained encoders with ea
 A task (or one encoder of it) whose labels are missing or degenerate yields ``skipped``
 rows with the reason, and the other tasks and encoders go on; so does a cell (budget and
 seed) one of whose fits is too small (:func:`~brainssl.tasks.units.fit_shortfall`) or
-fails: a cell is a number only when every fold of it was fitted.
-:mod:`brainssl.tasks.outputs` writes the rule's files.
+fails: a cell is a number only when every fold of it was fitted. The slice-filter ablation's
+runs (:mod:`brainssl.ablation`) are fitted at the largest label fraction only, the one cell
+its table reads. :mod:`brainssl.tasks.outputs` writes the rule's files.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from brainssl.ablation import ablation_variant
 from brainssl.logs import progress
 
 from .heads import fit_classifier, fit_regressor, fit_survival
@@ -463,6 +465,9 @@ def _run_encoder(
             reason = f"no subject-level split possible: {err}"
     if reason:
         return skipped_rows(log=False, reason=reason, metrics=_metric_names(spec, run), **skip), {}
+    if ablation_variant(encoder):  # the ablation table reads the largest fraction alone: fit only that
+        largest = max((fit.fraction for fit in plan if not fit.shots), default=math.nan)
+        plan = [fit for fit in plan if not fit.shots and fit.fraction == largest]
     if spec.kind != "survival":
         preds = _predict(spec, units, plan, run)
         return _score(spec, units, encoder, preds, run), {encoder: preds}
