@@ -94,6 +94,7 @@ def _tasks(root: Path) -> None:
         row("tumor4", "tumor4", "moco-vit_tiny", "frozen", "accuracy", 0.9),  # not a headline metric
         row("tumor4", "tumor4", "moco-vit_tiny", "frozen", "balanced_accuracy", 0.9, shots=5),  # few-shot
         row("tumor4", "tumor4", "random-vit_tiny", "frozen", "balanced_accuracy", 0.587),
+        row("tumor4", "tumor4", "moco-vit_tiny-subset", "frozen", "balanced_accuracy", 0.4),  # ablation's
         row("tumor4", "tumor4", "classical", "frozen", "balanced_accuracy", 0.5),
         row("tumor4", "tumor4", "scratch-vit_tiny", "scratch", "balanced_accuracy", 0.25),
         row("brain_age", "ixi", "moco-vit_tiny", "frozen", "mae", 8.71),
@@ -107,6 +108,36 @@ def _tasks(root: Path) -> None:
         row("reconstruction", "fastmri_brain", "scratch-vit_tiny", "scratch", "psnr_random_2x", 30.722),
     ]
     _tsv(root / "tasks" / "results.tsv", rows)
+
+
+def _ablation(root: Path) -> None:
+    """tasks/ablation.tsv in the columns brainssl.tasks.ablation writes."""
+    runs = {  # variant: (encoder, pool slices, distinct slices seen, steps, score, gain, low, high)
+        "filtered": ("moco-vit_tiny", 5947, 5947, 276, 0.45, "", "", ""),
+        "unfiltered": ("moco-vit_tiny-unfiltered", 19785, 12874, 276, 0.5, 0.05, -0.1, 0.2),
+        "random": ("random-vit_tiny", 0, 0, 0, 0.4, -0.05, -0.2, 0.1),
+    }
+    rows = [
+        dict(
+            variant=variant,
+            encoder=encoder,
+            pool_slices=pool,
+            slices_seen=seen,
+            steps=steps,
+            train_seconds=12.5,
+            task="tumor4",
+            dataset="tumor4",
+            metric="balanced_accuracy",
+            value=value,
+            ci_low="",
+            ci_high="",
+            gain_vs_filtered=gain,
+            gain_low=low,
+            gain_high=high,
+        )
+        for variant, (encoder, pool, seen, steps, value, gain, low, high) in runs.items()
+    ]
+    _tsv(root / "tasks" / "ablation.tsv", rows)
 
 
 def _preprocess(root: Path) -> None:
@@ -128,6 +159,7 @@ def results(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("run") / "results"
     _pretrain(root)
     _tasks(root)
+    _ablation(root)
     _preprocess(root)
     (root / "tasks" / "claims.md").write_text(CLAIMS)
     return root
@@ -165,6 +197,19 @@ def test_tasks_table_means_seeds_at_full_labels_and_names_modes(readme_numbers, 
             "| hippocampus_segmentation hippocampus dice_anterior "
             "| 0.087 / 0.089 (finetune/frozen) | 0.000 | – | 0.503 |",
             "| reconstruction fastmri_brain psnr_random_2x | 30.888 (finetune) | – | – | 30.722 |",
+        ]
+    )
+
+
+def test_ablation_table_gives_slices_and_gains_over_the_filtered_run(readme_numbers, results) -> None:
+    assert readme_numbers.ablation_table(results) == "\n".join(
+        [
+            "| score (largest label fraction) | filtered `moco-vit_tiny` "
+            "| unfiltered `moco-vit_tiny-unfiltered` | random `random-vit_tiny` |",
+            "|---|---|---|---|",
+            "| slices drawn from / distinct seen / steps | 5,947 / 5,947 / 276 | 19,785 / 12,874 / 276 | – |",
+            "| tumor4 tumor4 balanced_accuracy | 0.450 | 0.500 (+0.050 [-0.100, +0.200]) "
+            "| 0.400 (-0.050 [-0.200, +0.100]) |",
         ]
     )
 

@@ -161,7 +161,7 @@ def test_ablation_runs_are_fitted_at_the_largest_fraction_only(tmp_path):
     outcome = run_task(run, paths)
     frame = pd.DataFrame(outcome.rows)
     budgets = frame.groupby("encoder")[["shots", "label_fraction"]].apply(
-        lambda part: set(zip(part["shots"], part["label_fraction"].fillna(0)))
+        lambda part: set(zip(part["shots"], part["label_fraction"].fillna(0), strict=True))
     )
     assert budgets["moco-vit_tiny"] == {(2, 0), (0, 0.5), (0, 1.0)}
     assert budgets["moco-vit_tiny-subset"] == {(0, 1.0)}

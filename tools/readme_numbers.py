@@ -15,6 +15,9 @@ not in the given file verbatim. The sections, and the files they read:
 * ``tasks``: the headline metric of each task at label fraction 1.0, mean over seeds
   (``tasks/results.tsv``, rows with status ``ok``); frozen encoders unless the cell names its
   mode (dense tasks: ``finetune/frozen``).
+* ``ablation``: the slice-filter ablation, per run its slices and each score with its gain over
+  the filtered run (``tasks/ablation.tsv``; empty while ``pretrain.ablation`` is off). Its
+  runs are left out of the ``tasks`` table.
 * ``skullstrip``: the skull-strip Dice against the truth brain masks
   (``preprocess/<dataset>/qc.tsv``).
 * ``claims``: which seed claims the run reproduces, as the workflow wrote it from the paired
@@ -31,6 +34,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from brainssl.ablation import ablation_variant
 
 DASH = "–"
 #: (task, dataset, metric) of each row of the README's task table, in its order.
@@ -54,7 +59,7 @@ HEADLINE = (
 MODE_ORDER = ("finetune", "frozen", "scratch", "none")
 METHOD_ORDER = ("moco", "dino")
 SKULLSTRIP_DATASETS = ("ixi", "oasis3")
-SECTIONS = ("pretrain", "probe-epochs", "tasks", "skullstrip", "claims")
+SECTIONS = ("pretrain", "probe-epochs", "tasks", "ablation", "skullstrip", "claims")
 
 
 def _markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -139,7 +144,7 @@ def tasks_table(results: Path, headline: Sequence[tuple[str, str, str]] = HEADLI
     keep = (frame["status"] == "ok") & (frame["label_fraction"].astype(float) == 1.0)
     if "shots" in frame.columns:  # few-shot rows (labelled subjects per class) are another table
         keep &= pd.to_numeric(frame["shots"], errors="coerce").fillna(0) == 0
-    frame = frame[keep]
+    frame = frame[keep & ~frame["encoder"].map(lambda e: bool(ablation_variant(e)))]
     means = frame.groupby(["task", "dataset", "metric", "encoder", "mode"])["value"].mean()
     wanted = [key for key in headline if key in means.index.droplevel([3, 4])]
     encoders = sorted(
@@ -153,6 +158,37 @@ def tasks_table(results: Path, headline: Sequence[tuple[str, str, str]] = HEADLI
             row.append(_cell(cells.loc[encoder]) if encoder in cells.index.get_level_values(0) else DASH)
         rows.append(row)
     header = ["task / metric (fraction 1.0, mean over seeds)", *(f"`{e}`" for e in encoders)]
+    return _markdown(header, rows)
+
+
+def ablation_table(results: Path) -> str:
+    """The ablation table: each run's slices, then per score its value and its gain over filtered."""
+    path = results / "tasks" / "ablation.tsv"
+    if not path.is_file():
+        return ""
+    frame = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+    runs = frame.drop_duplicates("variant").set_index("variant")
+    variants = list(runs.index)  # filtered, its variants, random: the table's order
+
+    def slices(run: pd.Series) -> str:
+        counts = (run["pool_slices"], run["slices_seen"], run["steps"])
+        return DASH if not run["steps"] else " / ".join(f"{n:,}" for n in counts)
+
+    rows = [["slices drawn from / distinct seen / steps", *(slices(runs.loc[v]) for v in variants)]]
+    for (task, dataset, metric), part in frame.groupby(["task", "dataset", "metric"], sort=False):
+        by = part.set_index("variant")
+        cells = []
+        for variant in variants:
+            if variant not in by.index:
+                cells.append(DASH)
+                continue
+            row = by.loc[variant]
+            text = _number(row["value"])
+            if math.isfinite(row["gain_vs_filtered"]):
+                text += f" ({row['gain_vs_filtered']:+.3f} [{row['gain_low']:+.3f}, {row['gain_high']:+.3f}])"
+            cells.append(text)
+        rows.append([f"{task} {dataset} {metric}", *cells])
+    header = ["score (largest label fraction)", *(f"{v} `{runs.loc[v, 'encoder']}`" for v in variants)]
     return _markdown(header, rows)
 
 
@@ -195,6 +231,7 @@ def sections(results: Path, names: Sequence[str] = SECTIONS) -> dict[str, str]:
         "pretrain": pretrain_table,
         "probe-epochs": probe_epochs,
         "tasks": tasks_table,
+        "ablation": ablation_table,
         "skullstrip": skullstrip_row,
         "claims": claims_statement,
     }
