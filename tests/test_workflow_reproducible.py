@@ -24,12 +24,14 @@ import yaml
 from conftest import run_snakemake
 from safetensors import safe_open
 
+from brainssl.wiring.checks import DEVICE_KEYS
+
 pytestmark = pytest.mark.slow
 
 #: Table columns that hold a job's wall-clock time (the only cells allowed to differ).
 TIMED_COLUMNS = re.compile(r"seconds")
-#: The stages with a ``device`` setting.
-DEVICE_STAGES = ("pretrain", "embed", "tasks")
+#: The stages with a ``device`` setting (``pretrain.device``, ...: the workflow's own list).
+DEVICE_STAGES = tuple(key.split(".")[0] for key in DEVICE_KEYS)
 #: What is compared: every table, the slice arrays and the encoders' weights.
 COMPARED = ("*.tsv", "*.parquet", "*.npy", "*.safetensors")
 
